@@ -1,0 +1,5 @@
+//! Request → fixed-size sparse f32 vector.
+
+mod vector;
+
+pub use vector::Features;
