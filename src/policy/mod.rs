@@ -1,1 +1,11 @@
-//! TODO
+//! Policies: score candidates, explore, checkpoint.
+
+pub mod action;
+pub mod checkpoint;
+pub mod dqn;
+pub mod explore;
+pub mod network;
+
+pub use action::Scales;
+pub use dqn::{DqnPolicy, OperatingPoint, Policy, Prediction};
+pub use explore::{Choice, Exploration, Explorer};

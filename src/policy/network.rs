@@ -1,0 +1,620 @@
+//! The action-feature MLP: it scores a (context, model) pair, so a model the
+//! network has never seen still gets a score from its catalog features.
+//!
+//! ```text
+//! x (sparse context, D) ──W1x─┐
+//!                             + b1 → ReLU → W2 + b2 → ReLU → W3 + b3 → [quality, ln cost, ln latency]
+//! a (dense action, A)  ──W1a─┘
+//! ```
+//!
+//! Three heads instead of one Q value let one network serve every operating
+//! point: the score at (λ, μ) is `q − λ·cost − μ·latency`, formed at decision
+//! time. The context half of the first layer is computed once per request and
+//! shared by every candidate, so scoring 16 models costs one sparse pass plus
+//! 16 small dense ones.
+//!
+//! Single-sample scoring uses plain loops (fast at this size); batched
+//! training uses ndarray GEMM.
+
+use ndarray::{s, Array1, Array2, ArrayView1, Axis};
+use rand::Rng;
+use rand_distr_normal::standard_normal;
+use serde::{Deserialize, Serialize};
+
+use crate::features::Features;
+
+/// Output heads.
+pub const HEADS: usize = 3;
+pub const HEAD_QUALITY: usize = 0;
+pub const HEAD_COST: usize = 1;
+pub const HEAD_LATENCY: usize = 2;
+
+/// Layer sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arch {
+    pub ctx_dim: usize,
+    pub action_dim: usize,
+    pub hidden1: usize,
+    pub hidden2: usize,
+}
+
+/// The weights. Matrices are stored input-major (`in × out`), so one sparse
+/// input row is one contiguous slice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Network {
+    pub arch: Arch,
+    pub w1x: Array2<f32>,
+    pub w1a: Array2<f32>,
+    pub b1: Array1<f32>,
+    pub w2: Array2<f32>,
+    pub b2: Array1<f32>,
+    pub w3: Array2<f32>,
+    pub b3: Array1<f32>,
+}
+
+mod rand_distr_normal {
+    use rand::Rng;
+    /// Box–Muller; avoids a dependency for one distribution.
+    pub fn standard_normal(rng: &mut impl Rng) -> f32 {
+        let u1: f32 = rng.gen_range(f32::EPSILON..1.0);
+        let u2: f32 = rng.gen();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+    }
+}
+
+fn he_init(rng: &mut impl Rng, rows: usize, cols: usize, fan_in: usize) -> Array2<f32> {
+    let std = (2.0 / fan_in as f32).sqrt();
+    Array2::from_shape_simple_fn((rows, cols), || standard_normal(rng) * std)
+}
+
+impl Network {
+    /// He-initialised weights; deterministic for a given RNG state.
+    pub fn new(arch: Arch, rng: &mut impl Rng) -> Network {
+        // The sparse layer sees ~hundreds of active inputs of unit total norm,
+        // so its fan-in is effectively small.
+        let w1x = he_init(rng, arch.ctx_dim, arch.hidden1, 64);
+        let w1a = he_init(rng, arch.action_dim, arch.hidden1, arch.action_dim);
+        let w2 = he_init(rng, arch.hidden1, arch.hidden2, arch.hidden1);
+        let w3 = he_init(rng, arch.hidden2, HEADS, arch.hidden2) * 0.1;
+        Network {
+            arch,
+            w1x,
+            w1a,
+            b1: Array1::zeros(arch.hidden1),
+            w2,
+            b2: Array1::zeros(arch.hidden2),
+            w3,
+            b3: Array1::zeros(HEADS),
+        }
+    }
+
+    /// The context half of the first layer: `b1 + W1xᵀ x`.
+    pub fn context_hidden(&self, x: &Features, out: &mut [f32]) {
+        out.copy_from_slice(self.b1.as_slice().expect("contiguous"));
+        let w = self.w1x.as_slice().expect("contiguous");
+        let h = self.arch.hidden1;
+        for (i, v) in x.iter() {
+            let row = &w[i * h..(i + 1) * h];
+            for (o, &wv) in out.iter_mut().zip(row) {
+                *o += v * wv;
+            }
+        }
+    }
+
+    /// The action half of the first layer: `W1aᵀ a`.
+    pub fn action_hidden(&self, a: &[f32], out: &mut [f32]) {
+        out.iter_mut().for_each(|o| *o = 0.0);
+        let w = self.w1a.as_slice().expect("contiguous");
+        let h = self.arch.hidden1;
+        for (k, &v) in a.iter().enumerate() {
+            if v == 0.0 {
+                continue;
+            }
+            let row = &w[k * h..(k + 1) * h];
+            for (o, &wv) in out.iter_mut().zip(row) {
+                *o += v * wv;
+            }
+        }
+    }
+
+    /// Heads for one candidate, given the summed first-layer pre-activation.
+    /// `scratch` must hold `hidden2` floats.
+    pub fn heads_from_z1(&self, z1: &[f32], scratch: &mut [f32]) -> [f32; HEADS] {
+        let h2 = self.arch.hidden2;
+        scratch.copy_from_slice(self.b2.as_slice().expect("contiguous"));
+        let w2 = self.w2.as_slice().expect("contiguous");
+        for (i, &z) in z1.iter().enumerate() {
+            if z <= 0.0 {
+                continue; // ReLU: inactive units contribute nothing.
+            }
+            let row = &w2[i * h2..(i + 1) * h2];
+            for (o, &wv) in scratch.iter_mut().zip(row) {
+                *o += z * wv;
+            }
+        }
+        let mut out = [0f32; HEADS];
+        out.copy_from_slice(self.b3.as_slice().expect("contiguous"));
+        let w3 = self.w3.as_slice().expect("contiguous");
+        for (i, &z) in scratch.iter().enumerate() {
+            if z <= 0.0 {
+                continue;
+            }
+            for k in 0..HEADS {
+                out[k] += z * w3[i * HEADS + k];
+            }
+        }
+        out
+    }
+
+    /// Forward pass for one (context, action) pair. Slow path for tests and
+    /// tools; the policy shares the context half across candidates.
+    pub fn forward_one(&self, x: &Features, a: &[f32]) -> [f32; HEADS] {
+        let mut z = vec![0f32; self.arch.hidden1];
+        let mut za = vec![0f32; self.arch.hidden1];
+        self.context_hidden(x, &mut z);
+        self.action_hidden(a, &mut za);
+        z.iter_mut().zip(&za).for_each(|(z, a)| *z += a);
+        let mut s2 = vec![0f32; self.arch.hidden2];
+        self.heads_from_z1(&z, &mut s2)
+    }
+
+    /// Number of parameters.
+    pub fn len(&self) -> usize {
+        self.w1x.len() + self.w1a.len() + self.b1.len() + self.w2.len() + self.b2.len() + self.w3.len() + self.b3.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One training example: a context (by index into the batch's contexts), an
+/// action vector, per-head targets with a mask for heads that have no
+/// target, and a sample weight.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub ctx: usize,
+    pub action: Vec<f32>,
+    pub target: [f32; HEADS],
+    pub mask: [bool; HEADS],
+    pub weight: f32,
+}
+
+/// Contexts are shared by the items that point at them (full-information
+/// data has one context and K items per prompt).
+#[derive(Debug, Clone, Default)]
+pub struct Batch<'a> {
+    pub contexts: Vec<&'a Features>,
+    pub items: Vec<Item>,
+}
+
+/// Gradients. The sparse first layer keeps only the rows the batch touched.
+#[derive(Debug, Clone)]
+pub struct Grads {
+    pub w1x_rows: Vec<usize>,
+    pub w1x: Array2<f32>,
+    pub w1a: Array2<f32>,
+    pub b1: Array1<f32>,
+    pub w2: Array2<f32>,
+    pub b2: Array1<f32>,
+    pub w3: Array2<f32>,
+    pub b3: Array1<f32>,
+}
+
+impl Grads {
+    pub fn norm(&self) -> f32 {
+        let sq = |a: &[f32]| a.iter().map(|v| v * v).sum::<f32>();
+        [
+            self.w1x.as_slice(),
+            self.w1a.as_slice(),
+            self.b1.as_slice(),
+            self.w2.as_slice(),
+            self.b2.as_slice(),
+            self.w3.as_slice(),
+            self.b3.as_slice(),
+        ]
+        .into_iter()
+        .map(|s| sq(s.expect("contiguous")))
+        .sum::<f32>()
+        .sqrt()
+    }
+
+    pub fn scale(&mut self, f: f32) {
+        self.w1x *= f;
+        self.w1a *= f;
+        self.b1 *= f;
+        self.w2 *= f;
+        self.b2 *= f;
+        self.w3 *= f;
+        self.b3 *= f;
+    }
+}
+
+/// Huber loss with threshold `delta` and its derivative.
+#[inline]
+pub fn huber(r: f32, delta: f32) -> (f32, f32) {
+    if r.abs() <= delta {
+        (0.5 * r * r, r)
+    } else {
+        (delta * (r.abs() - 0.5 * delta), delta * r.signum())
+    }
+}
+
+impl Network {
+    /// Batched forward pass: returns `(z1, z2, y)` for every item.
+    fn forward_batch(&self, batch: &Batch<'_>) -> (Array2<f32>, Array2<f32>, Array2<f32>) {
+        let n = batch.items.len();
+        let h1 = self.arch.hidden1;
+        let mut ctx_h = Array2::<f32>::zeros((batch.contexts.len(), h1));
+        for (c, x) in batch.contexts.iter().enumerate() {
+            let mut row = ctx_h.row_mut(c);
+            self.context_hidden(x, row.as_slice_mut().expect("contiguous"));
+        }
+        let mut a = Array2::<f32>::zeros((n, self.arch.action_dim));
+        for (i, it) in batch.items.iter().enumerate() {
+            a.row_mut(i).assign(&ArrayView1::from(&it.action[..]));
+        }
+        let mut z1 = a.dot(&self.w1a);
+        for (i, it) in batch.items.iter().enumerate() {
+            let mut row = z1.row_mut(i);
+            row += &ctx_h.row(it.ctx);
+        }
+        let h1m = z1.mapv(|v| v.max(0.0));
+        let mut z2 = h1m.dot(&self.w2);
+        z2 += &self.b2;
+        let h2m = z2.mapv(|v| v.max(0.0));
+        let mut y = h2m.dot(&self.w3);
+        y += &self.b3;
+        (z1, z2, y)
+    }
+
+    /// Predictions for every item of a batch (`n × HEADS`).
+    pub fn predict_batch(&self, batch: &Batch<'_>) -> Array2<f32> {
+        self.forward_batch(batch).2
+    }
+
+    /// Weighted mean Huber loss over the masked heads, and its gradients.
+    pub fn loss_and_grads(&self, batch: &Batch<'_>, delta: f32) -> (f32, Grads) {
+        let (z1, z2, y) = self.forward_batch(batch);
+        let n = batch.items.len();
+        let total_w: f32 = batch.items.iter().map(|it| it.weight).sum::<f32>().max(1e-12);
+        let mut loss = 0.0;
+        let mut dy = Array2::<f32>::zeros((n, HEADS));
+        for (i, it) in batch.items.iter().enumerate() {
+            for k in 0..HEADS {
+                if it.mask[k] {
+                    let (l, d) = huber(y[(i, k)] - it.target[k], delta);
+                    loss += it.weight * l;
+                    dy[(i, k)] = it.weight * d / total_w;
+                }
+            }
+        }
+        loss /= total_w;
+
+        let h2m = z2.mapv(|v| v.max(0.0));
+        let h1m = z1.mapv(|v| v.max(0.0));
+        let g_w3 = h2m.t().dot(&dy);
+        let g_b3 = dy.sum_axis(Axis(0));
+        let mut dz2 = dy.dot(&self.w3.t());
+        dz2.zip_mut_with(&z2, |d, &z| {
+            if z <= 0.0 {
+                *d = 0.0
+            }
+        });
+        let g_w2 = h1m.t().dot(&dz2);
+        let g_b2 = dz2.sum_axis(Axis(0));
+        let mut dz1 = dz2.dot(&self.w2.t());
+        dz1.zip_mut_with(&z1, |d, &z| {
+            if z <= 0.0 {
+                *d = 0.0
+            }
+        });
+        let mut a = Array2::<f32>::zeros((n, self.arch.action_dim));
+        for (i, it) in batch.items.iter().enumerate() {
+            a.row_mut(i).assign(&ArrayView1::from(&it.action[..]));
+        }
+        let g_w1a = a.t().dot(&dz1);
+        let g_b1 = dz1.sum_axis(Axis(0));
+
+        // Context gradient: sum the items of each context, then scatter into
+        // the rows that context touches.
+        let h1 = self.arch.hidden1;
+        let mut dctx = Array2::<f32>::zeros((batch.contexts.len(), h1));
+        for (i, it) in batch.items.iter().enumerate() {
+            let mut row = dctx.row_mut(it.ctx);
+            row += &dz1.row(i);
+        }
+        let mut rows: Vec<usize> = batch.contexts.iter().flat_map(|x| x.indices.iter().map(|&i| i as usize)).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let mut g_w1x = Array2::<f32>::zeros((rows.len(), h1));
+        for (c, x) in batch.contexts.iter().enumerate() {
+            let d = dctx.row(c);
+            for (i, v) in x.iter() {
+                let slot = rows.binary_search(&i).expect("row collected above");
+                let mut g = g_w1x.row_mut(slot);
+                g.scaled_add(v, &d);
+            }
+        }
+        (
+            loss,
+            Grads {
+                w1x_rows: rows,
+                w1x: g_w1x,
+                w1a: g_w1a,
+                b1: g_b1,
+                w2: g_w2,
+                b2: g_b2,
+                w3: g_w3,
+                b3: g_b3,
+            },
+        )
+    }
+}
+
+/// Adam with gradient-norm clipping and decoupled weight decay. The sparse
+/// layer is updated lazily: only rows with a gradient this step move, which
+/// keeps a step's cost proportional to the batch, not to the vocabulary.
+#[derive(Debug, Clone)]
+pub struct Adam {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub clip_norm: f32,
+    t: u64,
+    m: Moments,
+    v: Moments,
+}
+
+#[derive(Debug, Clone)]
+struct Moments {
+    w1x: Array2<f32>,
+    w1a: Array2<f32>,
+    b1: Array1<f32>,
+    w2: Array2<f32>,
+    b2: Array1<f32>,
+    w3: Array2<f32>,
+    b3: Array1<f32>,
+}
+
+impl Moments {
+    fn zeros(net: &Network) -> Moments {
+        Moments {
+            w1x: Array2::zeros(net.w1x.raw_dim()),
+            w1a: Array2::zeros(net.w1a.raw_dim()),
+            b1: Array1::zeros(net.b1.raw_dim()),
+            w2: Array2::zeros(net.w2.raw_dim()),
+            b2: Array1::zeros(net.b2.raw_dim()),
+            w3: Array2::zeros(net.w3.raw_dim()),
+            b3: Array1::zeros(net.b3.raw_dim()),
+        }
+    }
+}
+
+/// One Adam update of a contiguous parameter slice.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn adam_slice(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], lr_t: f32, b1: f32, b2: f32, eps: f32, decay: f32) {
+    for i in 0..p.len() {
+        let gi = g[i];
+        m[i] = b1 * m[i] + (1.0 - b1) * gi;
+        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+        p[i] -= lr_t * m[i] / (v[i].sqrt() + eps) + decay * p[i];
+    }
+}
+
+impl Adam {
+    pub fn new(net: &Network, lr: f32) -> Adam {
+        Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            clip_norm: 5.0,
+            t: 0,
+            m: Moments::zeros(net),
+            v: Moments::zeros(net),
+        }
+    }
+
+    pub fn steps(&self) -> u64 {
+        self.t
+    }
+
+    /// Clips the gradient to `clip_norm` and applies one update. Returns the
+    /// gradient norm before clipping.
+    pub fn step(&mut self, net: &mut Network, grads: &mut Grads) -> f32 {
+        let norm = grads.norm();
+        if self.clip_norm > 0.0 && norm > self.clip_norm {
+            grads.scale(self.clip_norm / norm);
+        }
+        self.t += 1;
+        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
+        let lr_t = self.lr * (1.0 - b2.powi(self.t as i32)).sqrt() / (1.0 - b1.powi(self.t as i32));
+        let decay = self.lr * self.weight_decay;
+        macro_rules! dense {
+            ($f:ident) => {
+                adam_slice(
+                    net.$f.as_slice_mut().expect("contiguous"),
+                    grads.$f.as_slice().expect("contiguous"),
+                    self.m.$f.as_slice_mut().expect("contiguous"),
+                    self.v.$f.as_slice_mut().expect("contiguous"),
+                    lr_t,
+                    b1,
+                    b2,
+                    eps,
+                    decay,
+                )
+            };
+        }
+        dense!(w1a);
+        dense!(b1);
+        dense!(w2);
+        dense!(b2);
+        dense!(w3);
+        dense!(b3);
+        for (slot, &row) in grads.w1x_rows.iter().enumerate() {
+            let g = grads.w1x.row(slot);
+            adam_slice(
+                net.w1x.slice_mut(s![row, ..]).into_slice().expect("contiguous"),
+                g.as_slice().expect("contiguous"),
+                self.m.w1x.slice_mut(s![row, ..]).into_slice().expect("contiguous"),
+                self.v.w1x.slice_mut(s![row, ..]).into_slice().expect("contiguous"),
+                lr_t,
+                b1,
+                b2,
+                eps,
+                decay,
+            );
+        }
+        norm
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn arch() -> Arch {
+        Arch {
+            ctx_dim: 40,
+            action_dim: 6,
+            hidden1: 16,
+            hidden2: 8,
+        }
+    }
+
+    fn feats(idx: &[u32], rng: &mut ChaCha8Rng) -> Features {
+        Features {
+            dim: 40,
+            indices: idx.to_vec(),
+            values: idx.iter().map(|_| rng.gen_range(-1.0..1.0)).collect(),
+        }
+    }
+
+    fn toy_batch(rng: &mut ChaCha8Rng) -> (Vec<Features>, Vec<Item>) {
+        let ctxs = vec![feats(&[1, 5, 9, 30], rng), feats(&[2, 5, 39], rng), feats(&[0, 9, 17, 22, 23], rng)];
+        let mut items = Vec::new();
+        for i in 0..7 {
+            items.push(Item {
+                ctx: i % 3,
+                action: (0..6).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+                target: [rng.gen(), rng.gen_range(-3.0..1.0), rng.gen_range(-1.0..1.0)],
+                mask: [true, true, i % 2 == 0],
+                weight: rng.gen_range(0.5..2.0),
+            });
+        }
+        (ctxs, items)
+    }
+
+    /// Every parameter's analytic gradient matches a central finite difference.
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let net = Network::new(arch(), &mut rng);
+        let (ctxs, items) = toy_batch(&mut rng);
+        let batch = Batch {
+            contexts: ctxs.iter().collect(),
+            items,
+        };
+        // A large delta keeps the loss smooth (quadratic) so differences are exact enough.
+        let delta = 0.7;
+        let (_, g) = net.loss_and_grads(&batch, delta);
+        let eps = 1e-3f32;
+        let loss_at = |net: &Network| net.loss_and_grads(&batch, delta).0 as f64;
+        let mut checked = 0;
+        let mut check = |name: &str, analytic: f32, bump: &dyn Fn(&mut Network, f32)| {
+            let mut plus = net.clone();
+            bump(&mut plus, eps);
+            let mut minus = net.clone();
+            bump(&mut minus, -eps);
+            let numeric = ((loss_at(&plus) - loss_at(&minus)) / (2.0 * eps as f64)) as f32;
+            let tol = 2e-3 + 2e-2 * numeric.abs().max(analytic.abs());
+            assert!((numeric - analytic).abs() < tol, "{name}: numeric {numeric} vs analytic {analytic}");
+            checked += 1;
+        };
+        for (slot, &row) in g.w1x_rows.iter().enumerate() {
+            for col in [0, 3, 15] {
+                check(&format!("w1x[{row},{col}]"), g.w1x[(slot, col)], &|n, e| n.w1x[(row, col)] += e);
+            }
+        }
+        for r in 0..6 {
+            for col in [1, 7] {
+                check(&format!("w1a[{r},{col}]"), g.w1a[(r, col)], &|n, e| n.w1a[(r, col)] += e);
+            }
+        }
+        for j in 0..16 {
+            check(&format!("b1[{j}]"), g.b1[j], &|n, e| n.b1[j] += e);
+        }
+        for r in [0, 4, 9, 15] {
+            for col in 0..8 {
+                check(&format!("w2[{r},{col}]"), g.w2[(r, col)], &|n, e| n.w2[(r, col)] += e);
+            }
+        }
+        for j in 0..8 {
+            check(&format!("b2[{j}]"), g.b2[j], &|n, e| n.b2[j] += e);
+            for k in 0..HEADS {
+                check(&format!("w3[{j},{k}]"), g.w3[(j, k)], &|n, e| n.w3[(j, k)] += e);
+            }
+        }
+        for k in 0..HEADS {
+            check(&format!("b3[{k}]"), g.b3[k], &|n, e| n.b3[k] += e);
+        }
+        assert!(checked > 100);
+        // Rows no context touches get no gradient entry at all.
+        assert!(!g.w1x_rows.contains(&3));
+    }
+
+    #[test]
+    fn batched_forward_matches_single_forward() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let net = Network::new(arch(), &mut rng);
+        let (ctxs, items) = toy_batch(&mut rng);
+        let batch = Batch {
+            contexts: ctxs.iter().collect(),
+            items: items.clone(),
+        };
+        let y = net.predict_batch(&batch);
+        for (i, it) in items.iter().enumerate() {
+            let one = net.forward_one(&ctxs[it.ctx], &it.action);
+            for k in 0..HEADS {
+                assert!((y[(i, k)] - one[k]).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn adam_reduces_loss_and_clips() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut net = Network::new(arch(), &mut rng);
+        let (ctxs, items) = toy_batch(&mut rng);
+        let batch = Batch {
+            contexts: ctxs.iter().collect(),
+            items,
+        };
+        let mut adam = Adam::new(&net, 1e-2);
+        adam.clip_norm = 1.0;
+        let first = net.loss_and_grads(&batch, 1.0).0;
+        for _ in 0..300 {
+            let (_, mut g) = net.loss_and_grads(&batch, 1.0);
+            adam.step(&mut net, &mut g);
+            assert!(g.norm() <= 1.0 + 1e-4, "clipped norm");
+        }
+        let last = net.loss_and_grads(&batch, 1.0).0;
+        assert!(last < first * 0.1, "loss {first} -> {last}");
+    }
+
+    #[test]
+    fn init_is_deterministic_under_a_seed() {
+        let a = Network::new(arch(), &mut ChaCha8Rng::seed_from_u64(5));
+        let b = Network::new(arch(), &mut ChaCha8Rng::seed_from_u64(5));
+        let c = Network::new(arch(), &mut ChaCha8Rng::seed_from_u64(6));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}
