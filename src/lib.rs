@@ -17,4 +17,7 @@ pub mod store;
 pub mod train;
 pub mod eval;
 
+/// Datasets are inputs to training and evaluation alike.
+pub use eval::dataset;
+
 pub use error::{Error, Result};

@@ -1,1 +1,194 @@
-fn main(){}
+//! The `qroute` command line. It only wires library parts together.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use qroute::dataset::Dataset;
+use qroute::eval::{evaluate, report};
+use qroute::features::Featurizer;
+use qroute::policy::checkpoint;
+use qroute::train::offline::{self, OfflineConfig};
+
+#[derive(Parser)]
+#[command(name = "qroute", version, about = "An engine that learns which LLM should answer each request")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a policy offline from a dataset with full information.
+    Train {
+        /// Dataset JSONL (see DESIGN.md for the schema).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Output policy directory (model.safetensors + policy.json).
+        #[arg(long)]
+        out: PathBuf,
+        /// A training job spec (TOML, the fields of OfflineConfig).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        epochs: Option<usize>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Sweep a policy over operating points on a split; write decisions and a report.
+    Evaluate {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// One line {"id", "point", "model", "cost_weight"} per prompt per point.
+        #[arg(long)]
+        decisions: PathBuf,
+        /// Directory for report.json, report.md and cost_quality.png.
+        #[arg(long)]
+        report: PathBuf,
+        /// Recalibrate this many operating points on the split's prompts
+        /// (predictions only) instead of the policy's own grid.
+        #[arg(long)]
+        points: Option<usize>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train {
+            data,
+            split,
+            out,
+            config,
+            epochs,
+            seed,
+            quiet,
+        } => train(&data, &split, &out, config.as_deref(), epochs, seed, quiet),
+        Command::Evaluate {
+            data,
+            policy,
+            split,
+            decisions,
+            report,
+            points,
+        } => evaluate_cmd(&data, &policy, &split, &decisions, &report, points),
+    }
+}
+
+fn train(
+    data: &Path,
+    split: &str,
+    out: &Path,
+    config: Option<&Path>,
+    epochs: Option<usize>,
+    seed: Option<u64>,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let mut cfg = match config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str::<OfflineConfig>(&text).with_context(|| format!("in {}", p.display()))?
+        }
+        None => OfflineConfig::default(),
+    };
+    if let Some(e) = epochs {
+        cfg.epochs = e;
+    }
+    if let Some(s) = seed {
+        cfg.seed = s;
+    }
+    let ds = Dataset::load(data)?;
+    let started = std::time::Instant::now();
+    let outcome = offline::train(&ds, split, &cfg, !quiet)?;
+    let secs = started.elapsed().as_secs_f64();
+    let last = outcome.history.last().expect("trained at least one epoch");
+    let training = serde_json::json!({
+        "data": data.display().to_string(),
+        "split": split,
+        "rows": ds.split(split).len(),
+        "config": cfg,
+        "best_epoch": outcome.best_epoch,
+        "epochs_run": last.epoch,
+        "history": outcome.history,
+        "seconds": secs,
+    });
+    checkpoint::save(&outcome.policy, out, training)?;
+    eprintln!(
+        "trained on {} prompts × {} models in {secs:.1}s; best epoch {} of {}; wrote {}",
+        ds.split(split).len(),
+        ds.models.len(),
+        outcome.best_epoch,
+        last.epoch,
+        out.display()
+    );
+    Ok(())
+}
+
+fn evaluate_cmd(
+    data: &Path,
+    policy_dir: &Path,
+    split: &str,
+    decisions: &Path,
+    report_dir: &Path,
+    points: Option<usize>,
+) -> anyhow::Result<()> {
+    let ds = Dataset::load(data)?;
+    let policy = checkpoint::load(policy_dir)?;
+    let grid = match points {
+        Some(n) => {
+            let fz = Featurizer::new(policy.spec.clone())?;
+            let rows = ds.split(split);
+            let feats = offline::featurize_rows(&fz, &rows);
+            offline::calibrate_points(&policy, &feats.iter().collect::<Vec<_>>(), n)?
+        }
+        None => policy.operating_points.clone(),
+    };
+    if grid.len() < 21 {
+        anyhow::bail!("{} operating points; the sweep needs at least 21 (use --points)", grid.len());
+    }
+    let eval = evaluate::evaluate(&policy, &ds, split, &grid)?;
+    evaluate::write_decisions(&eval, decisions)?;
+    let title = format!(
+        "{} ({} split)",
+        data.file_name().map_or("dataset".into(), |n| n.to_string_lossy().into_owned()),
+        split
+    );
+    report::write(&eval, report_dir, &title)?;
+    let c95 = |v: Option<f64>| v.map_or("n/a".into(), |x| format!("{x:.3}"));
+    println!("{:<14} {:>8} {:>8} {:>8}", "", "AIQ", "C95", "Q@best");
+    for (name, s) in [("qroute", &eval.router), ("single models", &eval.single_models), ("oracle", &eval.oracle_sweep)] {
+        println!("{name:<14} {:>8.4} {:>8} {:>8.4}", s.aiq, c95(s.c95), s.q_at_best);
+    }
+    eprintln!(
+        "{} prompts × {} points → {}; report in {}",
+        eval.prompts,
+        grid.len(),
+        decisions.display(),
+        report_dir.display()
+    );
+    Ok(())
+}

@@ -1,1 +1,7 @@
-//! TODO
+//! Evaluation: routing datasets, RouterBench-style metrics and plots.
+
+pub mod dataset;
+pub mod evaluate;
+pub mod metrics;
+pub mod plots;
+pub mod report;

@@ -50,3 +50,8 @@ mod tests {
 pub fn tag_hash(tag: &str) -> u64 {
     hash_bytes(0x7461_6773, tag.as_bytes())
 }
+
+/// Hash of a record id (for deterministic splits).
+pub fn hash_id(id: &str) -> u64 {
+    hash_bytes(0x6964, id.as_bytes())
+}

@@ -66,6 +66,7 @@ pub fn save(policy: &DqnPolicy, dir: &Path, training: serde_json::Value) -> Resu
         ("b2", n.b2.shape().to_vec(), f32_bytes(n.b2.as_slice().expect("contiguous"))),
         ("w3", n.w3.shape().to_vec(), f32_bytes(n.w3.as_slice().expect("contiguous"))),
         ("b3", n.b3.shape().to_vec(), f32_bytes(n.b3.as_slice().expect("contiguous"))),
+        ("wide", n.wide.shape().to_vec(), f32_bytes(n.wide.as_slice().expect("contiguous"))),
     ];
     let views = tensors
         .iter()
@@ -144,6 +145,7 @@ pub fn load(dir: &Path) -> Result<DqnPolicy> {
         b2: v1("b2", a.hidden2)?,
         w3: m2("w3", a.hidden2, super::network::HEADS)?,
         b3: v1("b3", super::network::HEADS)?,
+        wide: m2("wide", a.ctx_dim, a.wide_slots)?,
     };
     DqnPolicy::new(meta.version, net, meta.catalog, meta.feature_spec, meta.scales, meta.operating_points)
         .map_err(|e| err(dir, e.to_string()))

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::action::{set_pair_features, static_features, Scales, ACTION_DIM, PAIR_OFFSET, PAIR_SLOTS};
-use super::network::{Arch, Network, HEAD_COST, HEAD_LATENCY, HEAD_QUALITY};
+use super::network::{sigmoid, Arch, Network, HEAD_COST, HEAD_LATENCY, HEAD_QUALITY};
 use crate::catalog::{Catalog, ModelCard};
 use crate::features::{prompt_chars, FeatureSpec, Features};
 use crate::{Error, Result};
@@ -52,6 +52,7 @@ pub fn head_targets(quality: Option<f32>, cost_usd: f64, latency_ms: Option<f64>
     let mut t = [0f32; 3];
     let mut m = [false; 3];
     if let Some(q) = quality {
+        // The quality head's target is the probability itself (log loss).
         t[HEAD_QUALITY] = q;
         m[HEAD_QUALITY] = true;
     }
@@ -66,7 +67,7 @@ pub fn head_targets(quality: Option<f32>, cost_usd: f64, latency_ms: Option<f64>
 
 fn prediction_from_heads(h: [f32; 3]) -> Prediction {
     Prediction {
-        quality: h[HEAD_QUALITY],
+        quality: sigmoid(h[HEAD_QUALITY]),
         cost: (h[HEAD_COST].min(10.0).exp() - COST_EPS).max(0.0),
         latency: (h[HEAD_LATENCY].min(10.0).exp() - LATENCY_EPS).max(0.0),
     }
@@ -131,6 +132,7 @@ impl DqnPolicy {
             action_dim: ACTION_DIM,
             hidden1: 128,
             hidden2: 64,
+            wide_slots: super::action::ID_SLOTS,
         }
     }
 
@@ -179,15 +181,19 @@ impl Policy for DqnPolicy {
         let mut ctx_h = vec![0f32; h1];
         let mut z1 = vec![0f32; h1];
         let mut scratch = vec![0f32; self.net.arch.hidden2];
+        let mut ctx_w = vec![0f32; self.net.arch.wide_slots];
         self.net.context_hidden(ctx, &mut ctx_h);
+        self.net.context_wide(ctx, &mut ctx_w);
         let chars = prompt_chars(ctx);
         let w1a = self.net.w1a.as_slice().expect("contiguous");
         let mut pair = [0f32; ACTION_DIM];
         out.clear();
         for card in candidates {
+            let mut wide = 0.0;
             match self.index.get(&card.id) {
                 Some(&i) => {
                     z1.iter_mut().zip(&ctx_h).zip(&self.model_hidden[i]).for_each(|((z, c), m)| *z = c + m);
+                    wide = ctx_w.get(i).copied().unwrap_or(0.0);
                 }
                 None => {
                     let a = static_features(card, None, &self.scales);
@@ -200,7 +206,7 @@ impl Policy for DqnPolicy {
                 let row = &w1a[k * h1..(k + 1) * h1];
                 z1.iter_mut().zip(row).for_each(|(z, w)| *z += pair[k] * w);
             }
-            out.push(prediction_from_heads(self.net.heads_from_z1(&z1, &mut scratch)));
+            out.push(prediction_from_heads(self.net.heads_from_z1(&z1, wide, &mut scratch)));
         }
         Ok(())
     }
@@ -274,7 +280,9 @@ pub(crate) mod tests {
         };
         let (t, m) = head_targets(Some(0.7), 0.002, Some(250.0), &scales);
         assert_eq!(m, [true, true, true]);
-        let p = prediction_from_heads(t);
+        let mut logits = t;
+        logits[HEAD_QUALITY] = (0.7f32 / 0.3).ln();
+        let p = prediction_from_heads(logits);
         assert!((p.quality - 0.7).abs() < 1e-6);
         assert!((p.cost - 0.2).abs() < 1e-5);
         assert!((p.latency - 0.25).abs() < 1e-5);

@@ -7,6 +7,11 @@
 //! a (dense action, A)  ──W1a─┘
 //! ```
 //!
+//! A "wide" term adds to the quality logit a linear function of the sparse
+//! context for each model with an id slot (`xᵀ V a_id`): a per-model
+//! logistic regression beside the deep part, which memorises per-model
+//! strengths cheaply. A model without an id slot gets only the deep part.
+//!
 //! Three heads instead of one Q value let one network serve every operating
 //! point: the score at (λ, μ) is `q − λ·cost − μ·latency`, formed at decision
 //! time. The context half of the first layer is computed once per request and
@@ -36,6 +41,9 @@ pub struct Arch {
     pub action_dim: usize,
     pub hidden1: usize,
     pub hidden2: usize,
+    /// The first `wide_slots` entries of the action vector are one-hot
+    /// model ids that select a column of the wide weights.
+    pub wide_slots: usize,
 }
 
 /// The weights. Matrices are stored input-major (`in × out`), so one sparse
@@ -50,6 +58,8 @@ pub struct Network {
     pub b2: Array1<f32>,
     pub w3: Array2<f32>,
     pub b3: Array1<f32>,
+    /// Wide weights, `ctx_dim × wide_slots`.
+    pub wide: Array2<f32>,
 }
 
 mod rand_distr_normal {
@@ -85,7 +95,29 @@ impl Network {
             b2: Array1::zeros(arch.hidden2),
             w3,
             b3: Array1::zeros(HEADS),
+            wide: Array2::zeros((arch.ctx_dim, arch.wide_slots)),
         }
+    }
+
+    /// The wide half for a context: `Vᵀ x`, one value per id slot.
+    pub fn context_wide(&self, x: &Features, out: &mut [f32]) {
+        out.iter_mut().for_each(|o| *o = 0.0);
+        let s = self.arch.wide_slots;
+        if s == 0 {
+            return;
+        }
+        let w = self.wide.as_slice().expect("contiguous");
+        for (i, v) in x.iter() {
+            for (o, &wv) in out.iter_mut().zip(&w[i * s..(i + 1) * s]) {
+                *o += v * wv;
+            }
+        }
+    }
+
+    /// The wide term of one candidate: `(Vᵀ x) · a_id`.
+    #[inline]
+    pub fn wide_term(&self, ctx_wide: &[f32], a: &[f32]) -> f32 {
+        ctx_wide.iter().zip(a).map(|(u, a)| u * a).sum()
     }
 
     /// The context half of the first layer: `b1 + W1xᵀ x`.
@@ -117,9 +149,9 @@ impl Network {
         }
     }
 
-    /// Heads for one candidate, given the summed first-layer pre-activation.
-    /// `scratch` must hold `hidden2` floats.
-    pub fn heads_from_z1(&self, z1: &[f32], scratch: &mut [f32]) -> [f32; HEADS] {
+    /// Heads for one candidate, given the summed first-layer pre-activation
+    /// and the wide term. `scratch` must hold `hidden2` floats.
+    pub fn heads_from_z1(&self, z1: &[f32], wide: f32, scratch: &mut [f32]) -> [f32; HEADS] {
         let h2 = self.arch.hidden2;
         scratch.copy_from_slice(self.b2.as_slice().expect("contiguous"));
         let w2 = self.w2.as_slice().expect("contiguous");
@@ -134,6 +166,7 @@ impl Network {
         }
         let mut out = [0f32; HEADS];
         out.copy_from_slice(self.b3.as_slice().expect("contiguous"));
+        out[HEAD_QUALITY] += wide;
         let w3 = self.w3.as_slice().expect("contiguous");
         for (i, &z) in scratch.iter().enumerate() {
             if z <= 0.0 {
@@ -155,12 +188,21 @@ impl Network {
         self.action_hidden(a, &mut za);
         z.iter_mut().zip(&za).for_each(|(z, a)| *z += a);
         let mut s2 = vec![0f32; self.arch.hidden2];
-        self.heads_from_z1(&z, &mut s2)
+        let mut u = vec![0f32; self.arch.wide_slots];
+        self.context_wide(x, &mut u);
+        self.heads_from_z1(&z, self.wide_term(&u, a), &mut s2)
     }
 
     /// Number of parameters.
     pub fn len(&self) -> usize {
-        self.w1x.len() + self.w1a.len() + self.b1.len() + self.w2.len() + self.b2.len() + self.w3.len() + self.b3.len()
+        self.w1x.len()
+            + self.w1a.len()
+            + self.b1.len()
+            + self.w2.len()
+            + self.b2.len()
+            + self.w3.len()
+            + self.b3.len()
+            + self.wide.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -199,6 +241,8 @@ pub struct Grads {
     pub b2: Array1<f32>,
     pub w3: Array2<f32>,
     pub b3: Array1<f32>,
+    /// Rows of the wide weights, aligned with `w1x_rows`.
+    pub wide: Array2<f32>,
 }
 
 impl Grads {
@@ -212,6 +256,7 @@ impl Grads {
             self.b2.as_slice(),
             self.w3.as_slice(),
             self.b3.as_slice(),
+            self.wide.as_slice(),
         ]
         .into_iter()
         .map(|s| sq(s.expect("contiguous")))
@@ -227,7 +272,32 @@ impl Grads {
         self.b2 *= f;
         self.w3 *= f;
         self.b3 *= f;
+        self.wide *= f;
     }
+}
+
+/// Loss of head `k` at raw output `y` against `target`, and its derivative.
+/// The quality head is a logit: log loss against a target in [0, 1] (a
+/// probability of success, so the logistic link fits it and keeps the
+/// gradient alive where a squared loss on a sigmoid would vanish). The cost
+/// and latency heads regress logs with the Huber loss.
+#[inline]
+pub fn head_loss(k: usize, y: f32, target: f32, delta: f32) -> (f32, f32) {
+    if k == HEAD_QUALITY {
+        let t = target.clamp(0.0, 1.0);
+        // ln(1 + e^y) − t·y, computed stably.
+        let softplus = if y > 0.0 { y + (-y).exp().ln_1p() } else { y.exp().ln_1p() };
+        let entropy = if t > 0.0 && t < 1.0 { -(t * t.ln() + (1.0 - t) * (1.0 - t).ln()) } else { 0.0 };
+        (softplus - t * y - entropy, sigmoid(y) - t)
+    } else {
+        huber(y - target, delta)
+    }
+}
+
+/// The logistic function.
+#[inline]
+pub fn sigmoid(y: f32) -> f32 {
+    1.0 / (1.0 + (-y).exp())
 }
 
 /// Huber loss with threshold `delta` and its derivative.
@@ -243,6 +313,12 @@ pub fn huber(r: f32, delta: f32) -> (f32, f32) {
 impl Network {
     /// Batched forward pass: returns `(z1, z2, y)` for every item.
     fn forward_batch(&self, batch: &Batch<'_>) -> (Array2<f32>, Array2<f32>, Array2<f32>) {
+        let ws = self.arch.wide_slots;
+        let mut ctx_w = Array2::<f32>::zeros((batch.contexts.len(), ws));
+        for (c, x) in batch.contexts.iter().enumerate() {
+            let mut row = ctx_w.row_mut(c);
+            self.context_wide(x, row.as_slice_mut().expect("contiguous"));
+        }
         let n = batch.items.len();
         let h1 = self.arch.hidden1;
         let mut ctx_h = Array2::<f32>::zeros((batch.contexts.len(), h1));
@@ -265,6 +341,9 @@ impl Network {
         let h2m = z2.mapv(|v| v.max(0.0));
         let mut y = h2m.dot(&self.w3);
         y += &self.b3;
+        for (i, it) in batch.items.iter().enumerate() {
+            y[(i, HEAD_QUALITY)] += self.wide_term(ctx_w.row(it.ctx).as_slice().expect("contiguous"), &it.action);
+        }
         (z1, z2, y)
     }
 
@@ -273,7 +352,37 @@ impl Network {
         self.forward_batch(batch).2
     }
 
-    /// Weighted mean Huber loss over the masked heads, and its gradients.
+    /// Moves every weight a fraction `t` of the way towards `other`'s.
+    pub fn blend_towards(&mut self, other: &Network, t: f32) {
+        let mix = |a: &mut [f32], b: &[f32]| a.iter_mut().zip(b).for_each(|(x, y)| *x += t * (y - *x));
+        mix(self.w1x.as_slice_mut().expect("contiguous"), other.w1x.as_slice().expect("contiguous"));
+        mix(self.w1a.as_slice_mut().expect("contiguous"), other.w1a.as_slice().expect("contiguous"));
+        mix(self.b1.as_slice_mut().expect("contiguous"), other.b1.as_slice().expect("contiguous"));
+        mix(self.w2.as_slice_mut().expect("contiguous"), other.w2.as_slice().expect("contiguous"));
+        mix(self.b2.as_slice_mut().expect("contiguous"), other.b2.as_slice().expect("contiguous"));
+        mix(self.w3.as_slice_mut().expect("contiguous"), other.w3.as_slice().expect("contiguous"));
+        mix(self.b3.as_slice_mut().expect("contiguous"), other.b3.as_slice().expect("contiguous"));
+        mix(self.wide.as_slice_mut().expect("contiguous"), other.wide.as_slice().expect("contiguous"));
+    }
+
+    /// Weighted mean loss of each head over the items where it is
+    /// masked in (no gradients).
+    pub fn head_losses(&self, batch: &Batch<'_>, delta: f32) -> [f32; HEADS] {
+        let y = self.predict_batch(batch);
+        let mut sum = [0f32; HEADS];
+        let mut w = [0f32; HEADS];
+        for (i, it) in batch.items.iter().enumerate() {
+            for k in 0..HEADS {
+                if it.mask[k] {
+                    sum[k] += it.weight * head_loss(k, y[(i, k)], it.target[k], delta).0;
+                    w[k] += it.weight;
+                }
+            }
+        }
+        std::array::from_fn(|k| if w[k] > 0.0 { sum[k] / w[k] } else { 0.0 })
+    }
+
+    /// Weighted mean loss over the masked heads (see [`head_loss`]), and its gradients.
     pub fn loss_and_grads(&self, batch: &Batch<'_>, delta: f32) -> (f32, Grads) {
         let (z1, z2, y) = self.forward_batch(batch);
         let n = batch.items.len();
@@ -283,7 +392,7 @@ impl Network {
         for (i, it) in batch.items.iter().enumerate() {
             for k in 0..HEADS {
                 if it.mask[k] {
-                    let (l, d) = huber(y[(i, k)] - it.target[k], delta);
+                    let (l, d) = head_loss(k, y[(i, k)], it.target[k], delta);
                     loss += it.weight * l;
                     dy[(i, k)] = it.weight * d / total_w;
                 }
@@ -327,13 +436,23 @@ impl Network {
         let mut rows: Vec<usize> = batch.contexts.iter().flat_map(|x| x.indices.iter().map(|&i| i as usize)).collect();
         rows.sort_unstable();
         rows.dedup();
+        let ws = self.arch.wide_slots;
+        let mut dwide = Array2::<f32>::zeros((batch.contexts.len(), ws));
+        for (i, it) in batch.items.iter().enumerate() {
+            let dq = dy[(i, HEAD_QUALITY)];
+            for (d, &a) in dwide.row_mut(it.ctx).iter_mut().zip(&it.action) {
+                *d += a * dq;
+            }
+        }
         let mut g_w1x = Array2::<f32>::zeros((rows.len(), h1));
+        let mut g_wide = Array2::<f32>::zeros((rows.len(), ws));
         for (c, x) in batch.contexts.iter().enumerate() {
             let d = dctx.row(c);
+            let dw = dwide.row(c);
             for (i, v) in x.iter() {
                 let slot = rows.binary_search(&i).expect("row collected above");
-                let mut g = g_w1x.row_mut(slot);
-                g.scaled_add(v, &d);
+                g_w1x.row_mut(slot).scaled_add(v, &d);
+                g_wide.row_mut(slot).scaled_add(v, &dw);
             }
         }
         (
@@ -347,6 +466,7 @@ impl Network {
                 b2: g_b2,
                 w3: g_w3,
                 b3: g_b3,
+                wide: g_wide,
             },
         )
     }
@@ -377,6 +497,7 @@ struct Moments {
     b2: Array1<f32>,
     w3: Array2<f32>,
     b3: Array1<f32>,
+    wide: Array2<f32>,
 }
 
 impl Moments {
@@ -389,6 +510,7 @@ impl Moments {
             b2: Array1::zeros(net.b2.raw_dim()),
             w3: Array2::zeros(net.w3.raw_dim()),
             b3: Array1::zeros(net.b3.raw_dim()),
+            wide: Array2::zeros(net.wide.raw_dim()),
         }
     }
 }
@@ -456,20 +578,25 @@ impl Adam {
         dense!(b2);
         dense!(w3);
         dense!(b3);
-        for (slot, &row) in grads.w1x_rows.iter().enumerate() {
-            let g = grads.w1x.row(slot);
-            adam_slice(
-                net.w1x.slice_mut(s![row, ..]).into_slice().expect("contiguous"),
-                g.as_slice().expect("contiguous"),
-                self.m.w1x.slice_mut(s![row, ..]).into_slice().expect("contiguous"),
-                self.v.w1x.slice_mut(s![row, ..]).into_slice().expect("contiguous"),
-                lr_t,
-                b1,
-                b2,
-                eps,
-                decay,
-            );
+        macro_rules! sparse_rows {
+            ($f:ident) => {
+                for (slot, &row) in grads.w1x_rows.iter().enumerate() {
+                    adam_slice(
+                        net.$f.slice_mut(s![row, ..]).into_slice().expect("contiguous"),
+                        grads.$f.row(slot).as_slice().expect("contiguous"),
+                        self.m.$f.slice_mut(s![row, ..]).into_slice().expect("contiguous"),
+                        self.v.$f.slice_mut(s![row, ..]).into_slice().expect("contiguous"),
+                        lr_t,
+                        b1,
+                        b2,
+                        eps,
+                        decay,
+                    );
+                }
+            };
         }
+        sparse_rows!(w1x);
+        sparse_rows!(wide);
         norm
     }
 }
@@ -486,6 +613,7 @@ mod tests {
             action_dim: 6,
             hidden1: 16,
             hidden2: 8,
+            wide_slots: 3,
         }
     }
 
@@ -564,6 +692,24 @@ mod tests {
         }
         for k in 0..HEADS {
             check(&format!("b3[{k}]"), g.b3[k], &|n, e| n.b3[k] += e);
+        }
+        // The wide weights start at zero; move them off it so the check is not trivial.
+        let mut rng2 = ChaCha8Rng::seed_from_u64(8);
+        let mut net = net.clone();
+        net.wide.mapv_inplace(|_| rng2.gen_range(-0.5..0.5));
+        let (_, g) = net.loss_and_grads(&batch, delta);
+        let loss_at = |net: &Network| net.loss_and_grads(&batch, delta).0 as f64;
+        for (slot, &row) in g.w1x_rows.iter().enumerate() {
+            for col in 0..3 {
+                let mut plus = net.clone();
+                plus.wide[(row, col)] += eps;
+                let mut minus = net.clone();
+                minus.wide[(row, col)] -= eps;
+                let numeric = ((loss_at(&plus) - loss_at(&minus)) / (2.0 * eps as f64)) as f32;
+                let analytic = g.wide[(slot, col)];
+                assert!((numeric - analytic).abs() < 2e-3 + 2e-2 * numeric.abs(), "wide[{row},{col}]: {numeric} vs {analytic}");
+                checked += 1;
+            }
         }
         assert!(checked > 100);
         // Rows no context touches get no gradient entry at all.

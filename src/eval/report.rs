@@ -1,0 +1,88 @@
+//! Reports: the same figures as JSON (for tools), Markdown (for people) and
+//! a PNG of the cost–quality curve.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::evaluate::{Evaluation, Summary};
+use super::plots::{cost_quality_png, Curve, Marker};
+use crate::{Error, Result};
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or("not reached".into(), |x| format!("{x:.3}"))
+}
+
+fn summary_row(name: &str, s: &Summary) -> String {
+    format!("| {name} | {:.4} | {} | {:.4} |\n", s.aiq, fmt_opt(s.c95), s.q_at_best)
+}
+
+/// The Markdown report.
+pub fn markdown(eval: &Evaluation) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# qroute evaluation\n");
+    let _ = writeln!(
+        md,
+        "Dataset `{}`, split `{}`, {} prompts, policy version {}.\n",
+        eval.dataset, eval.split, eval.prompts, eval.policy_version
+    );
+    md.push_str("| router | AIQ | C95 | Q@best |\n|---|---|---|---|\n");
+    md.push_str(&summary_row("qroute", &eval.router));
+    md.push_str(&summary_row("single models", &eval.single_models));
+    md.push_str(&summary_row("oracle", &eval.oracle_sweep));
+    md.push_str("\nAIQ: area under the non-decreasing convex hull over the single models' cost range, divided by the range. ");
+    md.push_str("C95: least cost reaching 95% of the best single model's quality, as a share of its cost. ");
+    md.push_str("Q@best: best quality at no more than the best single model's cost.\n\n");
+    md.push_str("## Single models\n\n| model | mean cost (USD) | mean quality |\n|---|---|---|\n");
+    for s in &eval.singles {
+        let _ = writeln!(md, "| {} | {:.6} | {:.4} |", s.model, s.cost, s.quality);
+    }
+    let _ = writeln!(md, "| oracle (best per prompt) | {:.6} | {:.4} |", eval.oracle.cost, eval.oracle.quality);
+    md.push_str("\n## Operating points\n\n| point | cost weight λ | mean cost (USD) | mean quality | top model (share) |\n|---|---|---|---|---|\n");
+    for p in &eval.points {
+        let (top, share) = p
+            .shares
+            .iter()
+            .enumerate()
+            .fold((0, 0.0), |acc, (i, &s)| if s > acc.1 { (i, s) } else { acc });
+        let _ = writeln!(
+            md,
+            "| {} | {:.4} | {:.6} | {:.4} | {} ({:.0}%) |",
+            p.point,
+            p.cost_weight,
+            p.cost,
+            p.quality,
+            eval.models[top],
+            share * 100.0
+        );
+    }
+    md
+}
+
+/// Writes `report.json`, `report.md` and `cost_quality.png` into `dir`.
+pub fn write(eval: &Evaluation, dir: &Path, title: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let json = serde_json::to_vec_pretty(eval).map_err(|e| Error::io("encoding report", e.into()))?;
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).map_err(|e| Error::io(format!("writing {}", p.display()), e))
+    };
+    write("report.json", &json)?;
+    write("report.md", markdown(eval).as_bytes())?;
+    let mut markers: Vec<Marker> = eval
+        .singles
+        .iter()
+        .map(|s| Marker {
+            name: s.model.clone(),
+            point: super::metrics::CostQuality::new(s.cost, s.quality),
+        })
+        .collect();
+    markers.push(Marker {
+        name: "oracle".into(),
+        point: eval.oracle,
+    });
+    let curves = [Curve {
+        name: format!("qroute (AIQ {:.3})", eval.router.aiq),
+        points: eval.curve(),
+    }];
+    cost_quality_png(&dir.join("cost_quality.png"), title, &curves, &markers)
+}

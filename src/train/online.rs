@@ -1,0 +1,209 @@
+//! The online trainer: a background thread that learns from the experience
+//! store while traffic flows, and publishes each new policy version through
+//! an atomic pointer.
+//!
+//! Serving reads the current policy with `ArcSwap::load`, which never waits
+//! on the trainer: the trainer works on its own copy of the weights and only
+//! swaps a finished, immutable snapshot in.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::learner::{Learner, Observation, StepStats};
+use crate::policy::network::Batch;
+use crate::policy::DqnPolicy;
+use crate::store::{Experience, Sampling, SledStore};
+
+/// How the online trainer samples, steps and publishes.
+#[derive(Debug, Clone)]
+pub struct OnlineConfig {
+    /// Experiences per gradient step.
+    pub batch: usize,
+    /// Replay sampling; recency-weighted by default so drift is followed.
+    pub sampling: Sampling,
+    /// Steps between published versions.
+    pub publish_every: u64,
+    /// Quality assumed for an outcome that was never judged nor fed back
+    /// (the default reward); `None` leaves such outcomes out.
+    pub default_quality: Option<f32>,
+    /// How long to wait for new data when the store has none to learn from.
+    pub idle_wait: Duration,
+}
+
+impl Default for OnlineConfig {
+    fn default() -> Self {
+        OnlineConfig {
+            batch: 64,
+            sampling: Sampling::Recent { half_life: 5_000 },
+            publish_every: 25,
+            default_quality: None,
+            idle_wait: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Turns experiences into one training batch and takes a step. Outcomes of
+/// models missing from the policy's catalog, features of another spec, and
+/// unjudged outcomes without a default quality are skipped. A failed call
+/// delivered nothing: quality 0. Returns `None` when nothing was usable.
+pub fn learn_from(learner: &mut Learner, experiences: &[Experience], default_quality: Option<f32>) -> Option<StepStats> {
+    let dim = learner.policy().spec.dim;
+    let mut batch = Batch::default();
+    for exp in experiences {
+        let x = &exp.decision.features;
+        if x.dim != dim {
+            continue;
+        }
+        let ctx = batch.contexts.len();
+        let mut used = false;
+        for o in &exp.outcomes {
+            let quality = o.quality.or(o.error.as_ref().map(|_| 0.0)).or(default_quality);
+            let Some(card) = learner.policy().catalog.get(&o.model) else {
+                continue;
+            };
+            if quality.is_none() {
+                continue;
+            }
+            let obs = Observation {
+                quality,
+                cost_usd: o.cost_usd,
+                latency_ms: Some(o.latency_ms),
+            };
+            batch.items.push(learner.item(ctx, x, card, &obs, 1.0));
+            used = true;
+        }
+        if used {
+            batch.contexts.push(x);
+        }
+    }
+    (!batch.items.is_empty()).then(|| learner.step(&batch))
+}
+
+/// Counters the trainer thread updates and anyone may read.
+#[derive(Debug, Default)]
+pub struct TrainerStats {
+    pub steps: AtomicU64,
+    pub published: AtomicU64,
+    /// Last step's loss, as f32 bits.
+    pub last_loss_bits: AtomicU64,
+}
+
+impl TrainerStats {
+    pub fn last_loss(&self) -> f32 {
+        f32::from_bits(self.last_loss_bits.load(Ordering::Relaxed) as u32)
+    }
+}
+
+/// Handle to the background trainer. Dropping it stops the thread.
+pub struct OnlineTrainer {
+    current: Arc<ArcSwap<DqnPolicy>>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<TrainerStats>,
+    handle: Option<JoinHandle<Learner>>,
+}
+
+impl OnlineTrainer {
+    /// Starts training from `store`, serving `learner`'s snapshot until the
+    /// first new version is published.
+    pub fn spawn(store: Arc<SledStore>, learner: Learner, cfg: OnlineConfig) -> OnlineTrainer {
+        let start_version = learner.policy().version;
+        let current = Arc::new(ArcSwap::from_pointee(learner.snapshot(start_version)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(TrainerStats::default());
+        let handle = {
+            let (current, stop, stats) = (current.clone(), stop.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("qroute-trainer".into())
+                .spawn(move || run(store, learner, cfg, current, stop, stats, start_version))
+                .expect("spawning the trainer thread")
+        };
+        OnlineTrainer {
+            current,
+            stop,
+            stats,
+            handle: Some(handle),
+        }
+    }
+
+    /// The pointer serving reads from.
+    pub fn current(&self) -> Arc<ArcSwap<DqnPolicy>> {
+        self.current.clone()
+    }
+
+    /// The policy serving uses right now.
+    pub fn policy(&self) -> Arc<DqnPolicy> {
+        self.current.load_full()
+    }
+
+    pub fn stats(&self) -> &TrainerStats {
+        &self.stats
+    }
+
+    /// Wakes the trainer early (new experiences arrived).
+    pub fn notify(&self) {
+        if let Some(h) = &self.handle {
+            h.thread().unpark();
+        }
+    }
+
+    /// Stops the thread and returns the learner with its optimiser state.
+    pub fn stop(mut self) -> Learner {
+        self.shutdown().expect("trainer thread is joined once")
+    }
+
+    fn shutdown(&mut self) -> Option<Learner> {
+        self.stop.store(true, Ordering::Release);
+        let h = self.handle.take()?;
+        h.thread().unpark();
+        h.join().ok()
+    }
+}
+
+impl Drop for OnlineTrainer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(
+    store: Arc<SledStore>,
+    mut learner: Learner,
+    cfg: OnlineConfig,
+    current: Arc<ArcSwap<DqnPolicy>>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<TrainerStats>,
+    mut version: u64,
+) -> Learner {
+    let mut since_publish = 0;
+    while !stop.load(Ordering::Acquire) {
+        let exps = match store.sample(cfg.batch, &cfg.sampling, &mut learner.rng) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "trainer could not sample the store");
+                Vec::new()
+            }
+        };
+        let Some(step) = learn_from(&mut learner, &exps, cfg.default_quality) else {
+            std::thread::park_timeout(cfg.idle_wait);
+            continue;
+        };
+        stats.steps.fetch_add(1, Ordering::Relaxed);
+        stats.last_loss_bits.store(step.loss.to_bits() as u64, Ordering::Relaxed);
+        since_publish += 1;
+        if since_publish >= cfg.publish_every {
+            version += 1;
+            current.store(Arc::new(learner.snapshot(version)));
+            stats.published.fetch_add(1, Ordering::Relaxed);
+            since_publish = 0;
+        }
+    }
+    if since_publish > 0 {
+        current.store(Arc::new(learner.snapshot(version + 1)));
+        stats.published.fetch_add(1, Ordering::Relaxed);
+    }
+    learner
+}
