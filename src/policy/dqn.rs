@@ -130,8 +130,8 @@ impl DqnPolicy {
         Arch {
             ctx_dim: spec.dim as usize,
             action_dim: ACTION_DIM,
-            hidden1: 128,
-            hidden2: 64,
+            hidden1: 64,
+            hidden2: 32,
             wide_slots: super::action::ID_SLOTS,
         }
     }
@@ -155,6 +155,17 @@ impl DqnPolicy {
         let mut a = static_features(card, self.index.get(&card.id).copied(), &self.scales);
         set_pair_features(&mut a, card, chars, &self.scales);
         a
+    }
+
+    /// Priors the heads learn residuals over: the card's cost estimate for
+    /// this prompt and its mean latency, in the heads' log space.
+    pub fn head_offsets(&self, card: &ModelCard, chars: f32) -> [f32; 3] {
+        let mut o = [0f32; 3];
+        o[HEAD_COST] = ((card.estimate_cost(chars) / self.scales.cost_usd) as f32 + COST_EPS).ln();
+        if let Some(l) = card.mean_latency_ms {
+            o[HEAD_LATENCY] = ((l / self.scales.latency_ms) as f32 + LATENCY_EPS).ln();
+        }
+        o
     }
 
     /// Scores of `candidates` at an operating point.
@@ -206,7 +217,11 @@ impl Policy for DqnPolicy {
                 let row = &w1a[k * h1..(k + 1) * h1];
                 z1.iter_mut().zip(row).for_each(|(z, w)| *z += pair[k] * w);
             }
-            out.push(prediction_from_heads(self.net.heads_from_z1(&z1, wide, &mut scratch)));
+            let mut heads = self.net.heads_from_z1(&z1, wide, &mut scratch);
+            for (h, o) in heads.iter_mut().zip(self.head_offsets(card, chars)) {
+                *h += o;
+            }
+            out.push(prediction_from_heads(heads));
         }
         Ok(())
     }
@@ -253,7 +268,12 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         p.predict(&x, &cands, &mut out).unwrap();
         for (card, pred) in cands.iter().zip(&out) {
-            let slow = prediction_from_heads(p.net.forward_one(&x, &p.action_vector(card, prompt_chars(&x))));
+            let chars = prompt_chars(&x);
+            let mut heads = p.net.forward_one(&x, &p.action_vector(card, chars));
+            for (h, o) in heads.iter_mut().zip(p.head_offsets(card, chars)) {
+                *h += o;
+            }
+            let slow = prediction_from_heads(heads);
             assert!((slow.quality - pred.quality).abs() < 1e-5);
             assert!((slow.cost - pred.cost).abs() < 1e-5);
             assert!((slow.latency - pred.latency).abs() < 1e-5);

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod dqn;
 pub mod explore;
 pub mod network;
+pub mod simd;
 
 pub use action::Scales;
 pub use dqn::{DqnPolicy, OperatingPoint, Policy, Prediction};

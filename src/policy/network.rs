@@ -21,11 +21,12 @@
 //! Single-sample scoring uses plain loops (fast at this size); batched
 //! training uses ndarray GEMM.
 
-use ndarray::{s, Array1, Array2, ArrayView1, Axis};
+use ndarray::{Array1, Array2, ArrayView1, Axis};
 use rand::Rng;
 use rand_distr_normal::standard_normal;
 use serde::{Deserialize, Serialize};
 
+use super::simd;
 use crate::features::Features;
 
 /// Output heads.
@@ -106,12 +107,7 @@ impl Network {
         if s == 0 {
             return;
         }
-        let w = self.wide.as_slice().expect("contiguous");
-        for (i, v) in x.iter() {
-            for (o, &wv) in out.iter_mut().zip(&w[i * s..(i + 1) * s]) {
-                *o += v * wv;
-            }
-        }
+        simd::sparse_rows_axpy(out, &x.indices, &x.values, self.wide.as_slice().expect("contiguous"), s);
     }
 
     /// The wide term of one candidate: `(Vᵀ x) · a_id`.
@@ -124,13 +120,7 @@ impl Network {
     pub fn context_hidden(&self, x: &Features, out: &mut [f32]) {
         out.copy_from_slice(self.b1.as_slice().expect("contiguous"));
         let w = self.w1x.as_slice().expect("contiguous");
-        let h = self.arch.hidden1;
-        for (i, v) in x.iter() {
-            let row = &w[i * h..(i + 1) * h];
-            for (o, &wv) in out.iter_mut().zip(row) {
-                *o += v * wv;
-            }
-        }
+        simd::sparse_rows_axpy(out, &x.indices, &x.values, w, self.arch.hidden1);
     }
 
     /// The action half of the first layer: `W1aᵀ a`.
@@ -154,16 +144,7 @@ impl Network {
     pub fn heads_from_z1(&self, z1: &[f32], wide: f32, scratch: &mut [f32]) -> [f32; HEADS] {
         let h2 = self.arch.hidden2;
         scratch.copy_from_slice(self.b2.as_slice().expect("contiguous"));
-        let w2 = self.w2.as_slice().expect("contiguous");
-        for (i, &z) in z1.iter().enumerate() {
-            if z <= 0.0 {
-                continue; // ReLU: inactive units contribute nothing.
-            }
-            let row = &w2[i * h2..(i + 1) * h2];
-            for (o, &wv) in scratch.iter_mut().zip(row) {
-                *o += z * wv;
-            }
-        }
+        simd::relu_rows_axpy(scratch, z1, self.w2.as_slice().expect("contiguous"), h2);
         let mut out = [0f32; HEADS];
         out.copy_from_slice(self.b3.as_slice().expect("contiguous"));
         out[HEAD_QUALITY] += wide;
@@ -217,6 +198,9 @@ impl Network {
 pub struct Item {
     pub ctx: usize,
     pub action: Vec<f32>,
+    /// Added to the network's outputs: a prior the heads learn a residual
+    /// over (the catalog's cost estimate for the cost head).
+    pub offset: [f32; HEADS],
     pub target: [f32; HEADS],
     pub mask: [bool; HEADS],
     pub weight: f32,
@@ -230,49 +214,125 @@ pub struct Batch<'a> {
     pub items: Vec<Item>,
 }
 
-/// Gradients. The sparse first layer keeps only the rows the batch touched.
+/// The gradient of the sparse input rows (`w1x` and `wide`), kept
+/// factored: row `j`'s gradient is `Σ x_c[j] · d_c` over the contexts `c`
+/// that touch it. Materialising every touched row (tens of thousands for a
+/// batch of distinct prompts) would cost megabytes of memory traffic per
+/// step; the factored form is rebuilt row by row in cache when needed.
+#[derive(Debug, Clone)]
+pub struct SparseGrad {
+    /// Touched input rows.
+    pub rows: Vec<usize>,
+    /// `entries[starts[s]..starts[s + 1]]`: the `(context, x value)` pairs of row `rows[s]`.
+    starts: Vec<u32>,
+    entries: Vec<(u32, f32)>,
+    /// Upstream gradient per context: first layer (`contexts × hidden1`) and wide (`contexts × wide_slots`).
+    dctx: Array2<f32>,
+    dwide: Array2<f32>,
+}
+
+impl SparseGrad {
+    fn build(contexts: &[&Features], ctx_dim: usize, dctx: Array2<f32>, dwide: Array2<f32>) -> SparseGrad {
+        let mut slot_of = vec![u32::MAX; ctx_dim];
+        let mut rows = Vec::new();
+        let mut counts: Vec<u32> = Vec::new();
+        for x in contexts {
+            for &i in &x.indices {
+                let s = &mut slot_of[i as usize];
+                if *s == u32::MAX {
+                    *s = rows.len() as u32;
+                    rows.push(i as usize);
+                    counts.push(0);
+                }
+                counts[*s as usize] += 1;
+            }
+        }
+        let mut starts = Vec::with_capacity(rows.len() + 1);
+        starts.push(0u32);
+        for c in &counts {
+            starts.push(starts.last().copied().unwrap_or(0) + c);
+        }
+        let mut fill: Vec<u32> = starts[..rows.len()].to_vec();
+        let mut entries = vec![(0u32, 0f32); *starts.last().unwrap_or(&0) as usize];
+        for (c, x) in contexts.iter().enumerate() {
+            for (&i, &v) in x.indices.iter().zip(&x.values) {
+                let s = slot_of[i as usize] as usize;
+                entries[fill[s] as usize] = (c as u32, v);
+                fill[s] += 1;
+            }
+        }
+        SparseGrad {
+            rows,
+            starts,
+            entries,
+            dctx,
+            dwide,
+        }
+    }
+
+    /// Writes slot `s`'s gradient rows into `g1x` (`hidden1`) and `gwide` (`wide_slots`).
+    pub fn row(&self, s: usize, g1x: &mut [f32], gwide: &mut [f32]) {
+        g1x.iter_mut().for_each(|v| *v = 0.0);
+        gwide.iter_mut().for_each(|v| *v = 0.0);
+        let d = self.dctx.as_slice().expect("contiguous");
+        let dw = self.dwide.as_slice().expect("contiguous");
+        let (h1, ws) = (g1x.len(), gwide.len());
+        for &(c, v) in &self.entries[self.starts[s] as usize..self.starts[s + 1] as usize] {
+            let c = c as usize;
+            simd::axpy(g1x, v, &d[c * h1..(c + 1) * h1]);
+            simd::axpy(gwide, v, &dw[c * ws..(c + 1) * ws]);
+        }
+    }
+
+    fn scale(&mut self, f: f32) {
+        self.dctx *= f;
+        self.dwide *= f;
+    }
+}
+
+/// Gradients of every parameter.
 #[derive(Debug, Clone)]
 pub struct Grads {
-    pub w1x_rows: Vec<usize>,
-    pub w1x: Array2<f32>,
+    pub sparse: SparseGrad,
     pub w1a: Array2<f32>,
     pub b1: Array1<f32>,
     pub w2: Array2<f32>,
     pub b2: Array1<f32>,
     pub w3: Array2<f32>,
     pub b3: Array1<f32>,
-    /// Rows of the wide weights, aligned with `w1x_rows`.
-    pub wide: Array2<f32>,
 }
 
 impl Grads {
+    /// The global L2 norm, sparse rows included.
     pub fn norm(&self) -> f32 {
-        let sq = |a: &[f32]| a.iter().map(|v| v * v).sum::<f32>();
-        [
-            self.w1x.as_slice(),
+        let dense: f32 = [
             self.w1a.as_slice(),
             self.b1.as_slice(),
             self.w2.as_slice(),
             self.b2.as_slice(),
             self.w3.as_slice(),
             self.b3.as_slice(),
-            self.wide.as_slice(),
         ]
         .into_iter()
-        .map(|s| sq(s.expect("contiguous")))
-        .sum::<f32>()
-        .sqrt()
+        .map(|s| simd::sum_squares(s.expect("contiguous")))
+        .sum();
+        let (mut g1, mut gw) = (vec![0f32; self.sparse.dctx.ncols()], vec![0f32; self.sparse.dwide.ncols()]);
+        let mut sparse = 0.0;
+        for s in 0..self.sparse.rows.len() {
+            self.sparse.row(s, &mut g1, &mut gw);
+            sparse += simd::sum_squares(&g1) + simd::sum_squares(&gw);
+        }
+        (dense + sparse).sqrt()
     }
 
     pub fn scale(&mut self, f: f32) {
-        self.w1x *= f;
+        self.sparse.scale(f);
         self.w1a *= f;
         self.b1 *= f;
         self.w2 *= f;
         self.b2 *= f;
         self.w3 *= f;
         self.b3 *= f;
-        self.wide *= f;
     }
 }
 
@@ -343,6 +403,9 @@ impl Network {
         y += &self.b3;
         for (i, it) in batch.items.iter().enumerate() {
             y[(i, HEAD_QUALITY)] += self.wide_term(ctx_w.row(it.ctx).as_slice().expect("contiguous"), &it.action);
+            for k in 0..HEADS {
+                y[(i, k)] += it.offset[k];
+            }
         }
         (z1, z2, y)
     }
@@ -433,9 +496,6 @@ impl Network {
             let mut row = dctx.row_mut(it.ctx);
             row += &dz1.row(i);
         }
-        let mut rows: Vec<usize> = batch.contexts.iter().flat_map(|x| x.indices.iter().map(|&i| i as usize)).collect();
-        rows.sort_unstable();
-        rows.dedup();
         let ws = self.arch.wide_slots;
         let mut dwide = Array2::<f32>::zeros((batch.contexts.len(), ws));
         for (i, it) in batch.items.iter().enumerate() {
@@ -444,37 +504,28 @@ impl Network {
                 *d += a * dq;
             }
         }
-        let mut g_w1x = Array2::<f32>::zeros((rows.len(), h1));
-        let mut g_wide = Array2::<f32>::zeros((rows.len(), ws));
-        for (c, x) in batch.contexts.iter().enumerate() {
-            let d = dctx.row(c);
-            let dw = dwide.row(c);
-            for (i, v) in x.iter() {
-                let slot = rows.binary_search(&i).expect("row collected above");
-                g_w1x.row_mut(slot).scaled_add(v, &d);
-                g_wide.row_mut(slot).scaled_add(v, &dw);
-            }
-        }
+        let sparse = SparseGrad::build(&batch.contexts, self.arch.ctx_dim, dctx, dwide);
         (
             loss,
             Grads {
-                w1x_rows: rows,
-                w1x: g_w1x,
+                sparse,
                 w1a: g_w1a,
                 b1: g_b1,
                 w2: g_w2,
                 b2: g_b2,
                 w3: g_w3,
                 b3: g_b3,
-                wide: g_wide,
             },
         )
     }
 }
 
-/// Adam with gradient-norm clipping and decoupled weight decay. The sparse
-/// layer is updated lazily: only rows with a gradient this step move, which
-/// keeps a step's cost proportional to the batch, not to the vocabulary.
+/// The optimiser: Adam with gradient-norm clipping and decoupled weight
+/// decay for the dense layers; row-wise AdaGrad for the sparse input rows
+/// (`w1x`, `wide`), the usual choice for embedding tables. Only rows with a
+/// gradient this step move, and each keeps one accumulator instead of two
+/// moment vectors, so a step costs in proportion to the batch's non-zeros,
+/// not to the vocabulary, and rare n-grams' steps shrink as they are seen.
 #[derive(Debug, Clone)]
 pub struct Adam {
     pub lr: f32,
@@ -483,48 +534,50 @@ pub struct Adam {
     pub eps: f32,
     pub weight_decay: f32,
     pub clip_norm: f32,
+    /// Step size of the row-wise AdaGrad on sparse rows.
+    pub sparse_lr: f32,
     t: u64,
     m: Moments,
     v: Moments,
+    /// Per input row: sum over steps of the mean squared gradient.
+    acc_w1x: Vec<f32>,
+    acc_wide: Vec<f32>,
 }
 
 #[derive(Debug, Clone)]
 struct Moments {
-    w1x: Array2<f32>,
     w1a: Array2<f32>,
     b1: Array1<f32>,
     w2: Array2<f32>,
     b2: Array1<f32>,
     w3: Array2<f32>,
     b3: Array1<f32>,
-    wide: Array2<f32>,
 }
 
 impl Moments {
     fn zeros(net: &Network) -> Moments {
         Moments {
-            w1x: Array2::zeros(net.w1x.raw_dim()),
             w1a: Array2::zeros(net.w1a.raw_dim()),
             b1: Array1::zeros(net.b1.raw_dim()),
             w2: Array2::zeros(net.w2.raw_dim()),
             b2: Array1::zeros(net.b2.raw_dim()),
             w3: Array2::zeros(net.w3.raw_dim()),
             b3: Array1::zeros(net.b3.raw_dim()),
-            wide: Array2::zeros(net.wide.raw_dim()),
         }
     }
 }
 
-/// One Adam update of a contiguous parameter slice.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn adam_slice(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], lr_t: f32, b1: f32, b2: f32, eps: f32, decay: f32) {
-    for i in 0..p.len() {
-        let gi = g[i];
-        m[i] = b1 * m[i] + (1.0 - b1) * gi;
-        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-        p[i] -= lr_t * m[i] / (v[i].sqrt() + eps) + decay * p[i];
+use super::simd::adam as adam_slice;
+
+/// One row-wise AdaGrad update: the row's accumulator grows by its mean
+/// squared gradient, and the whole row steps by `lr / sqrt(accumulator)`.
+fn adagrad_row(w: &mut [f32], g: &[f32], acc: &mut f32, lr: f32, decay: f32) {
+    *acc += simd::sum_squares(g) / g.len() as f32;
+    let step = lr / (acc.sqrt() + 1e-10);
+    if decay > 0.0 {
+        w.iter_mut().for_each(|x| *x *= 1.0 - decay);
     }
+    simd::axpy(w, -step, g);
 }
 
 impl Adam {
@@ -536,9 +589,12 @@ impl Adam {
             eps: 1e-8,
             weight_decay: 0.0,
             clip_norm: 5.0,
+            sparse_lr: 0.05,
             t: 0,
             m: Moments::zeros(net),
             v: Moments::zeros(net),
+            acc_w1x: vec![0.0; net.arch.ctx_dim],
+            acc_wide: vec![0.0; net.arch.ctx_dim],
         }
     }
 
@@ -578,25 +634,18 @@ impl Adam {
         dense!(b2);
         dense!(w3);
         dense!(b3);
-        macro_rules! sparse_rows {
-            ($f:ident) => {
-                for (slot, &row) in grads.w1x_rows.iter().enumerate() {
-                    adam_slice(
-                        net.$f.slice_mut(s![row, ..]).into_slice().expect("contiguous"),
-                        grads.$f.row(slot).as_slice().expect("contiguous"),
-                        self.m.$f.slice_mut(s![row, ..]).into_slice().expect("contiguous"),
-                        self.v.$f.slice_mut(s![row, ..]).into_slice().expect("contiguous"),
-                        lr_t,
-                        b1,
-                        b2,
-                        eps,
-                        decay,
-                    );
-                }
-            };
+        let sparse_decay = self.sparse_lr * self.weight_decay;
+        let (h1, ws) = (net.arch.hidden1, net.arch.wide_slots);
+        let (mut g1, mut gw) = (vec![0f32; h1], vec![0f32; ws]);
+        let w1x = net.w1x.as_slice_mut().expect("contiguous");
+        let wide = net.wide.as_slice_mut().expect("contiguous");
+        for (s, &row) in grads.sparse.rows.iter().enumerate() {
+            grads.sparse.row(s, &mut g1, &mut gw);
+            adagrad_row(&mut w1x[row * h1..(row + 1) * h1], &g1, &mut self.acc_w1x[row], self.sparse_lr, sparse_decay);
+            if ws > 0 {
+                adagrad_row(&mut wide[row * ws..(row + 1) * ws], &gw, &mut self.acc_wide[row], self.sparse_lr, sparse_decay);
+            }
         }
-        sparse_rows!(w1x);
-        sparse_rows!(wide);
         norm
     }
 }
@@ -631,6 +680,7 @@ mod tests {
         for i in 0..7 {
             items.push(Item {
                 ctx: i % 3,
+                offset: [0.0, rng.gen_range(-1.0..0.0), 0.3],
                 action: (0..6).map(|_| rng.gen_range(-1.0..1.0)).collect(),
                 target: [rng.gen(), rng.gen_range(-3.0..1.0), rng.gen_range(-1.0..1.0)],
                 mask: [true, true, i % 2 == 0],
@@ -666,9 +716,12 @@ mod tests {
             assert!((numeric - analytic).abs() < tol, "{name}: numeric {numeric} vs analytic {analytic}");
             checked += 1;
         };
-        for (slot, &row) in g.w1x_rows.iter().enumerate() {
+        let mut g1 = vec![0f32; 16];
+        let mut gw = vec![0f32; 3];
+        for (slot, &row) in g.sparse.rows.iter().enumerate() {
+            g.sparse.row(slot, &mut g1, &mut gw);
             for col in [0, 3, 15] {
-                check(&format!("w1x[{row},{col}]"), g.w1x[(slot, col)], &|n, e| n.w1x[(row, col)] += e);
+                check(&format!("w1x[{row},{col}]"), g1[col], &|n, e| n.w1x[(row, col)] += e);
             }
         }
         for r in 0..6 {
@@ -699,21 +752,22 @@ mod tests {
         net.wide.mapv_inplace(|_| rng2.gen_range(-0.5..0.5));
         let (_, g) = net.loss_and_grads(&batch, delta);
         let loss_at = |net: &Network| net.loss_and_grads(&batch, delta).0 as f64;
-        for (slot, &row) in g.w1x_rows.iter().enumerate() {
+        for (slot, &row) in g.sparse.rows.iter().enumerate() {
+            g.sparse.row(slot, &mut g1, &mut gw);
             for col in 0..3 {
                 let mut plus = net.clone();
                 plus.wide[(row, col)] += eps;
                 let mut minus = net.clone();
                 minus.wide[(row, col)] -= eps;
                 let numeric = ((loss_at(&plus) - loss_at(&minus)) / (2.0 * eps as f64)) as f32;
-                let analytic = g.wide[(slot, col)];
+                let analytic = gw[col];
                 assert!((numeric - analytic).abs() < 2e-3 + 2e-2 * numeric.abs(), "wide[{row},{col}]: {numeric} vs {analytic}");
                 checked += 1;
             }
         }
         assert!(checked > 100);
         // Rows no context touches get no gradient entry at all.
-        assert!(!g.w1x_rows.contains(&3));
+        assert!(!g.sparse.rows.contains(&3));
     }
 
     #[test]
@@ -729,7 +783,7 @@ mod tests {
         for (i, it) in items.iter().enumerate() {
             let one = net.forward_one(&ctxs[it.ctx], &it.action);
             for k in 0..HEADS {
-                assert!((y[(i, k)] - one[k]).abs() < 1e-5);
+                assert!((y[(i, k)] - one[k] - it.offset[k]).abs() < 1e-5);
             }
         }
     }

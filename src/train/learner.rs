@@ -16,7 +16,10 @@ use crate::policy::{DqnPolicy, OperatingPoint, Policy};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LearnerConfig {
+    /// Adam step size (dense layers).
     pub lr: f32,
+    /// Row-wise AdaGrad step size (sparse input rows).
+    pub sparse_lr: f32,
     pub weight_decay: f32,
     pub clip_norm: f32,
     pub huber_delta: f32,
@@ -38,6 +41,7 @@ impl Default for LearnerConfig {
     fn default() -> Self {
         LearnerConfig {
             lr: 1e-3,
+            sparse_lr: 0.05,
             weight_decay: 0.0,
             clip_norm: 5.0,
             huber_delta: 1.0,
@@ -88,6 +92,7 @@ impl Learner {
         let mut adam = Adam::new(&policy.net, cfg.lr);
         adam.weight_decay = cfg.weight_decay;
         adam.clip_norm = cfg.clip_norm;
+        adam.sparse_lr = cfg.sparse_lr;
         let target = (cfg.gamma > 0.0).then(|| policy.clone());
         let ema = cfg.ema_decay.map(|_| policy.net.clone());
         Learner {
@@ -122,6 +127,7 @@ impl Learner {
         Item {
             ctx,
             action: self.policy.action_vector(card, chars),
+            offset: self.policy.head_offsets(card, chars),
             target,
             mask,
             weight,

@@ -49,8 +49,8 @@ impl Default for OfflineConfig {
             val_fraction: 0.1,
             patience: 6,
             points: 41,
-            hidden1: 128,
-            hidden2: 64,
+            hidden1: 64,
+            hidden2: 32,
             input_dropout: 0.5,
             features: FeatureSpec::default(),
             learner: LearnerConfig {
