@@ -229,6 +229,9 @@ pub struct SparseGrad {
     /// Upstream gradient per context: first layer (`contexts × hidden1`) and wide (`contexts × wide_slots`).
     dctx: Array2<f32>,
     dwide: Array2<f32>,
+    /// Per row, `Σ g²` of its `w1x` and `wide` parts, filled by [`Grads::norm`]
+    /// so the optimiser does not recompute them.
+    sumsq: Vec<(f32, f32)>,
 }
 
 impl SparseGrad {
@@ -267,6 +270,7 @@ impl SparseGrad {
             entries,
             dctx,
             dwide,
+            sumsq: Vec::new(),
         }
     }
 
@@ -287,6 +291,24 @@ impl SparseGrad {
     fn scale(&mut self, f: f32) {
         self.dctx *= f;
         self.dwide *= f;
+        for (a, b) in &mut self.sumsq {
+            *a *= f * f;
+            *b *= f * f;
+        }
+    }
+
+    /// Per-row squared norms, computing them if [`Grads::norm`] has not.
+    fn row_sumsq(&mut self) -> &[(f32, f32)] {
+        if self.sumsq.len() != self.rows.len() {
+            let (mut g1, mut gw) = (vec![0f32; self.dctx.ncols()], vec![0f32; self.dwide.ncols()]);
+            self.sumsq = (0..self.rows.len())
+                .map(|s| {
+                    self.row(s, &mut g1, &mut gw);
+                    (simd::sum_squares(&g1), simd::sum_squares(&gw))
+                })
+                .collect();
+        }
+        &self.sumsq
     }
 }
 
@@ -304,7 +326,7 @@ pub struct Grads {
 
 impl Grads {
     /// The global L2 norm, sparse rows included.
-    pub fn norm(&self) -> f32 {
+    pub fn norm(&mut self) -> f32 {
         let dense: f32 = [
             self.w1a.as_slice(),
             self.b1.as_slice(),
@@ -316,12 +338,7 @@ impl Grads {
         .into_iter()
         .map(|s| simd::sum_squares(s.expect("contiguous")))
         .sum();
-        let (mut g1, mut gw) = (vec![0f32; self.sparse.dctx.ncols()], vec![0f32; self.sparse.dwide.ncols()]);
-        let mut sparse = 0.0;
-        for s in 0..self.sparse.rows.len() {
-            self.sparse.row(s, &mut g1, &mut gw);
-            sparse += simd::sum_squares(&g1) + simd::sum_squares(&gw);
-        }
+        let sparse: f32 = self.sparse.row_sumsq().iter().map(|(a, b)| a + b).sum();
         (dense + sparse).sqrt()
     }
 
@@ -571,13 +588,10 @@ use super::simd::adam as adam_slice;
 
 /// One row-wise AdaGrad update: the row's accumulator grows by its mean
 /// squared gradient, and the whole row steps by `lr / sqrt(accumulator)`.
-fn adagrad_row(w: &mut [f32], g: &[f32], acc: &mut f32, lr: f32, decay: f32) {
-    *acc += simd::sum_squares(g) / g.len() as f32;
+fn adagrad_row(w: &mut [f32], g: &[f32], sumsq: f32, acc: &mut f32, lr: f32, decay: f32) {
+    *acc += sumsq / g.len() as f32;
     let step = lr / (acc.sqrt() + 1e-10);
-    if decay > 0.0 {
-        w.iter_mut().for_each(|x| *x *= 1.0 - decay);
-    }
-    simd::axpy(w, -step, g);
+    simd::scale_axpy(w, 1.0 - decay, -step, g);
 }
 
 impl Adam {
@@ -639,11 +653,15 @@ impl Adam {
         let (mut g1, mut gw) = (vec![0f32; h1], vec![0f32; ws]);
         let w1x = net.w1x.as_slice_mut().expect("contiguous");
         let wide = net.wide.as_slice_mut().expect("contiguous");
-        for (s, &row) in grads.sparse.rows.iter().enumerate() {
-            grads.sparse.row(s, &mut g1, &mut gw);
-            adagrad_row(&mut w1x[row * h1..(row + 1) * h1], &g1, &mut self.acc_w1x[row], self.sparse_lr, sparse_decay);
+        grads.sparse.row_sumsq();
+        let sparse = &grads.sparse;
+        for (s, &row) in sparse.rows.iter().enumerate() {
+            sparse.row(s, &mut g1, &mut gw);
+            let (sq1, sqw) = sparse.sumsq[s];
+            let lr = self.sparse_lr;
+            adagrad_row(&mut w1x[row * h1..(row + 1) * h1], &g1, sq1, &mut self.acc_w1x[row], lr, sparse_decay);
             if ws > 0 {
-                adagrad_row(&mut wide[row * ws..(row + 1) * ws], &gw, &mut self.acc_wide[row], self.sparse_lr, sparse_decay);
+                adagrad_row(&mut wide[row * ws..(row + 1) * ws], &gw, sqw, &mut self.acc_wide[row], lr, sparse_decay);
             }
         }
         norm

@@ -40,6 +40,15 @@ dispatch! {
 }
 
 dispatch! {
+    /// `y = b·y + a·x`.
+    pub fn scale_axpy(y: &mut [f32], b: f32, a: f32, x: &[f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = fma!(a, x, b * *y);
+        }
+    }
+}
+
+dispatch! {
     /// `y += Σ values[k] · w[indices[k]·n .. +n]`: a sparse vector times a
     /// row-major matrix with rows of `n`.
     pub fn sparse_rows_axpy(y: &mut [f32], indices: &[u32], values: &[f32], w: &[f32], n: usize) {
