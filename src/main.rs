@@ -6,10 +6,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use qroute::catalog::ModelCard;
 use qroute::dataset::Dataset;
 use qroute::eval::{evaluate, report};
-use qroute::features::Featurizer;
-use qroute::policy::checkpoint;
+use qroute::features::{Featurizer, RequestContext};
+use qroute::policy::{checkpoint, DqnPolicy, Exploration, Explorer, OperatingPoint, Policy};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use qroute::train::offline::{self, OfflineConfig};
 
 #[derive(Parser)]
@@ -41,6 +44,29 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Route one prompt: score every candidate and pick one (prints JSON).
+    Route {
+        #[arg(long)]
+        prompt: String,
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        persona: Option<String>,
+        /// λ: quality given up per unit of normalised cost.
+        #[arg(long, default_value_t = 0.1)]
+        cost_weight: f32,
+        /// μ: quality given up per unit of normalised latency.
+        #[arg(long, default_value_t = 0.0)]
+        latency_weight: f32,
+        /// A policy directory; the embedded default when absent.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Pick the best-scoring model instead of sampling under SquareCB.
+        #[arg(long)]
+        greedy: bool,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Sweep a policy over operating points on a split; write decisions and a report.
     Evaluate {
@@ -96,7 +122,92 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             report,
             points,
         } => evaluate_cmd(&data, &policy, &split, &decisions, &report, points),
+        Command::Route {
+            prompt,
+            task,
+            persona,
+            cost_weight,
+            latency_weight,
+            policy,
+            greedy,
+            seed,
+        } => {
+            let policy = match policy {
+                Some(dir) => checkpoint::load(&dir)?,
+                None => checkpoint::embedded_default()?,
+            };
+            let req = RequestContext {
+                prompt: &prompt,
+                task_type: task.as_deref(),
+                persona: persona.as_deref(),
+                metadata: &[],
+            };
+            let point = OperatingPoint {
+                cost_weight,
+                latency_weight,
+            };
+            let kind = if greedy { Exploration::Greedy } else { Exploration::default() };
+            let explorer = Explorer::new(kind, 0.005, None);
+            let decision = route(&policy, &req, point, &explorer, &mut ChaCha8Rng::seed_from_u64(seed))?;
+            println!("{}", serde_json::to_string_pretty(&decision)?);
+            Ok(())
+        }
     }
+}
+
+/// One routing decision, as `route` prints it.
+#[derive(serde::Serialize)]
+struct RouteDecision {
+    model: String,
+    propensity: f32,
+    policy_version: u64,
+    cost_weight: f32,
+    latency_weight: f32,
+    candidates: Vec<RouteCandidate>,
+}
+
+#[derive(serde::Serialize)]
+struct RouteCandidate {
+    model: String,
+    expected_quality: f32,
+    expected_cost_usd: f64,
+    score: f32,
+    propensity: f32,
+}
+
+fn route(
+    policy: &DqnPolicy,
+    req: &RequestContext<'_>,
+    point: OperatingPoint,
+    explorer: &Explorer,
+    rng: &mut ChaCha8Rng,
+) -> anyhow::Result<RouteDecision> {
+    let x = Featurizer::new(policy.spec.clone())?.featurize(req);
+    let cards: Vec<&ModelCard> = policy.catalog.models.iter().collect();
+    let mut preds = Vec::new();
+    policy.predict(&x, &cards, &mut preds)?;
+    let scores: Vec<f32> = preds.iter().map(|p| p.score(point)).collect();
+    let choice = explorer.choose(&scores, rng).context("the policy has no candidate models")?;
+    Ok(RouteDecision {
+        model: cards[choice.chosen].id.clone(),
+        propensity: choice.propensity(),
+        policy_version: policy.version,
+        cost_weight: point.cost_weight,
+        latency_weight: point.latency_weight,
+        candidates: cards
+            .iter()
+            .zip(&preds)
+            .zip(&scores)
+            .zip(&choice.propensities)
+            .map(|(((c, p), &s), &pr)| RouteCandidate {
+                model: c.id.clone(),
+                expected_quality: p.quality,
+                expected_cost_usd: p.cost as f64 * policy.scales.cost_usd,
+                score: s,
+                propensity: pr,
+            })
+            .collect(),
+    })
 }
 
 fn train(

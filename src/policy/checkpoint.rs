@@ -104,10 +104,14 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn load_metadata(dir: &Path) -> Result<Metadata> {
     let path = dir.join(META_FILE);
     let text = fs::read(&path).map_err(|e| err(&path, format!("cannot read: {e}")))?;
-    let meta: Metadata = serde_json::from_slice(&text).map_err(|e| err(&path, e.to_string()))?;
+    parse_metadata(&text, &path)
+}
+
+fn parse_metadata(text: &[u8], path: &Path) -> Result<Metadata> {
+    let meta: Metadata = serde_json::from_slice(text).map_err(|e| err(path, e.to_string()))?;
     if meta.format != FORMAT || meta.format_version != FORMAT_VERSION {
         return Err(err(
-            &path,
+            path,
             format!("format {} v{} is not {FORMAT} v{FORMAT_VERSION}", meta.format, meta.format_version),
         ));
     }
@@ -117,9 +121,26 @@ pub fn load_metadata(dir: &Path) -> Result<Metadata> {
 /// Loads a policy saved by [`save`], checking every tensor's shape against
 /// the metadata.
 pub fn load(dir: &Path) -> Result<DqnPolicy> {
-    let meta = load_metadata(dir)?;
+    let meta_path = dir.join(META_FILE);
+    let meta = fs::read(&meta_path).map_err(|e| err(&meta_path, format!("cannot read: {e}")))?;
     let path = dir.join(WEIGHTS_FILE);
-    let bytes = fs::read(&path).map_err(|e| err(&path, format!("cannot read: {e}")))?;
+    let weights = fs::read(&path).map_err(|e| err(&path, format!("cannot read: {e}")))?;
+    from_bytes(&meta, &weights, dir)
+}
+
+/// The policy shipped in `policies/default`, compiled into the binary so
+/// qroute runs with no files around it.
+pub fn embedded_default() -> Result<DqnPolicy> {
+    const META: &[u8] = include_bytes!("../../policies/default/policy.json");
+    const WEIGHTS: &[u8] = include_bytes!("../../policies/default/model.safetensors");
+    from_bytes(META, WEIGHTS, Path::new("<embedded policies/default>"))
+}
+
+/// A policy from the two files' contents; `origin` names them in errors.
+pub fn from_bytes(meta: &[u8], weights: &[u8], origin: &Path) -> Result<DqnPolicy> {
+    let meta = parse_metadata(meta, &origin.join(META_FILE))?;
+    let path = origin.join(WEIGHTS_FILE);
+    let bytes = weights;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| err(&path, e.to_string()))?;
     let a = meta.arch;
     let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
@@ -148,7 +169,7 @@ pub fn load(dir: &Path) -> Result<DqnPolicy> {
         wide: m2("wide", a.ctx_dim, a.wide_slots)?,
     };
     DqnPolicy::new(meta.version, net, meta.catalog, meta.feature_spec, meta.scales, meta.operating_points)
-        .map_err(|e| err(dir, e.to_string()))
+        .map_err(|e| err(origin, e.to_string()))
 }
 
 #[cfg(test)]
@@ -182,6 +203,22 @@ mod tests {
         q.predict(&x, &cards, &mut b).unwrap();
         assert_eq!(a, b);
         assert_eq!(load_metadata(dir.path()).unwrap().training["note"], "test");
+    }
+
+    #[test]
+    fn embedded_default_loads_and_scores() {
+        let p = embedded_default().unwrap();
+        assert!(p.operating_points.len() >= 21);
+        let fz = Featurizer::new(p.spec.clone()).unwrap();
+        let x = fz.featurize(&RequestContext {
+            prompt: "What is 17 * 23?",
+            task_type: Some("gsm8k"),
+            ..Default::default()
+        });
+        let cards: Vec<_> = p.catalog.models.iter().collect();
+        let mut out = Vec::new();
+        p.predict(&x, &cards, &mut out).unwrap();
+        assert!(out.iter().all(|o| (0.0..=1.0).contains(&o.quality) && o.cost > 0.0));
     }
 
     #[test]
