@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use qroute::catalog::{Catalog, ModelCard};
 use qroute::dataset::Dataset;
-use qroute::features::{FeatureSpec, Featurizer, Features, RequestContext};
+use qroute::features::{FeatureSpec, Features, Featurizer, RequestContext};
 use qroute::policy::network::{Batch, Network};
 use qroute::policy::{DqnPolicy, Exploration, Explorer, OperatingPoint, Scales};
 use qroute::train::{Learner, LearnerConfig, Observation};

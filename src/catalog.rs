@@ -107,7 +107,9 @@ mod tests {
 
     #[test]
     fn fit_recovers_a_price_line() {
-        let calls: Vec<_> = (1..50).map(|i| (i as f32 * 10.0, 0.001 + 2e-6 * i as f64 * 10.0, Some(100.0))).collect();
+        let calls: Vec<_> = (1..50)
+            .map(|i| (i as f32 * 10.0, 0.001 + 2e-6 * i as f64 * 10.0, Some(100.0)))
+            .collect();
         let card = ModelCard::fit("m", &calls);
         assert!((card.cost_per_char_usd - 2e-6).abs() < 1e-9);
         assert!((card.base_cost_usd - 0.001).abs() < 1e-7);

@@ -10,12 +10,12 @@
 pub mod error;
 
 pub mod catalog;
+pub mod eval;
 pub mod features;
 pub mod policy;
 pub mod reward;
 pub mod store;
 pub mod train;
-pub mod eval;
 
 /// Datasets are inputs to training and evaluation alike.
 pub use eval::dataset;

@@ -11,12 +11,16 @@ use qroute::dataset::Dataset;
 use qroute::eval::{evaluate, report};
 use qroute::features::{Featurizer, RequestContext};
 use qroute::policy::{checkpoint, DqnPolicy, Exploration, Explorer, OperatingPoint, Policy};
+use qroute::train::offline::{self, OfflineConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use qroute::train::offline::{self, OfflineConfig};
 
 #[derive(Parser)]
-#[command(name = "qroute", version, about = "An engine that learns which LLM should answer each request")]
+#[command(
+    name = "qroute",
+    version,
+    about = "An engine that learns which LLM should answer each request"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -146,7 +150,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cost_weight,
                 latency_weight,
             };
-            let kind = if greedy { Exploration::Greedy } else { Exploration::default() };
+            let kind = if greedy {
+                Exploration::Greedy
+            } else {
+                Exploration::default()
+            };
             let explorer = Explorer::new(kind, 0.005, None);
             let decision = route(&policy, &req, point, &explorer, &mut ChaCha8Rng::seed_from_u64(seed))?;
             println!("{}", serde_json::to_string_pretty(&decision)?);
@@ -187,7 +195,9 @@ fn route(
     let mut preds = Vec::new();
     policy.predict(&x, &cards, &mut preds)?;
     let scores: Vec<f32> = preds.iter().map(|p| p.score(point)).collect();
-    let choice = explorer.choose(&scores, rng).context("the policy has no candidate models")?;
+    let choice = explorer
+        .choose(&scores, rng)
+        .context("the policy has no candidate models")?;
     Ok(RouteDecision {
         model: cards[choice.chosen].id.clone(),
         propensity: choice.propensity(),
@@ -279,19 +289,27 @@ fn evaluate_cmd(
         None => policy.operating_points.clone(),
     };
     if grid.len() < 21 {
-        anyhow::bail!("{} operating points; the sweep needs at least 21 (use --points)", grid.len());
+        anyhow::bail!(
+            "{} operating points; the sweep needs at least 21 (use --points)",
+            grid.len()
+        );
     }
     let eval = evaluate::evaluate(&policy, &ds, split, &grid)?;
     evaluate::write_decisions(&eval, decisions)?;
     let title = format!(
         "{} ({} split)",
-        data.file_name().map_or("dataset".into(), |n| n.to_string_lossy().into_owned()),
+        data.file_name()
+            .map_or("dataset".into(), |n| n.to_string_lossy().into_owned()),
         split
     );
     report::write(&eval, report_dir, &title)?;
     let c95 = |v: Option<f64>| v.map_or("n/a".into(), |x| format!("{x:.3}"));
     println!("{:<14} {:>8} {:>8} {:>8}", "", "AIQ", "C95", "Q@best");
-    for (name, s) in [("qroute", &eval.router), ("single models", &eval.single_models), ("oracle", &eval.oracle_sweep)] {
+    for (name, s) in [
+        ("qroute", &eval.router),
+        ("single models", &eval.single_models),
+        ("oracle", &eval.oracle_sweep),
+    ] {
         println!("{name:<14} {:>8.4} {:>8} {:>8.4}", s.aiq, c95(s.c95), s.q_at_best);
     }
     eprintln!(

@@ -16,7 +16,9 @@ fn write_dataset(path: &Path) {
     let mut lines = Vec::new();
     let mut state = 12345u64;
     let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) as f64 / (1u64 << 31) as f64
     };
     let arithmetic = ["add", "multiply", "subtract", "divide", "sum", "product"];
@@ -27,9 +29,16 @@ fn write_dataset(path: &Path) {
         let a = words[(next() * 6.0) as usize];
         let b = words[(next() * 6.0) as usize];
         let prompt = if math {
-            format!("Please {a} and {b} the numbers {} and {}.", (next() * 100.0) as u32, (next() * 100.0) as u32)
+            format!(
+                "Please {a} and {b} the numbers {} and {}.",
+                (next() * 100.0) as u32,
+                (next() * 100.0) as u32
+            )
         } else {
-            format!("Explain the {a} and the {b} of the year {}.", 1000 + (next() * 900.0) as u32)
+            format!(
+                "Explain the {a} and the {b} of the year {}.",
+                1000 + (next() * 900.0) as u32
+            )
         };
         let len = prompt.len() as f64;
         let cheap_q = if math { 1.0 } else { 0.0 };
@@ -69,7 +78,9 @@ fn train_then_evaluate_writes_complete_decisions_and_beats_single_models() {
     let data = data.to_str().unwrap();
     let policy = dir.path().join("policy");
     let policy_s = policy.to_str().unwrap();
-    run(&["train", "--data", data, "--split", "train", "--out", policy_s, "--epochs", "12", "--quiet"]);
+    run(&[
+        "train", "--data", data, "--split", "train", "--out", policy_s, "--epochs", "12", "--quiet",
+    ]);
 
     let decisions = dir.path().join("decisions.jsonl");
     let report = dir.path().join("report");
@@ -115,7 +126,10 @@ fn train_then_evaluate_writes_complete_decisions_and_beats_single_models() {
     // history, which no single model can do.
     let router = r["router"]["aiq"].as_f64().unwrap();
     let singles = r["single_models"]["aiq"].as_f64().unwrap();
-    assert!(router > singles + 0.05, "router AIQ {router} vs single models {singles}");
+    assert!(
+        router > singles + 0.05,
+        "router AIQ {router} vs single models {singles}"
+    );
     let c95 = r["router"]["c95"].as_f64().unwrap();
     let single_c95 = r["single_models"]["c95"].as_f64().unwrap();
     assert!(c95 < single_c95 - 0.1, "C95 {c95} vs single models {single_c95}");
@@ -129,7 +143,18 @@ fn training_is_deterministic_under_a_seed() {
     let data = data.to_str().unwrap();
     let weights = |name: &str, seed: &str| {
         let out = dir.path().join(name);
-        run(&["train", "--data", data, "--out", out.to_str().unwrap(), "--epochs", "3", "--seed", seed, "--quiet"]);
+        run(&[
+            "train",
+            "--data",
+            data,
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs",
+            "3",
+            "--seed",
+            seed,
+            "--quiet",
+        ]);
         std::fs::read(out.join("model.safetensors")).unwrap()
     };
     let a = weights("a", "7");
@@ -150,12 +175,22 @@ fn malformed_dataset_is_a_clear_error() {
     )
     .unwrap();
     let out = Command::new(BIN)
-        .args(["train", "--data", data.to_str().unwrap(), "--out", dir.path().join("p").to_str().unwrap(), "--quiet"])
+        .args([
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            dir.path().join("p").to_str().unwrap(),
+            "--quiet",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.jsonl:2") && err.contains("outcomes.m.quality"), "{err}");
+    assert!(
+        err.contains("bad.jsonl:2") && err.contains("outcomes.m.quality"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -33,7 +33,10 @@ fn policy() -> DqnPolicy {
         cost_usd: 0.001,
         latency_ms: 1000.0,
     };
-    let net = Network::new(DqnPolicy::arch_for(&spec), &mut rand_chacha::ChaCha8Rng::seed_from_u64(3));
+    let net = Network::new(
+        DqnPolicy::arch_for(&spec),
+        &mut rand_chacha::ChaCha8Rng::seed_from_u64(3),
+    );
     DqnPolicy::new(1, net, catalog, spec, scales, vec![]).unwrap()
 }
 
@@ -153,7 +156,11 @@ fn trainer_learns_from_the_store_and_publishes_versions() {
 fn trainer_idles_on_an_empty_store_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
-    let trainer = OnlineTrainer::spawn(store, Learner::new(policy(), LearnerConfig::default(), 1), OnlineConfig::default());
+    let trainer = OnlineTrainer::spawn(
+        store,
+        Learner::new(policy(), LearnerConfig::default(), 1),
+        OnlineConfig::default(),
+    );
     trainer.notify();
     assert_eq!(trainer.policy().version, 1);
     let learner = trainer.stop();

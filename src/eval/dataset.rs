@@ -58,8 +58,7 @@ impl Dataset {
     /// without rows is an error.
     pub fn load(path: impl AsRef<Path>) -> Result<Dataset> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::io(format!("reading dataset {}", path.display()), e))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading dataset {}", path.display()), e))?;
         parse(path, &bytes)
     }
 
@@ -261,9 +260,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Dataset> {
 
 /// Validates one `{"quality", "cost_usd", "latency_ms"?}` object. On error,
 /// returns the sub-field (None for the outcome itself) and the message.
-fn parse_outcome(
-    value: Value,
-) -> std::result::Result<ModelOutcome, (Option<&'static str>, String)> {
+fn parse_outcome(value: Value) -> std::result::Result<ModelOutcome, (Option<&'static str>, String)> {
     let Value::Object(obj) = value else {
         return Err((
             None,
@@ -313,10 +310,7 @@ fn number(obj: &Map<String, Value>, key: &str) -> std::result::Result<Option<f64
             Some(x) if x.is_finite() => Ok(Some(x)),
             _ => Err(format!("not a finite number: {n}")),
         },
-        Some(other) => Err(format!(
-            "wrong type: expected a number, found {}",
-            type_name(other)
-        )),
+        Some(other) => Err(format!("wrong type: expected a number, found {}", type_name(other))),
     }
 }
 
@@ -325,10 +319,7 @@ fn take_string(obj: &mut Map<String, Value>, key: &str) -> std::result::Result<S
     match obj.remove(key) {
         None => Err("missing".into()),
         Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(format!(
-            "wrong type: expected a string, found {}",
-            type_name(&other)
-        )),
+        Some(other) => Err(format!("wrong type: expected a string, found {}", type_name(&other))),
     }
 }
 
@@ -364,10 +355,7 @@ mod tests {
     fn field_of(e: Error) -> (usize, String, String) {
         match e {
             Error::Dataset {
-                line,
-                field,
-                message,
-                ..
+                line, field, message, ..
             } => (line, field, message),
             other => panic!("expected a dataset error, got {other}"),
         }
@@ -382,10 +370,7 @@ mod tests {
         assert_eq!(d.models, vec!["alpha", "zed"]);
         assert_eq!(d.rows.len(), 2);
         let a = &d.rows[0];
-        assert_eq!(
-            (a.id.as_str(), a.task.as_str(), a.prompt.as_str()),
-            ("a", "t/x", "hi")
-        );
+        assert_eq!((a.id.as_str(), a.task.as_str(), a.prompt.as_str()), ("a", "t/x", "hi"));
         assert_eq!(a.outcomes[0].quality, 0.25);
         assert_eq!(a.outcomes[0].latency_ms, Some(120.0));
         assert_eq!(a.outcomes[1].cost_usd, 0.5);

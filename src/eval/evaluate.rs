@@ -80,11 +80,17 @@ pub struct Evaluation {
 
 impl Evaluation {
     pub fn curve(&self) -> Vec<CostQuality> {
-        self.points.iter().map(|p| CostQuality::new(p.cost, p.quality)).collect()
+        self.points
+            .iter()
+            .map(|p| CostQuality::new(p.cost, p.quality))
+            .collect()
     }
 
     pub fn single_points(&self) -> Vec<CostQuality> {
-        self.singles.iter().map(|s| CostQuality::new(s.cost, s.quality)).collect()
+        self.singles
+            .iter()
+            .map(|s| CostQuality::new(s.cost, s.quality))
+            .collect()
     }
 }
 
@@ -121,7 +127,10 @@ pub fn predict_rows(policy: &DqnPolicy, cards: &[&ModelCard], rows: &[&Row]) -> 
 pub fn evaluate(policy: &DqnPolicy, ds: &Dataset, split: &str, points: &[f32]) -> Result<Evaluation> {
     let rows = ds.split(split);
     if rows.is_empty() {
-        return Err(Error::InvalidInput(format!("{}: no rows in split `{split}`", ds.path.display())));
+        return Err(Error::InvalidInput(format!(
+            "{}: no rows in split `{split}`",
+            ds.path.display()
+        )));
     }
     let cards = cards_for(policy, ds)?;
     let preds = predict_rows(policy, &cards, &rows)?;
@@ -201,7 +210,11 @@ fn oracle_sweep(rows: &[&Row], singles: &[CostQuality]) -> Vec<CostQuality> {
     let c = singles.iter().map(|s| s.cost).fold(0.0, f64::max).max(1e-12);
     (0..=200)
         .map(|i| {
-            let lambda = if i == 200 { 1e9 } else { 10f64.powf(-3.0 + 6.0 * i as f64 / 200.0) };
+            let lambda = if i == 200 {
+                1e9
+            } else {
+                10f64.powf(-3.0 + 6.0 * i as f64 / 200.0)
+            };
             mean_point(rows.iter().copied(), oracle_choice(lambda / c))
         })
         .chain(std::iter::once(mean_point(rows.iter().copied(), oracle_choice(0.0))))
@@ -231,5 +244,6 @@ pub fn write_decisions(eval: &Evaluation, path: &Path) -> Result<()> {
             w.write_all(b"\n").map_err(|e| Error::io("writing decisions", e))?;
         }
     }
-    w.flush().map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    w.flush()
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }

@@ -58,11 +58,7 @@ fn cross(o: CostQuality, a: CostQuality, b: CostQuality) -> f64 {
 pub fn upper_hull(points: &[CostQuality]) -> Vec<CostQuality> {
     let mut pts: Vec<CostQuality> = points.iter().copied().filter(|p| p.is_finite()).collect();
     // By cost ascending, then quality descending, so that dedup keeps the best.
-    pts.sort_by(|a, b| {
-        a.cost
-            .total_cmp(&b.cost)
-            .then_with(|| b.quality.total_cmp(&a.quality))
-    });
+    pts.sort_by(|a, b| a.cost.total_cmp(&b.cost).then_with(|| b.quality.total_cmp(&a.quality)));
     pts.dedup_by(|later, first| later.cost == first.cost);
 
     let mut hull: Vec<CostQuality> = Vec::with_capacity(pts.len());
@@ -112,11 +108,7 @@ fn cheapest_single(singles: &[CostQuality]) -> Option<CostQuality> {
         .iter()
         .copied()
         .filter(|p| p.is_finite())
-        .min_by(|a, b| {
-            a.cost
-                .total_cmp(&b.cost)
-                .then_with(|| b.quality.total_cmp(&a.quality))
-        })
+        .min_by(|a, b| a.cost.total_cmp(&b.cost).then_with(|| b.quality.total_cmp(&a.quality)))
 }
 
 /// The single with the highest quality; ties → the cheaper one.
@@ -125,11 +117,7 @@ pub fn best_single(singles: &[CostQuality]) -> Option<CostQuality> {
         .iter()
         .copied()
         .filter(|p| p.is_finite())
-        .max_by(|a, b| {
-            a.quality
-                .total_cmp(&b.quality)
-                .then_with(|| b.cost.total_cmp(&a.cost))
-        })
+        .max_by(|a, b| a.quality.total_cmp(&b.quality).then_with(|| b.cost.total_cmp(&a.cost)))
 }
 
 /// The hull all three metrics read: router points ∪ {cheapest single}.
@@ -219,10 +207,7 @@ pub fn q_at_best(router: &[CostQuality], singles: &[CostQuality]) -> f64 {
 
 /// Mean (cost, quality) over `rows` when `choose(row)` picks the model index
 /// (into `Dataset::models`) that answers each row. NaN for no rows.
-pub fn mean_point<'a>(
-    rows: impl IntoIterator<Item = &'a Row>,
-    mut choose: impl FnMut(&Row) -> usize,
-) -> CostQuality {
+pub fn mean_point<'a>(rows: impl IntoIterator<Item = &'a Row>, mut choose: impl FnMut(&Row) -> usize) -> CostQuality {
     let (mut n, mut cost, mut quality) = (0usize, 0.0f64, 0.0f64);
     for row in rows {
         let o = &row.outcomes[choose(row)];
@@ -236,9 +221,7 @@ pub fn mean_point<'a>(
 /// One point per model: its mean cost and quality over `rows`, indexed like
 /// `Dataset::models` (`n_models` of them).
 pub fn single_model_points(rows: &[&Row], n_models: usize) -> Vec<CostQuality> {
-    (0..n_models)
-        .map(|m| mean_point(rows.iter().copied(), |_| m))
-        .collect()
+    (0..n_models).map(|m| mean_point(rows.iter().copied(), |_| m)).collect()
 }
 
 #[cfg(test)]
@@ -264,10 +247,7 @@ mod tests {
             p(8.0, 0.7),  // after the peak
             p(2.0, 0.1),  // same cost, worse
         ];
-        assert_eq!(
-            upper_hull(&pts),
-            vec![p(1.0, 0.5), p(2.0, 0.8), p(6.0, 0.85)]
-        );
+        assert_eq!(upper_hull(&pts), vec![p(1.0, 0.5), p(2.0, 0.8), p(6.0, 0.85)]);
     }
 
     #[test]
@@ -275,10 +255,7 @@ mod tests {
         let pts = [p(0.0, 0.0), p(1.0, 1.0), p(2.0, 2.0), p(3.0, 2.0)];
         assert_eq!(upper_hull(&pts), vec![p(0.0, 0.0), p(2.0, 2.0)]);
         assert!(upper_hull(&[]).is_empty());
-        assert_eq!(
-            upper_hull(&[p(f64::NAN, 1.0), p(1.0, 1.0)]),
-            vec![p(1.0, 1.0)]
-        );
+        assert_eq!(upper_hull(&[p(f64::NAN, 1.0), p(1.0, 1.0)]), vec![p(1.0, 1.0)]);
     }
 
     #[test]
@@ -286,9 +263,7 @@ mod tests {
         // Deterministic LCG, no dependency needed.
         let mut s = 0x1234_5678u64;
         let mut next = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (s >> 11) as f64 / (1u64 << 53) as f64
         };
         for _ in 0..200 {
@@ -339,10 +314,7 @@ mod tests {
         let singles = [p(1.0, 0.5), p(10.0, 0.8)];
         let router = [p(2.0, 0.8), p(5.0, 0.7), p(1.5, 0.55), p(12.0, 0.6)];
         assert!(close(aiq(&router, &singles), 7.05 / 9.0));
-        assert!(close(
-            c95(&router, &singles).unwrap(),
-            (1.0 + 0.26 / 0.3) / 10.0
-        ));
+        assert!(close(c95(&router, &singles).unwrap(), (1.0 + 0.26 / 0.3) / 10.0));
     }
 
     #[test]
@@ -354,10 +326,7 @@ mod tests {
         let y = |x: f64| 0.6 + (x - 0.5) * 0.3 / 19.5;
         let expected = (y(1.0) + y(10.0)) / 2.0;
         assert!(close(aiq(&router, &singles), expected));
-        assert!(close(
-            c95(&router, &singles).unwrap(),
-            (0.5 + 19.5 * 0.16 / 0.3) / 10.0
-        ));
+        assert!(close(c95(&router, &singles).unwrap(), (0.5 + 19.5 * 0.16 / 0.3) / 10.0));
         assert!(close(q_at_best(&router, &singles), y(10.0)));
         // Never reaching the target.
         assert_eq!(c95(&[p(10.0, 0.7)], &singles), None);
@@ -377,20 +346,14 @@ mod tests {
 
     #[test]
     fn best_single_ties_go_to_the_cheaper() {
-        assert_eq!(
-            best_single(&[p(3.0, 0.9), p(2.0, 0.9), p(1.0, 0.5)]),
-            Some(p(2.0, 0.9))
-        );
+        assert_eq!(best_single(&[p(3.0, 0.9), p(2.0, 0.9), p(1.0, 0.5)]), Some(p(2.0, 0.9)));
     }
 
     /// Reference values (data/README.md, from a Python implementation) on the
     /// bundled routellm test split.
     #[test]
     fn routellm_reference_values() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/data/routellm_mmlu_gsm8k.jsonl"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/routellm_mmlu_gsm8k.jsonl");
         let d = crate::eval::dataset::Dataset::load(path).unwrap();
         let test = d.split("test");
         let singles = single_model_points(&test, d.models.len());
@@ -401,11 +364,7 @@ mod tests {
         // cheaper), swept over λ.
         let mut router = Vec::new();
         for k in 0..=40 {
-            let lambda = if k == 0 {
-                0.0
-            } else {
-                10f64.powf(k as f64 / 5.0)
-            };
+            let lambda = if k == 0 { 0.0 } else { 10f64.powf(k as f64 / 5.0) };
             router.push(mean_point(test.iter().copied(), |r| {
                 (0..r.outcomes.len())
                     .max_by(|&i, &j| {

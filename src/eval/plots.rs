@@ -59,9 +59,7 @@ fn ensure_font() -> Result<()> {
     if *REGISTERED.get_or_init(|| register_font(FAMILY, FontStyle::Normal, FONT).is_ok()) {
         Ok(())
     } else {
-        Err(Error::InvalidInput(
-            "the embedded plot font could not be loaded".into(),
-        ))
+        Err(Error::InvalidInput("the embedded plot font could not be loaded".into()))
     }
 }
 
@@ -76,8 +74,7 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
 fn canvas(path: &Path) -> Result<DrawingArea<BitMapBackend<'_>, Shift>> {
     ensure_font()?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     }
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
@@ -87,12 +84,7 @@ fn canvas(path: &Path) -> Result<DrawingArea<BitMapBackend<'_>, Shift>> {
 /// Cost–quality plot: x = mean cost per prompt (USD, log scale if max/min >
 /// 20, else linear), y = mean quality. Curves are lines with markers,
 /// markers are labelled dots; all appear in the legend.
-pub fn cost_quality_png(
-    path: &Path,
-    title: &str,
-    curves: &[Curve],
-    markers: &[Marker],
-) -> Result<()> {
+pub fn cost_quality_png(path: &Path, title: &str, curves: &[Curve], markers: &[Marker]) -> Result<()> {
     let all: Vec<CostQuality> = curves
         .iter()
         .flat_map(|c| c.points.iter().copied())
@@ -107,11 +99,7 @@ pub fn cost_quality_png(
     let root = canvas(path)?;
     let drawn = if log {
         let x = (cmin / 1.3)..(cmax * 1.3);
-        let corner = emptiest_corner(
-            &all,
-            |c| (c.ln() - x.start.ln()) / (x.end.ln() - x.start.ln()),
-            &y,
-        );
+        let corner = emptiest_corner(&all, |c| (c.ln() - x.start.ln()) / (x.end.ln() - x.start.ln()), &y);
         draw_cost_quality(&root, title, x.log_scale(), y, curves, markers, corner)
     } else {
         let x = padded(&costs, 0.04);
@@ -213,9 +201,7 @@ where
                 ))
                 .map_err(e)?
                 .label(name)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x + 5, y - 5), (x + 15, y + 5)], c.filled())
-                }),
+                .legend(move |(x, y)| Rectangle::new([(x + 5, y - 5), (x + 15, y + 5)], c.filled())),
         };
         labelled.push((name, chart.backend_coord(&at)));
     }
@@ -243,8 +229,7 @@ where
             (-9 - w, -2 * h - 8),
         ];
         let boxes = candidates.map(|(dx, dy)| [x + dx, y + dy, x + dx + w, y + dy + h]);
-        let inside =
-            |b: &[i32; 4]| b[0] >= xr.start && b[2] <= xr.end && b[1] >= yr.start && b[3] <= yr.end;
+        let inside = |b: &[i32; 4]| b[0] >= xr.start && b[2] <= xr.end && b[1] >= yr.start && b[3] <= yr.end;
         let free = |b: &[i32; 4]| {
             !taken
                 .iter()
@@ -288,10 +273,7 @@ pub fn series_png(
         .collect();
     let x = padded(&finite.iter().map(|p| p.0).collect::<Vec<_>>(), 0.0);
     let y = padded(&finite.iter().map(|p| p.1).collect::<Vec<_>>(), 0.05);
-    let as_points: Vec<CostQuality> = finite
-        .iter()
-        .map(|&(a, b)| CostQuality::new(a, b))
-        .collect();
+    let as_points: Vec<CostQuality> = finite.iter().map(|&(a, b)| CostQuality::new(a, b)).collect();
     let span = x.end - x.start;
     let corner = emptiest_corner(&as_points, |v| (v - x.start) / span, &y);
 
@@ -327,9 +309,7 @@ pub fn series_png(
                 .draw_series(LineSeries::new(pts, c.stroke_width(2)))
                 .map_err(e)?
                 .label(name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         }
         if !series.is_empty() {
             chart
@@ -367,11 +347,7 @@ fn padded(v: &[f64], frac: f64) -> Range<f64> {
 
 /// The corner of the plot with the fewest points near it, for the legend.
 /// `fx` maps a cost (x value) into [0, 1] across the axis.
-fn emptiest_corner(
-    points: &[CostQuality],
-    fx: impl Fn(f64) -> f64,
-    y: &Range<f64>,
-) -> SeriesLabelPosition {
+fn emptiest_corner(points: &[CostQuality], fx: impl Fn(f64) -> f64, y: &Range<f64>) -> SeriesLabelPosition {
     // Upper-left, upper-right, lower-left, lower-right; ties keep this order
     // after lower-right, the usual empty spot of a cost–quality plot.
     let mut counts = [0usize; 4];
@@ -381,18 +357,13 @@ fn emptiest_corner(
         let right = u > 0.5;
         let upper = v > 0.5;
         // Only points well inside a corner region count fully.
-        let near = (u - if right { 1.0 } else { 0.0 }).abs() < 0.45
-            && (v - if upper { 1.0 } else { 0.0 }).abs() < 0.4;
+        let near = (u - if right { 1.0 } else { 0.0 }).abs() < 0.45 && (v - if upper { 1.0 } else { 0.0 }).abs() < 0.4;
         if near {
             counts[(!upper as usize) * 2 + right as usize] += 1;
         }
     }
     let order = [3usize, 0, 1, 2];
-    let best = order
-        .iter()
-        .copied()
-        .min_by_key(|&i| counts[i])
-        .unwrap_or(3);
+    let best = order.iter().copied().min_by_key(|&i| counts[i]).unwrap_or(3);
     match best {
         0 => SeriesLabelPosition::UpperLeft,
         1 => SeriesLabelPosition::UpperRight,
@@ -463,13 +434,7 @@ mod tests {
             },
         ];
         let log = dir.path().join("nested/log.png");
-        cost_quality_png(
-            &log,
-            "Cost vs quality (log)",
-            std::slice::from_ref(&curve),
-            &markers,
-        )
-        .unwrap();
+        cost_quality_png(&log, "Cost vs quality (log)", std::slice::from_ref(&curve), &markers).unwrap();
         assert_png(&log);
 
         let lin = dir.path().join("linear.png");
@@ -494,12 +459,8 @@ mod tests {
     fn series_writes_png() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("curve.png");
-        let reward: Vec<(f64, f64)> = (0..100)
-            .map(|i| (i as f64, 1.0 - (-(i as f64) / 20.0).exp()))
-            .collect();
-        let regret: Vec<(f64, f64)> = (0..100)
-            .map(|i| (i as f64, (i as f64).sqrt() / 10.0))
-            .collect();
+        let reward: Vec<(f64, f64)> = (0..100).map(|i| (i as f64, 1.0 - (-(i as f64) / 20.0).exp())).collect();
+        let regret: Vec<(f64, f64)> = (0..100).map(|i| (i as f64, (i as f64).sqrt() / 10.0)).collect();
         series_png(
             &path,
             "Learning curve",

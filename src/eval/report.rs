@@ -29,14 +29,20 @@ pub fn markdown(eval: &Evaluation) -> String {
     md.push_str(&summary_row("qroute", &eval.router));
     md.push_str(&summary_row("single models", &eval.single_models));
     md.push_str(&summary_row("oracle", &eval.oracle_sweep));
-    md.push_str("\nAIQ: area under the non-decreasing convex hull over the single models' cost range, divided by the range. ");
+    md.push_str(
+        "\nAIQ: area under the non-decreasing convex hull over the single models' cost range, divided by the range. ",
+    );
     md.push_str("C95: least cost reaching 95% of the best single model's quality, as a share of its cost. ");
     md.push_str("Q@best: best quality at no more than the best single model's cost.\n\n");
     md.push_str("## Single models\n\n| model | mean cost (USD) | mean quality |\n|---|---|---|\n");
     for s in &eval.singles {
         let _ = writeln!(md, "| {} | {:.6} | {:.4} |", s.model, s.cost, s.quality);
     }
-    let _ = writeln!(md, "| oracle (best per prompt) | {:.6} | {:.4} |", eval.oracle.cost, eval.oracle.quality);
+    let _ = writeln!(
+        md,
+        "| oracle (best per prompt) | {:.6} | {:.4} |",
+        eval.oracle.cost, eval.oracle.quality
+    );
     md.push_str("\n## Operating points\n\n| point | cost weight λ | mean cost (USD) | mean quality | top model (share) |\n|---|---|---|---|---|\n");
     for p in &eval.points {
         let (top, share) = p

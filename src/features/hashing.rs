@@ -32,6 +32,16 @@ pub fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
     h
 }
 
+/// Hash of a capability tag, for the model features.
+pub fn tag_hash(tag: &str) -> u64 {
+    hash_bytes(0x7461_6773, tag.as_bytes())
+}
+
+/// Hash of a record id (for deterministic splits).
+pub fn hash_id(id: &str) -> u64 {
+    hash_bytes(0x6964, id.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,14 +54,4 @@ mod tests {
         assert_ne!(hash_bytes(1, b"hello"), hash_bytes(1, b"hellp"));
         assert_ne!(hash_bytes(1, b"ab"), hash_bytes(1, b"ab\0"));
     }
-}
-
-/// Hash of a capability tag, for the model features.
-pub fn tag_hash(tag: &str) -> u64 {
-    hash_bytes(0x7461_6773, tag.as_bytes())
-}
-
-/// Hash of a record id (for deterministic splits).
-pub fn hash_id(id: &str) -> u64 {
-    hash_bytes(0x6964, id.as_bytes())
 }

@@ -196,11 +196,11 @@ impl Featurizer {
         let mut line_prefix_len = 0usize;
 
         let end_word = |word_hash: u64,
-                            word_len: &mut u32,
-                            c1: u64,
-                            c2: u64,
-                            prev_word: &mut Option<u64>,
-                            acc: &mut Vec<(u32, f32)>| {
+                        word_len: &mut u32,
+                        c1: u64,
+                        c2: u64,
+                        prev_word: &mut Option<u64>,
+                        acc: &mut Vec<(u32, f32)>| {
             if *word_len == 0 {
                 return;
             }
@@ -416,7 +416,8 @@ impl TextStats {
             || (p[0] == '(' && p.len() >= 3 && choice(p[1]) && p[2] == ')');
         if is_choice {
             self.choice_lines += 1;
-        } else if matches!(p[0], '-' | '*' | '•') && p[1] == ' ' || p[0].is_ascii_digit() && matches!(p[1], '.' | ')') {
+        } else if matches!(p[0], '-' | '*' | '•') && p[1] == ' ' || p[0].is_ascii_digit() && matches!(p[1], '.' | ')')
+        {
             self.list_lines += 1;
         }
     }
@@ -554,7 +555,12 @@ mod tests {
     fn structural_cues_fire() {
         let f = fz();
         let dense = |p: &str| {
-            let x = f.featurize(&RequestContext { prompt: p, ..Default::default() }).to_dense();
+            let x = f
+                .featurize(&RequestContext {
+                    prompt: p,
+                    ..Default::default()
+                })
+                .to_dense();
             x[(f.dim() - DENSE_SLOTS) as usize..].to_vec()
         };
         let mc = dense("Which is a mammal?\nA. Shark\nB. Whale\nC. Trout\nD. Eel\nAnswer:");
@@ -576,7 +582,10 @@ mod tests {
     fn prompt_length_round_trips_through_the_dense_slot() {
         let f = fz();
         let p = "x".repeat(1234);
-        let x = f.featurize(&RequestContext { prompt: &p, ..Default::default() });
+        let x = f.featurize(&RequestContext {
+            prompt: &p,
+            ..Default::default()
+        });
         assert!((prompt_chars(&x) - 1234.0).abs() < 1.0);
     }
 
@@ -584,7 +593,10 @@ mod tests {
     fn huge_prompt_is_bounded_by_max_words() {
         let f = fz();
         let p = "word ".repeat(100_000);
-        let x = f.featurize(&RequestContext { prompt: &p, ..Default::default() });
+        let x = f.featurize(&RequestContext {
+            prompt: &p,
+            ..Default::default()
+        });
         assert!(x.nnz() < 100);
     }
 

@@ -29,9 +29,6 @@ impl Features {
 
     /// Iterates `(index, value)` pairs.
     pub fn iter(&self) -> impl Iterator<Item = (usize, f32)> + '_ {
-        self.indices
-            .iter()
-            .zip(&self.values)
-            .map(|(&i, &v)| (i as usize, v))
+        self.indices.iter().zip(&self.values).map(|(&i, &v)| (i as usize, v))
     }
 }

@@ -59,14 +59,46 @@ pub fn save(policy: &DqnPolicy, dir: &Path, training: serde_json::Value) -> Resu
     fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let n = &policy.net;
     let tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = vec![
-        ("w1x", n.w1x.shape().to_vec(), f32_bytes(n.w1x.as_slice().expect("contiguous"))),
-        ("w1a", n.w1a.shape().to_vec(), f32_bytes(n.w1a.as_slice().expect("contiguous"))),
-        ("b1", n.b1.shape().to_vec(), f32_bytes(n.b1.as_slice().expect("contiguous"))),
-        ("w2", n.w2.shape().to_vec(), f32_bytes(n.w2.as_slice().expect("contiguous"))),
-        ("b2", n.b2.shape().to_vec(), f32_bytes(n.b2.as_slice().expect("contiguous"))),
-        ("w3", n.w3.shape().to_vec(), f32_bytes(n.w3.as_slice().expect("contiguous"))),
-        ("b3", n.b3.shape().to_vec(), f32_bytes(n.b3.as_slice().expect("contiguous"))),
-        ("wide", n.wide.shape().to_vec(), f32_bytes(n.wide.as_slice().expect("contiguous"))),
+        (
+            "w1x",
+            n.w1x.shape().to_vec(),
+            f32_bytes(n.w1x.as_slice().expect("contiguous")),
+        ),
+        (
+            "w1a",
+            n.w1a.shape().to_vec(),
+            f32_bytes(n.w1a.as_slice().expect("contiguous")),
+        ),
+        (
+            "b1",
+            n.b1.shape().to_vec(),
+            f32_bytes(n.b1.as_slice().expect("contiguous")),
+        ),
+        (
+            "w2",
+            n.w2.shape().to_vec(),
+            f32_bytes(n.w2.as_slice().expect("contiguous")),
+        ),
+        (
+            "b2",
+            n.b2.shape().to_vec(),
+            f32_bytes(n.b2.as_slice().expect("contiguous")),
+        ),
+        (
+            "w3",
+            n.w3.shape().to_vec(),
+            f32_bytes(n.w3.as_slice().expect("contiguous")),
+        ),
+        (
+            "b3",
+            n.b3.shape().to_vec(),
+            f32_bytes(n.b3.as_slice().expect("contiguous")),
+        ),
+        (
+            "wide",
+            n.wide.shape().to_vec(),
+            f32_bytes(n.wide.as_slice().expect("contiguous")),
+        ),
     ];
     let views = tensors
         .iter()
@@ -112,7 +144,10 @@ fn parse_metadata(text: &[u8], path: &Path) -> Result<Metadata> {
     if meta.format != FORMAT || meta.format_version != FORMAT_VERSION {
         return Err(err(
             path,
-            format!("format {} v{} is not {FORMAT} v{FORMAT_VERSION}", meta.format, meta.format_version),
+            format!(
+                "format {} v{} is not {FORMAT} v{FORMAT_VERSION}",
+                meta.format, meta.format_version
+            ),
         ));
     }
     Ok(meta)
@@ -140,18 +175,25 @@ pub fn embedded_default() -> Result<DqnPolicy> {
 pub fn from_bytes(meta: &[u8], weights: &[u8], origin: &Path) -> Result<DqnPolicy> {
     let meta = parse_metadata(meta, &origin.join(META_FILE))?;
     let path = origin.join(WEIGHTS_FILE);
-    let bytes = weights;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| err(&path, e.to_string()))?;
+    let st = SafeTensors::deserialize(weights).map_err(|e| err(&path, e.to_string()))?;
     let a = meta.arch;
     let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
         let t = st.tensor(name).map_err(|e| err(&path, format!("tensor {name}: {e}")))?;
         if t.dtype() != Dtype::F32 || t.shape() != shape {
             return Err(err(
                 &path,
-                format!("tensor {name}: {:?} {:?}, expected F32 {:?}", t.dtype(), t.shape(), shape),
+                format!(
+                    "tensor {name}: {:?} {:?}, expected F32 {:?}",
+                    t.dtype(),
+                    t.shape(),
+                    shape
+                ),
             ));
         }
-        Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     };
     let m2 = |name: &str, r: usize, c: usize| -> Result<Array2<f32>> {
         Array2::from_shape_vec((r, c), get(name, &[r, c])?).map_err(|e| err(&path, e.to_string()))
@@ -168,8 +210,15 @@ pub fn from_bytes(meta: &[u8], weights: &[u8], origin: &Path) -> Result<DqnPolic
         b3: v1("b3", super::network::HEADS)?,
         wide: m2("wide", a.ctx_dim, a.wide_slots)?,
     };
-    DqnPolicy::new(meta.version, net, meta.catalog, meta.feature_spec, meta.scales, meta.operating_points)
-        .map_err(|e| err(origin, e.to_string()))
+    DqnPolicy::new(
+        meta.version,
+        net,
+        meta.catalog,
+        meta.feature_spec,
+        meta.scales,
+        meta.operating_points,
+    )
+    .map_err(|e| err(origin, e.to_string()))
 }
 
 #[cfg(test)]

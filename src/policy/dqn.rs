@@ -48,7 +48,12 @@ impl Prediction {
 }
 
 /// Head targets and mask for one observed outcome.
-pub fn head_targets(quality: Option<f32>, cost_usd: f64, latency_ms: Option<f64>, scales: &Scales) -> ([f32; 3], [bool; 3]) {
+pub fn head_targets(
+    quality: Option<f32>,
+    cost_usd: f64,
+    latency_ms: Option<f64>,
+    scales: &Scales,
+) -> ([f32; 3], [bool; 3]) {
     let mut t = [0f32; 3];
     let mut m = [false; 3];
     if let Some(q) = quality {
@@ -138,7 +143,13 @@ impl DqnPolicy {
 
     /// Recomputes the per-model cache after the weights changed.
     pub fn refresh_cache(&mut self) {
-        self.index = self.catalog.models.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect();
+        self.index = self
+            .catalog
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.clone(), i))
+            .collect();
         self.model_hidden = (0..self.catalog.models.len())
             .map(|i| {
                 let a = static_features(&self.catalog.models[i], Some(i), &self.scales);
@@ -203,7 +214,10 @@ impl Policy for DqnPolicy {
             let mut wide = 0.0;
             match self.index.get(&card.id) {
                 Some(&i) => {
-                    z1.iter_mut().zip(&ctx_h).zip(&self.model_hidden[i]).for_each(|((z, c), m)| *z = c + m);
+                    z1.iter_mut()
+                        .zip(&ctx_h)
+                        .zip(&self.model_hidden[i])
+                        .for_each(|((z, c), m)| *z = c + m);
                     wide = ctx_w.get(i).copied().unwrap_or(0.0);
                 }
                 None => {

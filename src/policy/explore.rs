@@ -238,7 +238,11 @@ mod tests {
                 let freq = counts[i] as f32 / n as f32;
                 // 5 standard errors of a binomial proportion.
                 let se = (p[i] * (1.0 - p[i]) / n as f32).sqrt();
-                assert!((freq - p[i]).abs() < 5.0 * se + 1e-4, "{kind:?} arm {i}: freq {freq} vs p {}", p[i]);
+                assert!(
+                    (freq - p[i]).abs() < 5.0 * se + 1e-4,
+                    "{kind:?} arm {i}: freq {freq} vs p {}",
+                    p[i]
+                );
             }
         }
     }

@@ -363,8 +363,16 @@ pub fn head_loss(k: usize, y: f32, target: f32, delta: f32) -> (f32, f32) {
     if k == HEAD_QUALITY {
         let t = target.clamp(0.0, 1.0);
         // ln(1 + e^y) − t·y, computed stably.
-        let softplus = if y > 0.0 { y + (-y).exp().ln_1p() } else { y.exp().ln_1p() };
-        let entropy = if t > 0.0 && t < 1.0 { -(t * t.ln() + (1.0 - t) * (1.0 - t).ln()) } else { 0.0 };
+        let softplus = if y > 0.0 {
+            y + (-y).exp().ln_1p()
+        } else {
+            y.exp().ln_1p()
+        };
+        let entropy = if t > 0.0 && t < 1.0 {
+            -(t * t.ln() + (1.0 - t) * (1.0 - t).ln())
+        } else {
+            0.0
+        };
         (softplus - t * y - entropy, sigmoid(y) - t)
     } else {
         huber(y - target, delta)
@@ -435,14 +443,38 @@ impl Network {
     /// Moves every weight a fraction `t` of the way towards `other`'s.
     pub fn blend_towards(&mut self, other: &Network, t: f32) {
         let mix = |a: &mut [f32], b: &[f32]| a.iter_mut().zip(b).for_each(|(x, y)| *x += t * (y - *x));
-        mix(self.w1x.as_slice_mut().expect("contiguous"), other.w1x.as_slice().expect("contiguous"));
-        mix(self.w1a.as_slice_mut().expect("contiguous"), other.w1a.as_slice().expect("contiguous"));
-        mix(self.b1.as_slice_mut().expect("contiguous"), other.b1.as_slice().expect("contiguous"));
-        mix(self.w2.as_slice_mut().expect("contiguous"), other.w2.as_slice().expect("contiguous"));
-        mix(self.b2.as_slice_mut().expect("contiguous"), other.b2.as_slice().expect("contiguous"));
-        mix(self.w3.as_slice_mut().expect("contiguous"), other.w3.as_slice().expect("contiguous"));
-        mix(self.b3.as_slice_mut().expect("contiguous"), other.b3.as_slice().expect("contiguous"));
-        mix(self.wide.as_slice_mut().expect("contiguous"), other.wide.as_slice().expect("contiguous"));
+        mix(
+            self.w1x.as_slice_mut().expect("contiguous"),
+            other.w1x.as_slice().expect("contiguous"),
+        );
+        mix(
+            self.w1a.as_slice_mut().expect("contiguous"),
+            other.w1a.as_slice().expect("contiguous"),
+        );
+        mix(
+            self.b1.as_slice_mut().expect("contiguous"),
+            other.b1.as_slice().expect("contiguous"),
+        );
+        mix(
+            self.w2.as_slice_mut().expect("contiguous"),
+            other.w2.as_slice().expect("contiguous"),
+        );
+        mix(
+            self.b2.as_slice_mut().expect("contiguous"),
+            other.b2.as_slice().expect("contiguous"),
+        );
+        mix(
+            self.w3.as_slice_mut().expect("contiguous"),
+            other.w3.as_slice().expect("contiguous"),
+        );
+        mix(
+            self.b3.as_slice_mut().expect("contiguous"),
+            other.b3.as_slice().expect("contiguous"),
+        );
+        mix(
+            self.wide.as_slice_mut().expect("contiguous"),
+            other.wide.as_slice().expect("contiguous"),
+        );
     }
 
     /// Weighted mean loss of each head over the items where it is
@@ -659,9 +691,23 @@ impl Adam {
             sparse.row(s, &mut g1, &mut gw);
             let (sq1, sqw) = sparse.sumsq[s];
             let lr = self.sparse_lr;
-            adagrad_row(&mut w1x[row * h1..(row + 1) * h1], &g1, sq1, &mut self.acc_w1x[row], lr, sparse_decay);
+            adagrad_row(
+                &mut w1x[row * h1..(row + 1) * h1],
+                &g1,
+                sq1,
+                &mut self.acc_w1x[row],
+                lr,
+                sparse_decay,
+            );
             if ws > 0 {
-                adagrad_row(&mut wide[row * ws..(row + 1) * ws], &gw, sqw, &mut self.acc_wide[row], lr, sparse_decay);
+                adagrad_row(
+                    &mut wide[row * ws..(row + 1) * ws],
+                    &gw,
+                    sqw,
+                    &mut self.acc_wide[row],
+                    lr,
+                    sparse_decay,
+                );
             }
         }
         norm
@@ -693,7 +739,11 @@ mod tests {
     }
 
     fn toy_batch(rng: &mut ChaCha8Rng) -> (Vec<Features>, Vec<Item>) {
-        let ctxs = vec![feats(&[1, 5, 9, 30], rng), feats(&[2, 5, 39], rng), feats(&[0, 9, 17, 22, 23], rng)];
+        let ctxs = vec![
+            feats(&[1, 5, 9, 30], rng),
+            feats(&[2, 5, 39], rng),
+            feats(&[0, 9, 17, 22, 23], rng),
+        ];
         let mut items = Vec::new();
         for i in 0..7 {
             items.push(Item {
@@ -731,7 +781,10 @@ mod tests {
             bump(&mut minus, -eps);
             let numeric = ((loss_at(&plus) - loss_at(&minus)) / (2.0 * eps as f64)) as f32;
             let tol = 2e-3 + 2e-2 * numeric.abs().max(analytic.abs());
-            assert!((numeric - analytic).abs() < tol, "{name}: numeric {numeric} vs analytic {analytic}");
+            assert!(
+                (numeric - analytic).abs() < tol,
+                "{name}: numeric {numeric} vs analytic {analytic}"
+            );
             checked += 1;
         };
         let mut g1 = vec![0f32; 16];
@@ -744,7 +797,9 @@ mod tests {
         }
         for r in 0..6 {
             for col in [1, 7] {
-                check(&format!("w1a[{r},{col}]"), g.w1a[(r, col)], &|n, e| n.w1a[(r, col)] += e);
+                check(&format!("w1a[{r},{col}]"), g.w1a[(r, col)], &|n, e| {
+                    n.w1a[(r, col)] += e
+                });
             }
         }
         for j in 0..16 {
@@ -772,14 +827,16 @@ mod tests {
         let loss_at = |net: &Network| net.loss_and_grads(&batch, delta).0 as f64;
         for (slot, &row) in g.sparse.rows.iter().enumerate() {
             g.sparse.row(slot, &mut g1, &mut gw);
-            for col in 0..3 {
+            for (col, &analytic) in gw.iter().enumerate() {
                 let mut plus = net.clone();
                 plus.wide[(row, col)] += eps;
                 let mut minus = net.clone();
                 minus.wide[(row, col)] -= eps;
                 let numeric = ((loss_at(&plus) - loss_at(&minus)) / (2.0 * eps as f64)) as f32;
-                let analytic = gw[col];
-                assert!((numeric - analytic).abs() < 2e-3 + 2e-2 * numeric.abs(), "wide[{row},{col}]: {numeric} vs {analytic}");
+                assert!(
+                    (numeric - analytic).abs() < 2e-3 + 2e-2 * numeric.abs(),
+                    "wide[{row},{col}]: {numeric} vs {analytic}"
+                );
                 checked += 1;
             }
         }

@@ -9,11 +9,13 @@ macro_rules! dispatch {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
         $(#[$m])*
         #[inline]
+        #[allow(clippy::assign_op_pattern)]
         $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                     #[target_feature(enable = "avx2,fma")]
+                    #[allow(clippy::assign_op_pattern)]
                     unsafe fn fast($($arg: $ty),*) {
                         #[allow(unused_macros)]
                         macro_rules! fma { ($a:expr, $b:expr, $c:expr) => { $a.mul_add($b, $c) } }

@@ -177,7 +177,7 @@ impl Learner {
             ema.blend_towards(&self.policy.net, 1.0 - decay);
         }
         if let Some(target) = self.target.as_mut() {
-            if self.adam.steps() % self.cfg.target_sync.max(1) == 0 {
+            if self.adam.steps().is_multiple_of(self.cfg.target_sync.max(1)) {
                 target.net = self.policy.net.clone();
                 target.refresh_cache();
             }
@@ -221,8 +221,8 @@ impl Learner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::dqn::tests::toy_policy;
     use crate::features::{Featurizer, RequestContext};
+    use crate::policy::dqn::tests::toy_policy;
 
     /// A two-step episode: the first decision's quality target converges to
     /// r1 + γ·r2 when bootstrapped through the target network.
@@ -230,8 +230,14 @@ mod tests {
     fn bootstrapped_targets_converge_to_discounted_return() {
         let policy = toy_policy(2);
         let fz = Featurizer::new(policy.spec.clone()).unwrap();
-        let s1 = fz.featurize(&RequestContext { prompt: "first attempt", ..Default::default() });
-        let s2 = fz.featurize(&RequestContext { prompt: "the retry after a failure", ..Default::default() });
+        let s1 = fz.featurize(&RequestContext {
+            prompt: "first attempt",
+            ..Default::default()
+        });
+        let s2 = fz.featurize(&RequestContext {
+            prompt: "the retry after a failure",
+            ..Default::default()
+        });
         let cfg = LearnerConfig {
             gamma: 0.5,
             target_sync: 20,
@@ -242,19 +248,38 @@ mod tests {
         let cards = l.policy().catalog.models.clone();
         let (r1, r2) = (0.2f32, 0.8f32);
         for _ in 0..1500 {
-            let obs1 = Observation { quality: Some(r1), cost_usd: 0.0001, latency_ms: None };
-            let obs2 = Observation { quality: Some(r2), cost_usd: 0.0001, latency_ms: None };
+            let obs1 = Observation {
+                quality: Some(r1),
+                cost_usd: 0.0001,
+                latency_ms: None,
+            };
+            let obs2 = Observation {
+                quality: Some(r2),
+                cost_usd: 0.0001,
+                latency_ms: None,
+            };
             let mut it1 = l.item(0, &s1, &cards[0], &obs1, 1.0);
-            let next = NextState { ctx: &s2, candidates: vec![&cards[0]], point: OperatingPoint::cost(0.0) };
+            let next = NextState {
+                ctx: &s2,
+                candidates: vec![&cards[0]],
+                point: OperatingPoint::cost(0.0),
+            };
             l.bootstrap(&mut it1, &next).unwrap();
             let it2 = l.item(1, &s2, &cards[0], &obs2, 1.0);
-            let batch = Batch { contexts: vec![&s1, &s2], items: vec![it1, it2] };
+            let batch = Batch {
+                contexts: vec![&s1, &s2],
+                items: vec![it1, it2],
+            };
             l.step(&batch);
         }
         let snap = l.snapshot(2);
         let mut out = Vec::new();
         snap.predict(&s1, &[&cards[0]], &mut out).unwrap();
         let q1 = out[0].quality;
-        assert!((q1 - (r1 + 0.5 * r2)).abs() < 0.05, "Q(s1) = {q1}, want {}", r1 + 0.5 * r2);
+        assert!(
+            (q1 - (r1 + 0.5 * r2)).abs() < 0.05,
+            "Q(s1) = {q1}, want {}",
+            r1 + 0.5 * r2
+        );
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::learner::{Learner, LearnerConfig, Observation};
 use crate::catalog::{Catalog, ModelCard};
 use crate::dataset::{Dataset, Row};
-use crate::features::{FeatureSpec, Featurizer, Features, RequestContext};
+use crate::features::{FeatureSpec, Features, Featurizer, RequestContext};
 use crate::policy::network::{Batch, Network};
 use crate::policy::{DqnPolicy, Policy, Prediction, Scales};
 use crate::{Error, Result};
@@ -104,7 +104,13 @@ pub fn fit_catalog(ds: &Dataset, rows: &[&Row]) -> Catalog {
         .map(|(m, id)| {
             let calls: Vec<(f32, f64, Option<f64>)> = rows
                 .iter()
-                .map(|r| (r.prompt.chars().count() as f32, r.outcomes[m].cost_usd, r.outcomes[m].latency_ms))
+                .map(|r| {
+                    (
+                        r.prompt.chars().count() as f32,
+                        r.outcomes[m].cost_usd,
+                        r.outcomes[m].latency_ms,
+                    )
+                })
                 .collect();
             ModelCard::fit(id, &calls)
         })
@@ -165,14 +171,25 @@ fn items_for<'a>(learner: &Learner, rows: &[&Row], feats: &'a [Features], idx: &
 pub fn train(ds: &Dataset, split: &str, cfg: &OfflineConfig, progress: bool) -> Result<TrainOutcome> {
     let rows = ds.split(split);
     if rows.is_empty() {
-        return Err(Error::InvalidInput(format!("{}: no rows in split `{split}`", ds.path.display())));
+        return Err(Error::InvalidInput(format!(
+            "{}: no rows in split `{split}`",
+            ds.path.display()
+        )));
     }
     if cfg.points < 21 {
-        return Err(Error::InvalidInput(format!("points = {} (need at least 21)", cfg.points)));
+        return Err(Error::InvalidInput(format!(
+            "points = {} (need at least 21)",
+            cfg.points
+        )));
     }
     let fz = Featurizer::new(cfg.features.clone())?;
-    let (val_rows, train_rows): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| is_validation(&r.id, cfg.val_fraction));
-    let train_rows = if train_rows.is_empty() { val_rows.clone() } else { train_rows };
+    let (val_rows, train_rows): (Vec<&Row>, Vec<&Row>) =
+        rows.iter().partition(|r| is_validation(&r.id, cfg.val_fraction));
+    let train_rows = if train_rows.is_empty() {
+        val_rows.clone()
+    } else {
+        train_rows
+    };
     let catalog = fit_catalog(ds, &train_rows);
     let scales = Scales {
         cost_usd: catalog.cost_scale(),
@@ -211,7 +228,10 @@ pub fn train(ds: &Dataset, split: &str, cfg: &OfflineConfig, progress: bool) -> 
         order.shuffle(&mut rng);
         let mut total = 0.0;
         for chunk in order.chunks(cfg.batch_prompts.max(1)) {
-            let dropped: Vec<Features> = chunk.iter().map(|&i| drop_ngrams(&train_feats[i], cfg.input_dropout, &mut rng)).collect();
+            let dropped: Vec<Features> = chunk
+                .iter()
+                .map(|&i| drop_ngrams(&train_feats[i], cfg.input_dropout, &mut rng))
+                .collect();
             let local: Vec<usize> = (0..chunk.len()).collect();
             let rows_chunk: Vec<&Row> = chunk.iter().map(|&i| train_rows[i]).collect();
             let mut step_batch = Batch::default();

@@ -50,7 +50,11 @@ impl Default for OnlineConfig {
 /// models missing from the policy's catalog, features of another spec, and
 /// unjudged outcomes without a default quality are skipped. A failed call
 /// delivered nothing: quality 0. Returns `None` when nothing was usable.
-pub fn learn_from(learner: &mut Learner, experiences: &[Experience], default_quality: Option<f32>) -> Option<StepStats> {
+pub fn learn_from(
+    learner: &mut Learner,
+    experiences: &[Experience],
+    default_quality: Option<f32>,
+) -> Option<StepStats> {
     let dim = learner.policy().spec.dim;
     let mut batch = Batch::default();
     for exp in experiences {
@@ -192,7 +196,9 @@ fn run(
             continue;
         };
         stats.steps.fetch_add(1, Ordering::Relaxed);
-        stats.last_loss_bits.store(step.loss.to_bits() as u64, Ordering::Relaxed);
+        stats
+            .last_loss_bits
+            .store(step.loss.to_bits() as u64, Ordering::Relaxed);
         since_publish += 1;
         if since_publish >= cfg.publish_every {
             version += 1;
