@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use qroute::catalog::ModelCard;
 use qroute::dataset::Dataset;
+use qroute::eval::simulate::{self, Drift, FeedbackMode, SimConfig};
 use qroute::eval::{evaluate, report};
 use qroute::features::{Featurizer, RequestContext};
 use qroute::policy::{checkpoint, DqnPolicy, Exploration, Explorer, OperatingPoint, Policy};
@@ -48,6 +49,43 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Online learning over the train split as a stream, under bandit feedback,
+    /// against the standard baselines; then the DQN's decisions on the test split.
+    Simulate {
+        #[arg(long)]
+        data: PathBuf,
+        /// `bandit` or `variations=K`.
+        #[arg(long, default_value = "bandit")]
+        feedback: String,
+        /// Directory for report.{json,md}, learning curves and the test evaluation (test/).
+        #[arg(long)]
+        report: PathBuf,
+        /// Decisions on the test split, in the `evaluate` format.
+        #[arg(long)]
+        decisions: PathBuf,
+        /// One line per round and policy: {policy, round, id, models, propensities, reward, regret}.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// λ in `quality − λ·cost/C`.
+        #[arg(long, default_value_t = 0.5)]
+        cost_weight: f32,
+        #[arg(long, default_value_t = 1)]
+        epochs: usize,
+        /// Shuffle the stream (file order otherwise).
+        #[arg(long)]
+        shuffle_seed: Option<u64>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Comma-separated: dqn, uniform, best-single, egreedy-linear, linucb, thompson.
+        #[arg(long, default_value = "dqn,uniform,best-single,egreedy-linear,linucb,thompson")]
+        policies: String,
+        /// `round=R,model=M[,quality=Δ][,cost=F]`: the world changes at round R.
+        #[arg(long)]
+        drift: Option<String>,
+        /// Rounds per point of the learning curves.
+        #[arg(long, default_value_t = 500)]
+        window: usize,
     },
     /// Route one prompt: score every candidate and pick one (prints JSON).
     Route {
@@ -126,6 +164,66 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             report,
             points,
         } => evaluate_cmd(&data, &policy, &split, &decisions, &report, points),
+        Command::Simulate {
+            data,
+            feedback,
+            report,
+            decisions,
+            trace,
+            cost_weight,
+            epochs,
+            shuffle_seed,
+            seed,
+            policies,
+            drift,
+            window,
+        } => {
+            let cfg = SimConfig {
+                feedback: FeedbackMode::parse(&feedback)?,
+                cost_weight,
+                epochs,
+                shuffle_seed,
+                seed,
+                window,
+                policies: policies
+                    .split(',')
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect(),
+                drift: drift.as_deref().map(Drift::parse).transpose()?,
+                ..SimConfig::default()
+            };
+            let ds = Dataset::load(&data)?;
+            let (sim, dqn) = simulate::simulate(&ds, &cfg, trace.as_deref())?;
+            report::write_simulation(&sim, &report)?;
+            println!("{:<16} {:>12} {:>12}", "policy", "mean reward", "mean regret");
+            for r in &sim.results {
+                println!("{:<16} {:>12.4} {:>12.4}", r.policy, r.mean_reward, r.mean_regret);
+            }
+            match dqn {
+                Some(policy) => {
+                    let fz = Featurizer::new(policy.spec.clone())?;
+                    let train = ds.split("train");
+                    let feats = offline::featurize_rows(&fz, &train);
+                    let grid = offline::calibrate_points(&policy, &feats.iter().collect::<Vec<_>>(), 41)?;
+                    let eval = evaluate::evaluate(&policy, &ds, "test", &grid)?;
+                    evaluate::write_decisions(&eval, &decisions)?;
+                    report::write(
+                        &eval,
+                        &report.join("test"),
+                        "qroute after the simulated stream (test split)",
+                    )?;
+                    println!(
+                        "dqn on the test split: AIQ {:.4}, C95 {}, Q@best {:.4}",
+                        eval.router.aiq,
+                        eval.router.c95.map_or("n/a".into(), |c| format!("{c:.3}")),
+                        eval.router.q_at_best
+                    );
+                }
+                None => eprintln!("no dqn in --policies: no test decisions written"),
+            }
+            Ok(())
+        }
         Command::Route {
             prompt,
             task,

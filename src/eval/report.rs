@@ -92,3 +92,82 @@ pub fn write(eval: &Evaluation, dir: &Path, title: &str) -> Result<()> {
     }];
     cost_quality_png(&dir.join("cost_quality.png"), title, &curves, &markers)
 }
+
+/// The simulation report: `report.json`, `report.md`, and the learning
+/// curves as `learning_reward.png` and `learning_regret.png`.
+pub fn write_simulation(sim: &super::simulate::Simulation, dir: &Path) -> Result<()> {
+    use super::plots::series_png;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let json = serde_json::to_vec_pretty(sim).map_err(|e| Error::io("encoding report", e.into()))?;
+    std::fs::write(dir.join("report.json"), json).map_err(|e| Error::io("writing report.json", e))?;
+    let mut md = String::new();
+    let c = &sim.config;
+    let _ = writeln!(md, "# qroute simulation\n");
+    let _ = writeln!(
+        md,
+        "Dataset `{}`, train split streamed {} epoch(s), feedback {:?}, cost weight λ = {}, C = {:.6} USD, seed {}.\n",
+        sim.dataset, c.epochs, c.feedback, c.cost_weight, sim.cost_scale, c.seed
+    );
+    md.push_str("| policy | rounds | mean reward | mean regret per round |");
+    let drift = c.drift.is_some();
+    if drift {
+        md.push_str(" drifted model's share before | rounds to < 10% share |");
+    }
+    md.push_str("\n|---|---|---|---|");
+    if drift {
+        md.push_str("---|---|");
+    }
+    md.push('\n');
+    for r in &sim.results {
+        let _ = write!(
+            md,
+            "| {} | {} | {:.4} | {:.4} |",
+            r.policy, r.rounds, r.mean_reward, r.mean_regret
+        );
+        if drift {
+            let _ = write!(
+                md,
+                " {} | {} |",
+                r.drift_share_before
+                    .map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
+                r.drift_recovery_rounds.map_or("never".into(), |n| n.to_string())
+            );
+        }
+        md.push('\n');
+    }
+    if let Some(d) = &c.drift {
+        let _ = writeln!(
+            md,
+            "\nDrift at round {}: `{}` quality {:+}, cost ×{}.",
+            d.round, d.model, d.quality_delta, d.cost_factor
+        );
+    }
+    md.push_str("\nRegret is against the per-prompt oracle (the best single model's reward on each prompt).\n");
+    std::fs::write(dir.join("report.md"), md).map_err(|e| Error::io("writing report.md", e))?;
+    let series = |f: fn(&super::simulate::CurvePoint) -> f64| -> Vec<(String, Vec<(f64, f64)>)> {
+        sim.results
+            .iter()
+            .map(|r| {
+                (
+                    r.policy.clone(),
+                    r.curve.iter().map(|p| (p.round as f64, f(p))).collect(),
+                )
+            })
+            .collect()
+    };
+    let title = format!("{} (λ = {})", sim.dataset, c.cost_weight);
+    series_png(
+        &dir.join("learning_reward.png"),
+        &title,
+        "round",
+        &format!("mean reward per {} rounds", c.window),
+        &series(|p| p.mean_reward),
+    )?;
+    series_png(
+        &dir.join("learning_regret.png"),
+        &title,
+        "round",
+        &format!("mean regret per {} rounds", c.window),
+        &series(|p| p.mean_regret),
+    )
+}
