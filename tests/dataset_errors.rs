@@ -35,9 +35,7 @@ fn expect_error(name: &str, text: &str, line: usize, field: &str) -> String {
         "error does not name field {field}: {shown}"
     );
     match err {
-        Error::Dataset {
-            line: l, field: f, ..
-        } => {
+        Error::Dataset { line: l, field: f, .. } => {
             assert_eq!((l, f.as_str()), (line, field));
         }
         other => panic!("expected Error::Dataset, got {other:?}"),
@@ -55,12 +53,7 @@ fn bad_json_names_the_column() {
 #[test]
 fn missing_prompt() {
     let bad = GOOD_2.replace(r#""prompt": "2+2?", "#, "");
-    let shown = expect_error(
-        "no_prompt.jsonl",
-        &format!("{GOOD_1}\n\n{bad}\n"),
-        3,
-        "prompt",
-    );
+    let shown = expect_error("no_prompt.jsonl", &format!("{GOOD_1}\n\n{bad}\n"), 3, "prompt");
     assert!(shown.contains("missing"), "{shown}");
 }
 
@@ -78,12 +71,7 @@ fn quality_as_a_string() {
         r#""quality": 1.0, "cost_usd": 0.00001"#,
         r#""quality": "1.0", "cost_usd": 0.00001"#,
     );
-    let shown = expect_error(
-        "qstr.jsonl",
-        &format!("{GOOD_1}\n{bad}"),
-        2,
-        "outcomes.small.quality",
-    );
+    let shown = expect_error("qstr.jsonl", &format!("{GOOD_1}\n{bad}"), 2, "outcomes.small.quality");
     assert!(shown.contains("wrong type"), "{shown}");
     assert!(shown.contains("string"), "{shown}");
 }
@@ -99,12 +87,7 @@ fn negative_cost() {
 fn model_missing_in_one_row() {
     let bad = GOOD_2.replace(r#", "small": {"quality": 1.0, "cost_usd": 0.00001}"#, "");
     assert_ne!(bad, GOOD_2);
-    let shown = expect_error(
-        "hole.jsonl",
-        &format!("{GOOD_1}\n{bad}\n"),
-        2,
-        "outcomes.small",
-    );
+    let shown = expect_error("hole.jsonl", &format!("{GOOD_1}\n{bad}\n"), 2, "outcomes.small");
     assert!(shown.contains("missing"), "{shown}");
     assert!(shown.contains("full information"), "{shown}");
 }
@@ -144,9 +127,7 @@ fn small_valid_file_loads() {
 }
 
 fn bundled(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
 }
 
 #[test]

@@ -256,7 +256,7 @@ impl BanditPolicy for DqnBandit {
             .unwrap_or_default();
         if learn_from(&mut self.learner, &batch, None).is_some() {
             self.steps += 1;
-            if self.steps % self.publish_every.max(1) == 0 {
+            if self.steps.is_multiple_of(self.publish_every.max(1)) {
                 self.snapshot = self.learner.snapshot(self.snapshot.version + 1);
             }
         }
