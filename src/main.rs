@@ -86,6 +86,12 @@ enum Command {
         /// Rounds per point of the learning curves.
         #[arg(long, default_value_t = 500)]
         window: usize,
+        /// DQN exploration: SquareCB's γ at round t is this times √t.
+        #[arg(long, default_value_t = 30.0)]
+        dqn_gamma: f32,
+        /// DQN gradient steps per round.
+        #[arg(long, default_value_t = 1)]
+        dqn_steps: usize,
     },
     /// Route one prompt: score every candidate and pick one (prints JSON).
     Route {
@@ -177,6 +183,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             policies,
             drift,
             window,
+            dqn_gamma,
+            dqn_steps,
         } => {
             let cfg = SimConfig {
                 feedback: FeedbackMode::parse(&feedback)?,
@@ -191,6 +199,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .filter(|p| !p.is_empty())
                     .collect(),
                 drift: drift.as_deref().map(Drift::parse).transpose()?,
+                dqn_gamma,
+                dqn_steps,
                 ..SimConfig::default()
             };
             let ds = Dataset::load(&data)?;

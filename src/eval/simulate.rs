@@ -116,6 +116,10 @@ pub struct SimConfig {
     pub publish_every: u64,
     /// Dimension of the random projection the linear baselines use.
     pub projection_dim: usize,
+    /// DQN: SquareCB's γ at round t is `dqn_gamma·√t`.
+    pub dqn_gamma: f32,
+    /// DQN: gradient steps per round.
+    pub dqn_steps: usize,
 }
 
 impl Default for SimConfig {
@@ -132,6 +136,8 @@ impl Default for SimConfig {
             batch: 64,
             publish_every: 10,
             projection_dim: 64,
+            dqn_gamma: 30.0,
+            dqn_steps: 1,
         }
     }
 }
@@ -153,6 +159,7 @@ pub struct DqnBandit {
     steps: u64,
     rounds: u64,
     gamma0: f32,
+    steps_per_round: usize,
     floor: f32,
     last_dist: Vec<f32>,
 }
@@ -163,8 +170,8 @@ impl DqnBandit {
         let store = SledStore::open(dir.path().join("experiences"))?;
         let cards = policy.catalog.models.clone();
         let learner_cfg = LearnerConfig {
-            lr: std::env::var("QLR").ok().and_then(|v| v.parse().ok()).unwrap_or(1e-3),
-            sparse_lr: std::env::var("QSLR").ok().and_then(|v| v.parse().ok()).unwrap_or(0.05),
+            lr: 1e-3,
+            sparse_lr: 0.05,
             weight_decay: 0.1,
             ..LearnerConfig::default()
         };
@@ -181,7 +188,8 @@ impl DqnBandit {
             publish_every: cfg.publish_every,
             steps: 0,
             rounds: 0,
-            gamma0: std::env::var("QG").ok().and_then(|v| v.parse().ok()).unwrap_or(10.0),
+            gamma0: cfg.dqn_gamma,
+            steps_per_round: cfg.dqn_steps.max(1),
             floor: 0.002,
             last_dist: Vec::new(),
         })
@@ -250,14 +258,21 @@ impl BanditPolicy for DqnBandit {
             return;
         }
         let half_life = (self.store.len() / 2).clamp(256, 5_000);
-        let batch = self
-            .store
-            .sample(self.batch, &Sampling::Recent { half_life }, &mut self.learner.rng)
-            .unwrap_or_default();
-        if learn_from(&mut self.learner, &batch, None).is_some() {
-            self.steps += 1;
-            if self.steps.is_multiple_of(self.publish_every.max(1)) {
-                self.snapshot = self.learner.snapshot(self.snapshot.version + 1);
+        let newest = self.store.get(id).ok().flatten();
+        for _ in 0..self.steps_per_round {
+            // Combined experience replay (Zhang & Sutton, 2017): the newest
+            // experience joins every sampled batch, so a new kind of prompt
+            // is learned from at once rather than when replay happens on it.
+            let mut batch = self
+                .store
+                .sample(self.batch.saturating_sub(1), &Sampling::Recent { half_life }, &mut self.learner.rng)
+                .unwrap_or_default();
+            batch.extend(newest.iter().cloned());
+            if learn_from(&mut self.learner, &batch, None).is_some() {
+                self.steps += 1;
+                if self.steps.is_multiple_of(self.publish_every.max(1)) {
+                    self.snapshot = self.learner.snapshot(self.snapshot.version + 1);
+                }
             }
         }
     }

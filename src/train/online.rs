@@ -75,7 +75,8 @@ pub fn learn_from(
             let obs = Observation {
                 quality,
                 cost_usd: o.cost_usd,
-                latency_ms: Some(o.latency_ms),
+                // No real call takes 0 ms: 0 means it was not measured.
+                latency_ms: (o.latency_ms > 0.0).then_some(o.latency_ms),
             };
             batch.items.push(learner.item(ctx, x, card, &obs, 1.0));
             used = true;
