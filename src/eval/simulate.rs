@@ -257,7 +257,10 @@ impl BanditPolicy for DqnBandit {
             tracing::warn!(error = %e, "simulator could not log an experience");
             return;
         }
-        let half_life = (self.store.len() / 2).clamp(256, 5_000);
+        // Recency: half the weight on roughly the last quarter of the log
+        // (at least 256, at most 2000 rounds), so a changed world is followed
+        // within a few hundred rounds.
+        let half_life = (self.store.len() / 4).clamp(256, 2_000);
         let newest = self.store.get(id).ok().flatten();
         for _ in 0..self.steps_per_round {
             // Combined experience replay (Zhang & Sutton, 2017): the newest
@@ -265,7 +268,11 @@ impl BanditPolicy for DqnBandit {
             // is learned from at once rather than when replay happens on it.
             let mut batch = self
                 .store
-                .sample(self.batch.saturating_sub(1), &Sampling::Recent { half_life }, &mut self.learner.rng)
+                .sample(
+                    self.batch.saturating_sub(1),
+                    &Sampling::Recent { half_life },
+                    &mut self.learner.rng,
+                )
                 .unwrap_or_default();
             batch.extend(newest.iter().cloned());
             if learn_from(&mut self.learner, &batch, None).is_some() {

@@ -58,48 +58,11 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 pub fn save(policy: &DqnPolicy, dir: &Path, training: serde_json::Value) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let n = &policy.net;
-    let tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = vec![
-        (
-            "w1x",
-            n.w1x.shape().to_vec(),
-            f32_bytes(n.w1x.as_slice().expect("contiguous")),
-        ),
-        (
-            "w1a",
-            n.w1a.shape().to_vec(),
-            f32_bytes(n.w1a.as_slice().expect("contiguous")),
-        ),
-        (
-            "b1",
-            n.b1.shape().to_vec(),
-            f32_bytes(n.b1.as_slice().expect("contiguous")),
-        ),
-        (
-            "w2",
-            n.w2.shape().to_vec(),
-            f32_bytes(n.w2.as_slice().expect("contiguous")),
-        ),
-        (
-            "b2",
-            n.b2.shape().to_vec(),
-            f32_bytes(n.b2.as_slice().expect("contiguous")),
-        ),
-        (
-            "w3",
-            n.w3.shape().to_vec(),
-            f32_bytes(n.w3.as_slice().expect("contiguous")),
-        ),
-        (
-            "b3",
-            n.b3.shape().to_vec(),
-            f32_bytes(n.b3.as_slice().expect("contiguous")),
-        ),
-        (
-            "wide",
-            n.wide.shape().to_vec(),
-            f32_bytes(n.wide.as_slice().expect("contiguous")),
-        ),
-    ];
+    let tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = n
+        .params()
+        .into_iter()
+        .map(|(name, shape, data)| (name, shape.to_vec(), f32_bytes(data)))
+        .collect();
     let views = tensors
         .iter()
         .map(|(name, shape, bytes)| {

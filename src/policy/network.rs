@@ -176,14 +176,7 @@ impl Network {
 
     /// Number of parameters.
     pub fn len(&self) -> usize {
-        self.w1x.len()
-            + self.w1a.len()
-            + self.b1.len()
-            + self.w2.len()
-            + self.b2.len()
-            + self.w3.len()
-            + self.b3.len()
-            + self.wide.len()
+        self.params().iter().map(|(_, _, p)| p.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -440,41 +433,40 @@ impl Network {
         self.forward_batch(batch).2
     }
 
+    /// Every parameter tensor with its name and shape, in a fixed order
+    /// (checkpoints and weight averaging walk this list).
+    pub fn params(&self) -> [(&'static str, &[usize], &[f32]); 8] {
+        [
+            ("w1x", self.w1x.shape(), self.w1x.as_slice().expect("contiguous")),
+            ("w1a", self.w1a.shape(), self.w1a.as_slice().expect("contiguous")),
+            ("b1", self.b1.shape(), self.b1.as_slice().expect("contiguous")),
+            ("w2", self.w2.shape(), self.w2.as_slice().expect("contiguous")),
+            ("b2", self.b2.shape(), self.b2.as_slice().expect("contiguous")),
+            ("w3", self.w3.shape(), self.w3.as_slice().expect("contiguous")),
+            ("b3", self.b3.shape(), self.b3.as_slice().expect("contiguous")),
+            ("wide", self.wide.shape(), self.wide.as_slice().expect("contiguous")),
+        ]
+    }
+
+    /// [`Network::params`], mutable and in the same order.
+    pub fn params_mut(&mut self) -> [&mut [f32]; 8] {
+        [
+            self.w1x.as_slice_mut().expect("contiguous"),
+            self.w1a.as_slice_mut().expect("contiguous"),
+            self.b1.as_slice_mut().expect("contiguous"),
+            self.w2.as_slice_mut().expect("contiguous"),
+            self.b2.as_slice_mut().expect("contiguous"),
+            self.w3.as_slice_mut().expect("contiguous"),
+            self.b3.as_slice_mut().expect("contiguous"),
+            self.wide.as_slice_mut().expect("contiguous"),
+        ]
+    }
+
     /// Moves every weight a fraction `t` of the way towards `other`'s.
     pub fn blend_towards(&mut self, other: &Network, t: f32) {
-        let mix = |a: &mut [f32], b: &[f32]| a.iter_mut().zip(b).for_each(|(x, y)| *x += t * (y - *x));
-        mix(
-            self.w1x.as_slice_mut().expect("contiguous"),
-            other.w1x.as_slice().expect("contiguous"),
-        );
-        mix(
-            self.w1a.as_slice_mut().expect("contiguous"),
-            other.w1a.as_slice().expect("contiguous"),
-        );
-        mix(
-            self.b1.as_slice_mut().expect("contiguous"),
-            other.b1.as_slice().expect("contiguous"),
-        );
-        mix(
-            self.w2.as_slice_mut().expect("contiguous"),
-            other.w2.as_slice().expect("contiguous"),
-        );
-        mix(
-            self.b2.as_slice_mut().expect("contiguous"),
-            other.b2.as_slice().expect("contiguous"),
-        );
-        mix(
-            self.w3.as_slice_mut().expect("contiguous"),
-            other.w3.as_slice().expect("contiguous"),
-        );
-        mix(
-            self.b3.as_slice_mut().expect("contiguous"),
-            other.b3.as_slice().expect("contiguous"),
-        );
-        mix(
-            self.wide.as_slice_mut().expect("contiguous"),
-            other.wide.as_slice().expect("contiguous"),
-        );
+        for (mine, (_, _, theirs)) in self.params_mut().into_iter().zip(other.params()) {
+            mine.iter_mut().zip(theirs).for_each(|(x, y)| *x += t * (y - *x));
+        }
     }
 
     /// Weighted mean loss of each head over the items where it is
