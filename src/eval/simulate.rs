@@ -169,12 +169,7 @@ impl DqnBandit {
         let dir = tempfile::tempdir().map_err(|e| Error::io("creating the simulator's store", e))?;
         let store = SledStore::open(dir.path().join("experiences"))?;
         let cards = policy.catalog.models.clone();
-        let learner_cfg = LearnerConfig {
-            lr: 1e-3,
-            sparse_lr: 0.05,
-            weight_decay: 0.1,
-            ..LearnerConfig::default()
-        };
+        let learner_cfg = LearnerConfig::online();
         let snapshot = policy.clone();
         Ok(DqnBandit {
             learner: Learner::new(policy, learner_cfg, cfg.seed),

@@ -52,6 +52,24 @@ impl Default for LearnerConfig {
     }
 }
 
+impl LearnerConfig {
+    /// Settings for learning online from bandit feedback (the online trainer
+    /// and the simulator): a faster step on the sparse rows than offline,
+    /// because each new kind of prompt arrives a few examples at a time and
+    /// must move its own rows quickly. Measured at λ = 0.5, mean regret per
+    /// round for sparse_lr 0.05 / 0.2 / 0.4: routellm stream 0.123 / 0.117 /
+    /// 0.114; AlpacaEval (562 rounds, 5 seeds) 0.083 / 0.087 / 0.096. 0.2
+    /// trades a little on the small set for more on the large one.
+    pub fn online() -> LearnerConfig {
+        LearnerConfig {
+            lr: 1e-3,
+            sparse_lr: 0.2,
+            weight_decay: 0.1,
+            ..LearnerConfig::default()
+        }
+    }
+}
+
 /// What was observed when a model ran.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Observation {
