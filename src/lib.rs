@@ -3,21 +3,19 @@
 //! The data flow runs one direction (see DESIGN.md); a module may use what
 //! comes before it in this list, never what comes after:
 //!
-//! `catalog → features → policy → reward → store → train → eval`
+//! `catalog, dataset → features → policy → reward → store → train → eval`
 //!
 //! The CLI in `main.rs` only wires these parts together.
 
 pub mod error;
 
 pub mod catalog;
+pub mod dataset;
 pub mod eval;
 pub mod features;
 pub mod policy;
 pub mod reward;
 pub mod store;
 pub mod train;
-
-/// Datasets are inputs to training and evaluation alike.
-pub use eval::dataset;
 
 pub use error::{Error, Result};

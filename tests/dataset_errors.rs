@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use qroute::eval::dataset::Dataset;
+use qroute::dataset::Dataset;
 use qroute::Error;
 
 const GOOD_1: &str = r#"{"id": "q1", "task": "mmlu/anatomy", "split": "train", "prompt": "What is the largest bone?", "outcomes": {"big": {"quality": 1.0, "cost_usd": 0.00012}, "small": {"quality": 0.0, "cost_usd": 0.0000071}}}"#;

@@ -1,7 +1,7 @@
-//! Evaluation: routing datasets, RouterBench-style metrics and plots.
+//! Evaluation: RouterBench-style metrics, the `evaluate` sweep, the online
+//! simulator with its bandit baselines, plots and reports.
 
 pub mod bandits;
-pub mod dataset;
 pub mod evaluate;
 pub mod metrics;
 pub mod plots;
