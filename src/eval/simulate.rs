@@ -17,10 +17,9 @@ use crate::catalog::ModelCard;
 use crate::dataset::{Dataset, Row};
 use crate::features::{Features, Featurizer};
 use crate::policy::explore::distribution;
-use crate::policy::network::Network;
-use crate::policy::{DqnPolicy, Exploration, OperatingPoint, Scales};
-use crate::store::{DecisionRecord, Outcome, Sampling, SledStore};
-use crate::train::offline::{featurize_rows, fit_catalog, OfflineConfig};
+use crate::policy::{DqnPolicy, Exploration, OperatingPoint};
+use crate::store::{DecisionRecord, Experience, Outcome, Sampling, SledStore};
+use crate::train::offline::{featurize_rows, fit_catalog, initial_policy, OfflineConfig};
 use crate::train::online::learn_from;
 use crate::train::{Learner, LearnerConfig};
 use crate::{Error, Result};
@@ -244,10 +243,11 @@ impl BanditPolicy for DqnBandit {
                 time_ms: self.steps,
             })
             .collect();
+        let newest = Experience { decision, outcomes };
         let logged = self
             .store
-            .append_decisions(&[decision])
-            .and_then(|_| self.store.record_outcomes(&outcomes));
+            .append_decisions(std::slice::from_ref(&newest.decision))
+            .and_then(|_| self.store.record_outcomes(&newest.outcomes));
         if let Err(e) = logged {
             tracing::warn!(error = %e, "simulator could not log an experience");
             return;
@@ -256,7 +256,6 @@ impl BanditPolicy for DqnBandit {
         // (at least 256, at most 2000 rounds), so a changed world is followed
         // within a few hundred rounds.
         let half_life = (self.store.len() / 4).clamp(256, 2_000);
-        let newest = self.store.get(id).ok().flatten();
         for _ in 0..self.steps_per_round {
             // Combined experience replay (Zhang & Sutton, 2017): the newest
             // experience joins every sampled batch, so a new kind of prompt
@@ -269,7 +268,7 @@ impl BanditPolicy for DqnBandit {
                     &mut self.learner.rng,
                 )
                 .unwrap_or_default();
-            batch.extend(newest.iter().cloned());
+            batch.push(newest.clone());
             if learn_from(&mut self.learner, &batch, None).is_some() {
                 self.steps += 1;
                 if self.steps.is_multiple_of(self.publish_every.max(1)) {
@@ -476,22 +475,15 @@ pub fn drift_recovery(used: &[bool], from: usize) -> (Option<usize>, Option<f64>
     (None, share_before)
 }
 
-/// A fresh DQN policy for the simulator: random weights, with the catalog's
-/// price lines fitted to the train split's costs (prices are public; no
-/// quality is looked at).
+/// A fresh DQN policy for the simulator, priced on the train split.
 pub fn fresh_dqn(ds: &Dataset, seed: u64) -> Result<DqnPolicy> {
-    let cfg = OfflineConfig::default();
     let rows = ds.split("train");
-    let catalog = fit_catalog(ds, &rows);
-    let scales = Scales {
-        cost_usd: catalog.cost_scale(),
-        latency_ms: catalog.latency_scale(),
-    };
-    let mut arch = DqnPolicy::arch_for(&cfg.features);
-    arch.hidden1 = cfg.hidden1;
-    arch.hidden2 = cfg.hidden2;
-    let net = Network::new(arch, &mut ChaCha8Rng::seed_from_u64(seed));
-    DqnPolicy::new(1, net, catalog, cfg.features, scales, Vec::new())
+    initial_policy(
+        ds,
+        &rows,
+        &OfflineConfig::default(),
+        &mut ChaCha8Rng::seed_from_u64(seed),
+    )
 }
 
 /// Builds the named baselines, in order; `None` marks where the DQN goes.
@@ -579,16 +571,12 @@ pub fn simulate(ds: &Dataset, cfg: &SimConfig, trace_path: Option<&Path>) -> Res
             ds.path.display()
         )));
     }
-    let cost_scale = (0..ds.models.len())
-        .map(|m| train.iter().map(|r| r.outcomes[m].cost_usd).sum::<f64>() / train.len() as f64)
-        .fold(0.0, f64::max)
-        .max(1e-12);
+    // C: the highest per-model mean cost on the train split, the same
+    // scale the DQN's catalog is fitted with.
+    let cost_scale = fit_catalog(ds, &train).cost_scale();
     let wants_dqn = cfg.policies.iter().any(|p| p == "dqn");
     let dqn = if wants_dqn {
-        let mut p = fresh_dqn(ds, cfg.seed)?;
-        // The reward's C and the policy's cost scale must agree.
-        p.scales.cost_usd = cost_scale;
-        p.refresh_cache();
+        let p = fresh_dqn(ds, cfg.seed)?;
         Some(DqnBandit::new(p, OperatingPoint::cost(cfg.cost_weight), cfg)?)
     } else {
         None

@@ -5,7 +5,7 @@
 //! trained on.
 
 mod hashing;
-pub use hashing::{hash_id, tag_hash as hashing_for_tags};
+pub use hashing::{hash_id, tag_hash};
 mod text;
 mod vector;
 

@@ -3,7 +3,7 @@
 //! price line with this prompt's length.
 
 use crate::catalog::ModelCard;
-use crate::features::hashing_for_tags as tag_hash;
+use crate::features::tag_hash;
 
 /// One-hot id slots: models of the training catalog get one each, in catalog
 /// order. A model beyond them, or new at serve time, has none and is scored

@@ -318,19 +318,21 @@ pub struct Grads {
 }
 
 impl Grads {
+    /// The dense gradients, in [`Network::params`] order (`w1a … b3`).
+    pub fn dense(&self) -> [&[f32]; 6] {
+        [
+            self.w1a.as_slice().expect("contiguous"),
+            self.b1.as_slice().expect("contiguous"),
+            self.w2.as_slice().expect("contiguous"),
+            self.b2.as_slice().expect("contiguous"),
+            self.w3.as_slice().expect("contiguous"),
+            self.b3.as_slice().expect("contiguous"),
+        ]
+    }
+
     /// The global L2 norm, sparse rows included.
     pub fn norm(&mut self) -> f32 {
-        let dense: f32 = [
-            self.w1a.as_slice(),
-            self.b1.as_slice(),
-            self.w2.as_slice(),
-            self.b2.as_slice(),
-            self.w3.as_slice(),
-            self.b3.as_slice(),
-        ]
-        .into_iter()
-        .map(|s| simd::sum_squares(s.expect("contiguous")))
-        .sum();
+        let dense: f32 = self.dense().into_iter().map(simd::sum_squares).sum();
         let sparse: f32 = self.sparse.row_sumsq().iter().map(|(a, b)| a + b).sum();
         (dense + sparse).sqrt()
     }
@@ -578,37 +580,23 @@ pub struct Adam {
     /// Step size of the row-wise AdaGrad on sparse rows.
     pub sparse_lr: f32,
     t: u64,
-    m: Moments,
-    v: Moments,
+    /// First and second moments of the dense tensors, in [`Grads::dense`] order.
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
     /// Per input row: sum over steps of the mean squared gradient.
     acc_w1x: Vec<f32>,
     acc_wide: Vec<f32>,
 }
 
-#[derive(Debug, Clone)]
-struct Moments {
-    w1a: Array2<f32>,
-    b1: Array1<f32>,
-    w2: Array2<f32>,
-    b2: Array1<f32>,
-    w3: Array2<f32>,
-    b3: Array1<f32>,
-}
-
-impl Moments {
-    fn zeros(net: &Network) -> Moments {
-        Moments {
-            w1a: Array2::zeros(net.w1a.raw_dim()),
-            b1: Array1::zeros(net.b1.raw_dim()),
-            w2: Array2::zeros(net.w2.raw_dim()),
-            b2: Array1::zeros(net.b2.raw_dim()),
-            w3: Array2::zeros(net.w3.raw_dim()),
-            b3: Array1::zeros(net.b3.raw_dim()),
-        }
-    }
-}
-
 use super::simd::adam as adam_slice;
+
+/// The dense tensors (`w1a, b1, w2, b2, w3, b3`) sit between `w1x` and
+/// `wide` in [`Network::params`] order.
+const DENSE_TENSORS: usize = 6;
+
+fn dense_params(net: &Network) -> impl Iterator<Item = &[f32]> {
+    net.params().into_iter().skip(1).take(DENSE_TENSORS).map(|(_, _, p)| p)
+}
 
 /// One row-wise AdaGrad update: the row's accumulator grows by its mean
 /// squared gradient, and the whole row steps by `lr / sqrt(accumulator)`.
@@ -629,8 +617,8 @@ impl Adam {
             clip_norm: 5.0,
             sparse_lr: 0.05,
             t: 0,
-            m: Moments::zeros(net),
-            v: Moments::zeros(net),
+            m: dense_params(net).map(|p| vec![0.0; p.len()]).collect(),
+            v: dense_params(net).map(|p| vec![0.0; p.len()]).collect(),
             acc_w1x: vec![0.0; net.arch.ctx_dim],
             acc_wide: vec![0.0; net.arch.ctx_dim],
         }
@@ -651,27 +639,10 @@ impl Adam {
         let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
         let lr_t = self.lr * (1.0 - b2.powi(self.t as i32)).sqrt() / (1.0 - b1.powi(self.t as i32));
         let decay = self.lr * self.weight_decay;
-        macro_rules! dense {
-            ($f:ident) => {
-                adam_slice(
-                    net.$f.as_slice_mut().expect("contiguous"),
-                    grads.$f.as_slice().expect("contiguous"),
-                    self.m.$f.as_slice_mut().expect("contiguous"),
-                    self.v.$f.as_slice_mut().expect("contiguous"),
-                    lr_t,
-                    b1,
-                    b2,
-                    eps,
-                    decay,
-                )
-            };
+        let dense = net.params_mut().into_iter().skip(1).take(DENSE_TENSORS);
+        for (((p, g), m), v) in dense.zip(grads.dense()).zip(&mut self.m).zip(&mut self.v) {
+            adam_slice(p, g, m, v, lr_t, b1, b2, eps, decay);
         }
-        dense!(w1a);
-        dense!(b1);
-        dense!(w2);
-        dense!(b2);
-        dense!(w3);
-        dense!(b3);
         let sparse_decay = self.sparse_lr * self.weight_decay;
         let (h1, ws) = (net.arch.hidden1, net.arch.wide_slots);
         let (mut g1, mut gw) = (vec![0f32; h1], vec![0f32; ws]);

@@ -221,19 +221,6 @@ impl Learner {
         p.refresh_cache();
         p
     }
-
-    /// Replaces the working weights (e.g. with the best epoch's snapshot).
-    pub fn restore(&mut self, policy: &DqnPolicy) {
-        self.policy.net = policy.net.clone();
-        if let Some(ema) = self.ema.as_mut() {
-            *ema = policy.net.clone();
-        }
-    }
-
-    /// Sets the operating-point grid carried by future snapshots.
-    pub fn set_operating_points(&mut self, points: Vec<f32>) {
-        self.policy.operating_points = points;
-    }
 }
 
 #[cfg(test)]

@@ -143,6 +143,22 @@ fn drop_ngrams(x: &Features, p: f32, rng: &mut impl rand::Rng) -> Features {
     out
 }
 
+/// An untrained policy for `cfg`: random weights, and a catalog whose price
+/// lines are fitted to the rows' costs (prices are public; no quality is
+/// looked at).
+pub fn initial_policy(ds: &Dataset, rows: &[&Row], cfg: &OfflineConfig, rng: &mut impl rand::Rng) -> Result<DqnPolicy> {
+    let catalog = fit_catalog(ds, rows);
+    let scales = Scales {
+        cost_usd: catalog.cost_scale(),
+        latency_ms: catalog.latency_scale(),
+    };
+    let mut arch = DqnPolicy::arch_for(&cfg.features);
+    arch.hidden1 = cfg.hidden1;
+    arch.hidden2 = cfg.hidden2;
+    let net = Network::new(arch, rng);
+    DqnPolicy::new(1, net, catalog, cfg.features.clone(), scales, Vec::new())
+}
+
 /// Deterministic hold-out membership by id.
 fn is_validation(id: &str, fraction: f32) -> bool {
     let h = crate::features::hash_id(id);
@@ -190,20 +206,11 @@ pub fn train(ds: &Dataset, split: &str, cfg: &OfflineConfig, progress: bool) -> 
     } else {
         train_rows
     };
-    let catalog = fit_catalog(ds, &train_rows);
-    let scales = Scales {
-        cost_usd: catalog.cost_scale(),
-        latency_ms: catalog.latency_scale(),
-    };
     let train_feats = featurize_rows(&fz, &train_rows);
     let val_feats = featurize_rows(&fz, &val_rows);
 
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut arch = DqnPolicy::arch_for(&cfg.features);
-    arch.hidden1 = cfg.hidden1;
-    arch.hidden2 = cfg.hidden2;
-    let net = Network::new(arch, &mut rng);
-    let policy = DqnPolicy::new(1, net, catalog, cfg.features.clone(), scales, Vec::new())?;
+    let policy = initial_policy(ds, &train_rows, cfg, &mut rng)?;
     let mut learner = Learner::new(policy, cfg.learner.clone(), cfg.seed);
 
     let steps_per_epoch = train_rows.len().div_ceil(cfg.batch_prompts.max(1));
