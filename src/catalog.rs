@@ -28,6 +28,28 @@ impl ModelCard {
         (self.base_cost_usd + self.cost_per_char_usd * chars as f64).max(0.0)
     }
 
+    /// A card from list prices, for a model no policy has seen yet.
+    /// `expected_output_tokens` prices the answer; prompts are taken at four
+    /// characters a token, and the mean cost at a 1000-character prompt.
+    pub fn from_prices(
+        id: &str,
+        input_per_mtok: f64,
+        output_per_mtok: f64,
+        expected_output_tokens: f64,
+        tags: Vec<String>,
+    ) -> ModelCard {
+        let cost_per_char_usd = input_per_mtok / 1e6 / 4.0;
+        let base_cost_usd = output_per_mtok / 1e6 * expected_output_tokens;
+        ModelCard {
+            id: id.to_string(),
+            cost_per_char_usd,
+            base_cost_usd,
+            mean_cost_usd: base_cost_usd + cost_per_char_usd * 1000.0,
+            mean_latency_ms: None,
+            tags,
+        }
+    }
+
     /// Fits a card from observed calls: `(prompt chars, cost, latency)`. The
     /// cost line is least squares, clamped so neither term goes negative.
     pub fn fit(id: &str, calls: &[(f32, f64, Option<f64>)]) -> ModelCard {

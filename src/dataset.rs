@@ -62,6 +62,12 @@ impl Dataset {
         parse(path, &bytes)
     }
 
+    /// Parses a dataset already in memory (a bundled one); `label` names it
+    /// in errors and in [`Dataset::path`].
+    pub fn from_bytes(label: impl AsRef<Path>, bytes: &[u8]) -> Result<Dataset> {
+        parse(label.as_ref(), bytes)
+    }
+
     /// Rows whose `split` is `name`, in file order.
     pub fn split(&self, name: &str) -> Vec<&Row> {
         self.rows.iter().filter(|r| r.split == name).collect()

@@ -27,6 +27,23 @@ pub enum Error {
     /// The experience store failed (sled or encoding).
     #[error("store: {0}")]
     Store(String),
+    /// A config file that cannot be used: names the file and, where the
+    /// parser knows them, the line and the field.
+    #[error("config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    /// A request body over the configured limit.
+    #[error("request body too large: {0}")]
+    PayloadTooLarge(String),
+    /// Every upstream attempt failed; carries the last upstream error.
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+    /// The request's deadline passed before any upstream answered.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// No candidate can take the request right now (every circuit breaker is
+    /// open), or a dependency such as the store refused the write.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("io: {context}: {source}")]
     Io {
         context: String,
@@ -41,7 +58,11 @@ impl Error {
         match self {
             Error::Dataset { .. } | Error::InvalidInput(_) => 400,
             Error::NotFound(_) => 404,
-            Error::Checkpoint { .. } | Error::Store(_) | Error::Io { .. } => 500,
+            Error::PayloadTooLarge(_) => 413,
+            Error::Upstream(_) => 502,
+            Error::Unavailable(_) => 503,
+            Error::Timeout(_) => 504,
+            Error::Checkpoint { .. } | Error::Store(_) | Error::Io { .. } | Error::Config { .. } => 500,
         }
     }
 
@@ -54,6 +75,11 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Store(_) => "store_error",
             Error::Io { .. } => "io_error",
+            Error::Config { .. } => "config_error",
+            Error::PayloadTooLarge(_) => "payload_too_large",
+            Error::Upstream(_) => "upstream_error",
+            Error::Timeout(_) => "timeout",
+            Error::Unavailable(_) => "unavailable",
         }
     }
 

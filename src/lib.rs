@@ -3,18 +3,27 @@
 //! The data flow runs one direction (see DESIGN.md); a module may use what
 //! comes before it in this list, never what comes after:
 //!
-//! `catalog, dataset → features → policy → reward → store → train → eval`
+//! `config, catalog, dataset → features → policy → exec → reward → store →
+//! train → eval`
 //!
-//! The CLI in `main.rs` only wires these parts together.
+//! `server` (the HTTP gateway) and the CLI in `main.rs` sit on top and wire
+//! these parts together. `mock_provider` is a stand-alone upstream for tests
+//! and load tests.
 
 pub mod error;
 
+pub mod bench;
+
 pub mod catalog;
+pub mod config;
 pub mod dataset;
 pub mod eval;
+pub mod exec;
 pub mod features;
+pub mod mock_provider;
 pub mod policy;
 pub mod reward;
+pub mod server;
 pub mod store;
 pub mod train;
 

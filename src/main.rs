@@ -7,11 +7,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use qroute::catalog::ModelCard;
+use qroute::config::Config;
 use qroute::dataset::Dataset;
 use qroute::eval::simulate::{self, Drift, FeedbackMode, SimConfig};
 use qroute::eval::{evaluate, report};
 use qroute::features::{Featurizer, RequestContext};
 use qroute::policy::{checkpoint, DqnPolicy, Exploration, Explorer, OperatingPoint, Policy};
+use qroute::server::{self, Gateway};
 use qroute::train::offline::{self, OfflineConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -29,6 +31,56 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway: /v1/execute, /v1/chat/completions, health, metrics.
+    Serve {
+        /// A TOML config (see config/example.toml); the embedded default when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding the config's.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Keep the experience store under this directory (DIR/store),
+        /// overriding the config's store path.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Load-test the gateway against the mock upstream on loopback: requests
+    /// per second and the gateway's added latency (p50, p99) per concurrency.
+    Bench {
+        /// Comma-separated numbers of concurrent clients.
+        #[arg(long, default_value = "1,8,32,64")]
+        concurrency: String,
+        /// Seconds per level.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// The mock upstream's latency per answer, in ms.
+        #[arg(long, default_value_t = 0.0)]
+        upstream_latency_ms: f64,
+        /// Gateway worker threads.
+        #[arg(long, default_value_t = 2)]
+        gateway_threads: usize,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// An OpenAI-, Anthropic- and Gemini-compatible mock upstream for tests and
+    /// load tests. Faults by model name: error, flaky, timeout, slow, ratelimit,
+    /// reject, delay<N>.
+    MockProvider {
+        #[arg(long, default_value_t = 9100)]
+        port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// Mean latency of an answer, in ms.
+        #[arg(long, default_value_t = 0.0)]
+        latency_ms: f64,
+        /// Standard deviation of the latency, in ms.
+        #[arg(long, default_value_t = 0.0)]
+        jitter_ms: f64,
+        /// Latency of models named `slow`, in ms.
+        #[arg(long, default_value_t = 1000)]
+        slow_ms: u64,
+    },
     /// Train a policy offline from a dataset with full information.
     Train {
         /// Dataset JSONL (see DESIGN.md for the schema).
@@ -151,8 +203,117 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut cfg = match config {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded_default(),
+    };
+    if let Some(addr) = listen {
+        cfg.listen = addr;
+    }
+    if let Some(dir) = data_dir {
+        cfg.store.path = dir.join("store");
+    }
+    let addr = cfg.listen;
+    let store = cfg.store.path.clone();
+    let gw = std::sync::Arc::new(Gateway::build(cfg)?);
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            store = %store.display(),
+            policy_version = gw.policy().version,
+            models = gw.models.len(),
+            "qroute serving"
+        );
+        server::serve(gw, listener, shutdown_signal()).await?;
+        tracing::info!("stopped; every acknowledged record is on disk");
+        anyhow::Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => serve(config.as_deref(), listen, data_dir),
+        Command::Bench {
+            concurrency,
+            seconds,
+            upstream_latency_ms,
+            gateway_threads,
+            json,
+        } => {
+            let cfg = qroute::bench::BenchConfig {
+                concurrency: concurrency
+                    .split(',')
+                    .map(|c| c.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()
+                    .context("--concurrency: comma-separated integers")?,
+                duration: std::time::Duration::from_secs_f64(seconds),
+                upstream_latency_ms,
+                gateway_threads,
+                ..Default::default()
+            };
+            let results = qroute::bench::run(&cfg, |r| {
+                eprintln!(
+                    "c={:<4} {:>8.0} req/s  overhead p50 {:.3} ms p99 {:.3} ms  (direct {:.0} req/s)",
+                    r.concurrency, r.gateway_rps, r.overhead_ms.p50, r.overhead_ms.p99, r.direct_rps
+                )
+            })?;
+            println!("{}", qroute::bench::markdown(&results, &cfg));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+            }
+            Ok(())
+        }
+        Command::MockProvider {
+            port,
+            host,
+            latency_ms,
+            jitter_ms,
+            slow_ms,
+        } => {
+            let cfg = qroute::mock_provider::MockConfig {
+                latency_ms,
+                jitter_ms,
+                slow_ms,
+                ..Default::default()
+            };
+            runtime()?.block_on(async move {
+                let listener = tokio::net::TcpListener::bind((host, port)).await?;
+                tracing::info!(addr = %listener.local_addr()?, "mock provider listening");
+                qroute::mock_provider::serve(listener, cfg).await?;
+                anyhow::Ok(())
+            })
+        }
         Command::Train {
             data,
             split,

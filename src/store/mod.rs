@@ -91,6 +91,8 @@ pub(crate) mod codec;
 mod data_file;
 pub mod record;
 pub mod sled_store;
+pub mod writer;
 
 pub use record::{DecisionRecord, Experience, Outcome};
 pub use sled_store::{Sampling, SledStore};
+pub use writer::GroupWriter;

@@ -32,6 +32,13 @@ pub struct OnlineConfig {
     pub default_quality: Option<f32>,
     /// How long to wait for new data when the store has none to learn from.
     pub idle_wait: Duration,
+    /// Replay ratio: at most this many steps per decision stored since the
+    /// trainer started, so an idle server does not keep fitting old data.
+    /// `None`: step whenever there is data.
+    pub steps_per_experience: Option<f32>,
+    /// At most this many steps per second, so training leaves the cores to
+    /// serving. `None`: no limit.
+    pub max_steps_per_sec: Option<f32>,
 }
 
 impl Default for OnlineConfig {
@@ -42,6 +49,8 @@ impl Default for OnlineConfig {
             publish_every: 25,
             default_quality: None,
             idle_wait: Duration::from_millis(50),
+            steps_per_experience: None,
+            max_steps_per_sec: None,
         }
     }
 }
@@ -184,7 +193,28 @@ fn run(
     mut version: u64,
 ) -> Learner {
     let mut since_publish = 0;
+    let start_len = store.len();
+    let mut steps = 0u64;
+    let min_interval = cfg
+        .max_steps_per_sec
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f32(1.0 / r));
+    let mut last_step = std::time::Instant::now();
     while !stop.load(Ordering::Acquire) {
+        if let Some(ratio) = cfg.steps_per_experience {
+            let allowed = ratio as f64 * store.len().saturating_sub(start_len) as f64;
+            if steps as f64 >= allowed {
+                std::thread::park_timeout(cfg.idle_wait);
+                continue;
+            }
+        }
+        if let Some(gap) = min_interval {
+            let since = last_step.elapsed();
+            if since < gap {
+                std::thread::sleep(gap - since);
+            }
+        }
+        last_step = std::time::Instant::now();
         let exps = match store.sample(cfg.batch, &cfg.sampling, &mut learner.rng) {
             Ok(e) => e,
             Err(e) => {
@@ -196,6 +226,7 @@ fn run(
             std::thread::park_timeout(cfg.idle_wait);
             continue;
         };
+        steps += 1;
         stats.steps.fetch_add(1, Ordering::Relaxed);
         stats
             .last_loss_bits

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# End-to-end smoke test of the gateway: start `qroute serve` on a free port
+# with a throw-away data directory, wait for it, and exercise the HTTP API
+# (qroute's own, the OpenAI SDK, metrics, the OpenAPI document).
+#
+#   ci/gateway_smoke.sh [path/to/qroute]     (default target/release/qroute)
+#
+# Needs curl, python3 and the `openai` Python package.
+set -euo pipefail
+
+BIN="${1:-target/release/qroute}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+if [[ ! -x "$BIN" ]]; then
+    echo "error: $BIN is not an executable (build it with: cargo build --release)" >&2
+    exit 2
+fi
+
+TMP="$(mktemp -d)"
+SERVER_PID=""
+
+cleanup() {
+    local rc=$?
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ $rc -ne 0 && -f "$TMP/server.log" ]]; then
+        echo "--- last lines of the server log ---" >&2
+        tail -n 50 "$TMP/server.log" >&2 || true
+    fi
+    rm -rf "$TMP"
+    if [[ $rc -eq 0 ]]; then
+        echo "gateway smoke test: PASS"
+    else
+        echo "gateway smoke test: FAIL" >&2
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+
+fail() {
+    echo "FAIL $*" >&2
+    exit 1
+}
+
+PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+BASE="http://127.0.0.1:$PORT"
+
+echo "starting $BIN serve --listen 127.0.0.1:$PORT --data-dir $TMP/data"
+"$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$TMP/data" >"$TMP/server.log" 2>&1 &
+SERVER_PID=$!
+
+# Wait up to 60 s for /v1/health to answer.
+deadline=$((SECONDS + 60))
+until curl -sf --max-time 2 "$BASE/v1/health" -o "$TMP/health.json"; do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        wait "$SERVER_PID" && status=0 || status=$?
+        SERVER_PID=""
+        fail "the server exited (status $status) before answering /v1/health"
+    fi
+    if ((SECONDS >= deadline)); then
+        fail "/v1/health did not answer within 60 s"
+    fi
+    sleep 0.25
+done
+python3 - "$TMP/health.json" <<'EOF' || fail "/v1/health body"
+import json, sys
+h = json.load(open(sys.argv[1]))
+assert h["status"] in ("ok", "degraded"), h
+assert h["models_available"] > 0, h
+print(f"ok   /v1/health: status={h['status']} policy_version={h['policy_version']} models_available={h['models_available']}")
+EOF
+
+# qroute's own API.
+curl -sf --max-time 60 -X POST "$BASE/v1/execute" \
+    -H 'content-type: application/json' \
+    -d '{"prompt":"What is 17 * 23?","task_type":"gsm8k"}' \
+    -D "$TMP/execute.headers" -o "$TMP/execute.json" || fail "POST /v1/execute"
+python3 - "$TMP/execute.json" "$TMP/execute.headers" <<'EOF' || fail "/v1/execute body"
+import json, sys
+r = json.load(open(sys.argv[1]))
+for key in ("response", "model", "request_id"):
+    assert isinstance(r.get(key), str) and r[key], f"{key} missing or empty in {r}"
+headers = {}
+for line in open(sys.argv[2]):
+    name, sep, value = line.partition(":")
+    if sep:
+        headers[name.strip().lower()] = value.strip()
+assert "x-process-time" in headers, f"no X-Process-Time header: {headers}"
+float(headers["x-process-time"])
+print(f"ok   POST /v1/execute: model={r['model']} request_id={r['request_id']} X-Process-Time={headers['x-process-time']}")
+EOF
+
+# The OpenAI SDK.
+python3 "$ROOT/ci/openai_client_check.py" --base-url "$BASE/v1" || fail "ci/openai_client_check.py"
+
+# Prometheus metrics (saved first: grep -q on a pipe would break it under pipefail).
+curl -sf --max-time 10 "$BASE/metrics" -o "$TMP/metrics.txt" || fail "GET /metrics"
+grep -q 'qroute_requests_total' "$TMP/metrics.txt" || fail "/metrics has no qroute_requests_total"
+echo "ok   /metrics: has qroute_requests_total"
+
+# The OpenAPI document.
+curl -sf --max-time 10 "$BASE/openapi.json" -o "$TMP/openapi.json" || fail "GET /openapi.json"
+python3 -m json.tool "$TMP/openapi.json" >/dev/null || fail "/openapi.json is not valid JSON"
+python3 - "$TMP/openapi.json" <<'EOF' || fail "/openapi.json content"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert str(d.get("openapi", "")).startswith("3.1"), d.get("openapi")
+assert d["info"]["title"] == "qroute", d["info"]
+assert "/v1/chat/completions" in d["paths"], sorted(d["paths"])
+print(f"ok   /openapi.json: OpenAPI {d['openapi']}, {len(d['paths'])} paths")
+EOF

@@ -1,0 +1,5 @@
+//! Running a routed request: provider adapters and the resilience around
+//! them (timeouts, retries, fallback, circuit breakers).
+
+pub mod providers;
+pub mod resilience;

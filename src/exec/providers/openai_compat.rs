@@ -1,0 +1,211 @@
+//! OpenAI's chat completions format, which most of the field speaks too:
+//! OpenAI, Groq, Together, vLLM, Ollama, GitHub Models, LiteLLM proxies.
+//!
+//! Also home to the request/response plumbing the other adapters share
+//! (`send`), since every format ends in the same place: one JSON answer or
+//! one [`ProviderError`].
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{ChatMessage, ChatRequest, Completion, ErrorKind, ProviderError};
+
+/// Characters of an upstream's body kept in an error message: enough to see
+/// what went wrong, not enough to flood a log line.
+const BODY_SNIPPET_CHARS: usize = 300;
+
+/// Bytes of an error body worth reading. Past this the rest is dropped with
+/// the connection rather than waited for.
+const ERROR_BODY_LIMIT: usize = 16 * 1024;
+
+pub struct OpenAiCompat {
+    client: reqwest::Client,
+    base_url: String,
+    api_key: Option<String>,
+}
+
+// Manual, so that the key never lands in a log through `{:?}`.
+impl fmt::Debug for OpenAiCompat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiCompat")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    messages: &'a [ChatMessage],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    #[serde(default)]
+    choices: Vec<WireChoice>,
+    /// Absent from some servers' answers (older Ollama, some proxies), and
+    /// `null` from others.
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    message: WireMessage,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    /// `null` when the model answered with tool calls or a refusal only.
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+impl OpenAiCompat {
+    /// `base_url` ends where the API's paths begin, e.g.
+    /// `https://api.openai.com/v1` or `http://localhost:11434/v1`. No key
+    /// suits local servers (vLLM, Ollama) that need none.
+    pub fn new(client: reqwest::Client, base_url: impl Into<String>, api_key: Option<String>) -> Self {
+        OpenAiCompat {
+            client,
+            base_url: trim_base(base_url.into()),
+            api_key,
+        }
+    }
+
+    pub async fn complete(&self, upstream_model: &str, req: &ChatRequest) -> Result<Completion, ProviderError> {
+        let body = WireRequest {
+            model: upstream_model,
+            messages: &req.messages,
+            max_tokens: req.max_tokens,
+            temperature: req.temperature,
+        };
+        let mut rb = self
+            .client
+            .post(format!("{}/chat/completions", self.base_url))
+            .json(&body);
+        if let Some(key) = &self.api_key {
+            rb = rb.bearer_auth(key);
+        }
+        let resp: WireResponse = send("openai", rb).await?;
+        let usage = resp.usage.unwrap_or_default();
+        let choice = resp
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| ProviderError::new(ErrorKind::Decode, "openai: answer has no choices"))?;
+        Ok(Completion {
+            text: choice.message.content.unwrap_or_default(),
+            input_tokens: usage.prompt_tokens.unwrap_or(0),
+            output_tokens: usage.completion_tokens.unwrap_or(0),
+            finish_reason: choice.finish_reason.unwrap_or_default(),
+            known_quality: None,
+            known_cost_usd: None,
+        })
+    }
+}
+
+/// A base URL without its trailing slashes, so that paths can be appended
+/// with `format!("{base}/path")` whichever way the user wrote it.
+pub(super) fn trim_base(mut base: String) -> String {
+    while base.ends_with('/') {
+        base.pop();
+    }
+    base
+}
+
+/// Sends one request and decodes its JSON answer.
+///
+/// A success body is read whole before decoding so the connection goes back
+/// to the pool at once. A failure becomes `Status(code)` carrying the
+/// upstream's own explanation: every supported format wraps it in
+/// `{"error": {"message": …}}`, and a body that does not is quoted instead.
+pub(super) async fn send<T: DeserializeOwned>(provider: &str, rb: reqwest::RequestBuilder) -> Result<T, ProviderError> {
+    let mut resp = rb.send().await.map_err(|e| with_context(provider, e))?;
+    let status = resp.status();
+    if !status.is_success() {
+        // Best effort: the status alone is the error; the body only explains.
+        let mut body = Vec::new();
+        while body.len() < ERROR_BODY_LIMIT {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let reason = error_reason(&body);
+        return Err(ProviderError::new(
+            ErrorKind::Status(status.as_u16()),
+            format!("{provider}: HTTP {}: {reason}", status.as_u16()),
+        ));
+    }
+    let bytes = resp.bytes().await.map_err(|e| with_context(provider, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ProviderError::new(
+            ErrorKind::Decode,
+            format!("{provider}: unreadable answer ({e}): {}", snippet(&bytes)),
+        )
+    })
+}
+
+fn with_context(provider: &str, e: reqwest::Error) -> ProviderError {
+    let mut err = ProviderError::from_reqwest(e);
+    err.message = format!("{provider}: {}", err.message);
+    err
+}
+
+/// The upstream's explanation of a failure, for humans reading logs.
+///
+/// Read loosely, as a JSON value: besides the usual `{"error": {"message",
+/// "type"|"status"}}`, vLLM puts `message` at the top level and some proxies
+/// make `error` a plain string.
+fn error_reason(body: &[u8]) -> String {
+    if body.is_empty() {
+        return "(empty body)".to_string();
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return snippet(body);
+    };
+    let detail = value.get("error").unwrap_or(&value);
+    if let Some(text) = detail.as_str() {
+        return text.to_string();
+    }
+    let Some(message) = detail.get("message").and_then(|m| m.as_str()) else {
+        return snippet(body);
+    };
+    // OpenAI's and Anthropic's category (`rate_limit_error`), or Gemini's
+    // (`RESOURCE_EXHAUSTED`).
+    let category = ["type", "status"]
+        .iter()
+        .find_map(|k| detail.get(*k).and_then(|c| c.as_str()));
+    match category {
+        Some(category) => format!("{category}: {message}"),
+        None => message.to_string(),
+    }
+}
+
+/// The start of a body as text, cut at a character boundary.
+pub(super) fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text.chars().take(BODY_SNIPPET_CHARS).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,81 @@
+//! Prometheus metrics and the per-request timing every response carries.
+//!
+//! The `metrics` facade is process-global, so the exporter is installed once
+//! per process (several gateways in one test process share it).
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `qroute_requests_total` | counter | endpoint, status |
+//! | `qroute_request_duration_seconds` | histogram | endpoint |
+//! | `qroute_overhead_seconds` | histogram | — (gateway time minus upstream time) |
+//! | `qroute_upstream_duration_seconds` | histogram | model |
+//! | `qroute_choices_total` | counter | model |
+//! | `qroute_cost_usd_total` | gauge (only grows) | model |
+//! | `qroute_retries_total`, `qroute_upstream_errors_total`, `qroute_breaker_opened_total` | counter | model |
+//! | `qroute_fallbacks_total`, `qroute_outcomes_recorded_total` | counter | — |
+//! | `qroute_policy_version`, `qroute_trainer_steps` | gauge | — |
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::gateway::Gateway;
+
+/// Histogram buckets in seconds: 50 µs to 60 s, dense below a millisecond
+/// where the gateway's own overhead lives.
+const BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0,
+];
+
+/// The process's exporter, installed on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+            .expect("buckets are non-empty")
+            .install_recorder()
+            .expect("no other metrics recorder is installed")
+    })
+}
+
+/// `GET /metrics`.
+pub async fn render(State(gw): State<Arc<Gateway>>) -> Response {
+    metrics::gauge!("qroute_policy_version").set(gw.policy().version as f64);
+    metrics::gauge!("qroute_trainer_steps").set(gw.trainer_steps() as f64);
+    ([("content-type", "text/plain; version=0.0.4")], handle().render()).into_response()
+}
+
+/// Endpoints named in metric labels; anything else is `other`, so unknown
+/// paths cannot blow up the label set.
+const ENDPOINTS: &[&str] = &[
+    "/v1/execute",
+    "/v1/chat/completions",
+    "/v1/health",
+    "/v1/capabilities",
+    "/metrics",
+    "/openapi.json",
+];
+
+/// Middleware: counts and times every request and sets `X-Process-Time`
+/// (seconds, as FastAPI-style gateways do).
+pub async fn track(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let path = req.uri().path();
+    let endpoint = ENDPOINTS.iter().find(|e| **e == path).copied().unwrap_or("other");
+    let mut resp = next.run(req).await;
+    let secs = start.elapsed().as_secs_f64();
+    if let Ok(v) = HeaderValue::from_str(&format!("{secs:.6}")) {
+        resp.headers_mut().insert("x-process-time", v);
+    }
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("qroute_requests_total", "endpoint" => endpoint, "status" => status).increment(1);
+    metrics::histogram!("qroute_request_duration_seconds", "endpoint" => endpoint).record(secs);
+    resp
+}

@@ -1,0 +1,77 @@
+//! The HTTP layer: axum routes over the [`gateway::Gateway`]. Handlers only
+//! translate between HTTP and the gateway; the gateway does the work.
+
+pub mod errors;
+pub mod execute;
+pub mod gateway;
+pub mod health;
+pub mod metrics;
+pub mod openai;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use gateway::Gateway;
+
+use errors::error_response;
+
+/// The OpenAPI description of every endpoint, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// All routes, with the body limit, metrics, `X-Process-Time`, JSON 404/405
+/// answers and a panic guard that turns a bug into a JSON 500.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    metrics::handle();
+    let body_limit = gw.config.limits.body_bytes;
+    Router::new()
+        .route("/v1/execute", post(execute::execute))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/health", get(health::health))
+        .route("/v1/capabilities", get(health::capabilities))
+        .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(|_| {
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
+        }))
+        .layer(axum::middleware::from_fn(metrics::track))
+        .with_state(gw)
+}
+
+async fn openapi() -> Response {
+    ([("content-type", "application/json")], OPENAPI).into_response()
+}
+
+async fn not_found() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see /openapi.json",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint; see /openapi.json",
+    )
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    gw: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(gw)).with_graceful_shutdown(shutdown).await
+}
