@@ -9,11 +9,17 @@
 //! the mock, and reports:
 //!
 //! - requests per second through the gateway;
-//! - the gateway's own overhead per request as it reports it
-//!   (`timings.overhead_ms`: its time minus the upstream's), p50 and p99;
+//! - the gateway's own overhead per request: `X-Process-Time` (from the
+//!   request reaching the service to the response being ready) minus the
+//!   upstream time it reports (`timings.upstream_ms`), p50 and p99;
 //! - end-to-end latency through the gateway and straight to the mock, p50
 //!   and p99, whose difference is the overhead as a client sees it
-//!   (including the extra loopback hop and the client sharing the cores).
+//!   (including the extra loopback hop and the client sharing the cores);
+//! - the CPU time the gateway's threads (its runtime, the store writer, the
+//!   trainer and sled's) used per request, from `/proc/self/task/*/schedstat`.
+//!   The load generator and the mock share the same two cores and take most
+//!   of them, so `2 cores / CPU per request` is the rate the gateway could
+//!   serve with the cores to itself.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +47,8 @@ pub struct BenchConfig {
     pub gateway_threads: usize,
     /// Load-generator runtime threads (the mock shares them).
     pub client_threads: usize,
+    /// The gateway's `store.durable_ack`.
+    pub durable_ack: bool,
 }
 
 impl Default for BenchConfig {
@@ -52,6 +60,7 @@ impl Default for BenchConfig {
             upstream_latency_ms: 0.0,
             gateway_threads: 2,
             client_threads: 2,
+            durable_ack: true,
         }
     }
 }
@@ -92,17 +101,22 @@ pub struct LevelResult {
     pub overhead_ms: Quantiles,
     pub gateway_e2e_ms: Quantiles,
     pub direct_e2e_ms: Quantiles,
+    /// CPU time of the gateway's threads per request, in µs (NaN where
+    /// `/proc` has no scheduler statistics).
+    pub gateway_cpu_us: f64,
 }
 
 /// Runs the benchmark; `progress` gets each level's result as it finishes.
 pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&LevelResult)) -> Result<Vec<LevelResult>> {
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.client_threads)
+        .thread_name("bench-client")
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting the load generator runtime", e))?;
     let gateway_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.gateway_threads)
+        .thread_name("qroute-gateway")
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting the gateway runtime", e))?;
@@ -117,6 +131,7 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&LevelResult)) -> Result<
     let text = format!(
         r#"[store]
 path = "{}"
+durable_ack = {}
 [[providers]]
 name = "mock"
 kind = "openai"
@@ -138,6 +153,7 @@ input_per_mtok = 5.0
 output_per_mtok = 15.0
 "#,
         dir.path().join("store").display(),
+        cfg.durable_ack,
         mock.url()
     );
     let gw = Arc::new(Gateway::build(Config::parse(Path::new("<bench>"), &text)?)?);
@@ -152,7 +168,10 @@ output_per_mtok = 15.0
 
     let mut results = Vec::new();
     for &c in &cfg.concurrency {
+        let cpu_before = gateway_cpu_seconds();
         let through = client_rt.block_on(load(&format!("{gateway_url}/v1/execute"), Target::Gateway, c, cfg));
+        let cpu = gateway_cpu_seconds() - cpu_before;
+        let served = through.latencies.len() + through.errors + cfg.warmup;
         let direct = client_rt.block_on(load(
             &format!("{}/v1/chat/completions", mock.url()),
             Target::Direct,
@@ -168,6 +187,7 @@ output_per_mtok = 15.0
             overhead_ms: Quantiles::of(through.overheads),
             gateway_e2e_ms: Quantiles::of(through.latencies),
             direct_e2e_ms: Quantiles::of(direct.latencies),
+            gateway_cpu_us: cpu * 1e6 / served.max(1) as f64,
         };
         progress(&r);
         results.push(r);
@@ -175,6 +195,32 @@ output_per_mtok = 15.0
     drop(gw);
     gateway_rt.shutdown_timeout(Duration::from_secs(5));
     Ok(results)
+}
+
+/// Threads that belong to the gateway: its runtime, writer, trainer, sled's.
+const GATEWAY_THREADS: &[&str] = &["qroute-gateway", "qroute-writer", "qroute-trainer", "sled-"];
+
+/// CPU seconds used so far by this process's gateway threads.
+fn gateway_cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    let mut ns = 0u64;
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !GATEWAY_THREADS.iter().any(|g| comm.starts_with(g)) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(t.path().join("schedstat")) else {
+            return f64::NAN;
+        };
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    ns as f64 / 1e9
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -233,15 +279,24 @@ async fn load(url: &str, target: Target, c: usize, cfg: &BenchConfig) -> Load {
                 let r = client.post(&url).json(&body(target, i)).send().await;
                 i += c;
                 let ok = match r {
-                    Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-                        Ok(v) => {
-                            if target == Target::Gateway {
-                                over.push(v["timings"]["overhead_ms"].as_f64().unwrap_or(f64::NAN));
+                    Ok(r) if r.status().is_success() => {
+                        let process_ms = r
+                            .headers()
+                            .get("x-process-time")
+                            .and_then(|v| v.to_str().ok()?.parse::<f64>().ok())
+                            .map(|s| s * 1e3);
+                        match r.json::<Value>().await {
+                            Ok(v) => {
+                                if target == Target::Gateway {
+                                    let upstream = v["timings"]["upstream_ms"].as_f64();
+                                    let overhead = process_ms.zip(upstream).map(|(p, u)| (p - u).max(0.0));
+                                    over.push(overhead.unwrap_or(f64::NAN));
+                                }
+                                true
                             }
-                            true
+                            Err(_) => false,
                         }
-                        Err(_) => false,
-                    },
+                    }
                     _ => false,
                 };
                 if ok {
@@ -273,15 +328,16 @@ async fn load(url: &str, target: Target, c: usize, cfg: &BenchConfig) -> Load {
 /// The results as a Markdown table.
 pub fn markdown(results: &[LevelResult], cfg: &BenchConfig) -> String {
     let mut s = format!(
-        "Gateway vs. mock upstream on loopback ({} ms upstream latency, {} s per level).\n\n\
-         | clients | req/s via qroute | req/s direct | overhead p50 | overhead p99 | e2e p50 via / direct | e2e p99 via / direct | errors |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "Gateway vs. mock upstream on loopback ({} ms upstream latency, {} s per level, durable_ack {}).\n\n\
+         | clients | req/s via qroute | req/s direct | overhead p50 | overhead p99 | e2e p50 via / direct | e2e p99 via / direct | gateway CPU / req | errors |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
         cfg.upstream_latency_ms,
-        cfg.duration.as_secs_f64()
+        cfg.duration.as_secs_f64(),
+        cfg.durable_ack
     );
     for r in results {
         s.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.3} ms | {:.3} ms | {:.3} / {:.3} ms | {:.3} / {:.3} ms | {} |\n",
+            "| {} | {:.0} | {:.0} | {:.3} ms | {:.3} ms | {:.3} / {:.3} ms | {:.3} / {:.3} ms | {:.0} µs | {} |\n",
             r.concurrency,
             r.gateway_rps,
             r.direct_rps,
@@ -291,6 +347,7 @@ pub fn markdown(results: &[LevelResult], cfg: &BenchConfig) -> String {
             r.direct_e2e_ms.p50,
             r.gateway_e2e_ms.p99,
             r.direct_e2e_ms.p99,
+            r.gateway_cpu_us,
             r.errors
         ));
     }

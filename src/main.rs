@@ -59,6 +59,9 @@ enum Command {
         /// Gateway worker threads.
         #[arg(long, default_value_t = 2)]
         gateway_threads: usize,
+        /// Answer before the decision record is durable (store.durable_ack = false).
+        #[arg(long)]
+        queued_ack: bool,
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -269,6 +272,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             seconds,
             upstream_latency_ms,
             gateway_threads,
+            queued_ack,
             json,
         } => {
             let cfg = qroute::bench::BenchConfig {
@@ -280,6 +284,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 duration: std::time::Duration::from_secs_f64(seconds),
                 upstream_latency_ms,
                 gateway_threads,
+                durable_ack: !queued_ack,
                 ..Default::default()
             };
             let results = qroute::bench::run(&cfg, |r| {

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::Json;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::errors::{ApiError, ApiJson};
 use super::gateway::{Attempt, Gateway, Preference, RouteRequest, Timings};
+use super::metrics::{Received, UpstreamTime};
 use crate::exec::providers::{ChatMessage, ChatRequest};
 
 #[derive(Debug, Deserialize)]
@@ -85,8 +87,9 @@ pub struct ExecuteResponse {
 
 pub async fn execute(
     State(gw): State<Arc<Gateway>>,
+    received: Option<Extension<Received>>,
     ApiJson(body): ApiJson<ExecuteRequest>,
-) -> Result<Json<ExecuteResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut messages = Vec::with_capacity(2);
     if let Some(system) = body.system {
         messages.push(ChatMessage {
@@ -99,19 +102,23 @@ pub async fn execute(
         content: body.prompt,
     });
     let routed = gw
-        .route(RouteRequest {
-            chat: ChatRequest {
-                messages,
-                max_tokens: body.max_tokens,
-                temperature: body.temperature,
+        .route(
+            RouteRequest {
+                chat: ChatRequest {
+                    messages,
+                    max_tokens: body.max_tokens,
+                    temperature: body.temperature,
+                },
+                task_type: body.task_type,
+                persona: body.persona,
+                preference: body.preference.into(),
+                pinned: None,
             },
-            task_type: body.task_type,
-            persona: body.persona,
-            preference: body.preference.into(),
-            pinned: None,
-        })
+            Received::instant(received),
+        )
         .await?;
-    Ok(Json(ExecuteResponse {
+    let upstream = UpstreamTime(routed.upstream);
+    let mut resp = Json(ExecuteResponse {
         request_id: routed.request_id,
         response: routed.completion.text,
         model: routed.model,
@@ -126,5 +133,8 @@ pub async fn execute(
         },
         timings: routed.timings,
         attempts: routed.attempts,
-    }))
+    })
+    .into_response();
+    resp.extensions_mut().insert(upstream);
+    Ok(resp)
 }

@@ -93,7 +93,7 @@ pub struct Timings {
     pub upstream_ms: f64,
     /// Everything else: the gateway's own added latency.
     pub overhead_ms: f64,
-    /// Featurize, score and draw.
+    /// Reading the request, featurizing, scoring and drawing.
     pub decision_us: f64,
 }
 
@@ -111,6 +111,8 @@ pub struct Routed {
     pub cost_weight: f32,
     pub attempts: Vec<Attempt>,
     pub timings: Timings,
+    /// Time spent waiting on upstreams, retries' backoff included.
+    pub upstream: Duration,
 }
 
 /// Everything a request needs, shared by all handlers.
@@ -256,8 +258,10 @@ impl Gateway {
     }
 
     /// Routes `req`, runs it, records it. See the module docs for the steps.
-    pub async fn route(&self, req: RouteRequest) -> Result<Routed> {
-        let t0 = Instant::now();
+    /// `received` is when the request arrived, so timings include reading
+    /// and parsing it.
+    pub async fn route(&self, req: RouteRequest, received: Instant) -> Result<Routed> {
+        let t0 = received;
         let request_id = new_request_id();
         let prompt = feature_text(&req.chat);
         if prompt.trim().is_empty() {
@@ -358,8 +362,14 @@ impl Gateway {
                 self.config.limits.attempt_timeout(),
                 deadline,
             );
-            let (durable, attempted) = tokio::join!(self.writer.decision(record), call);
-            durable?;
+            let attempted = if self.config.store.durable_ack {
+                let (durable, attempted) = tokio::join!(self.writer.decision(record), call);
+                durable?;
+                attempted
+            } else {
+                self.writer.decision_later(record);
+                call.await
+            };
             upstream += attempted.upstream_time;
             let latency_ms = attempted.upstream_time.as_secs_f64() * 1e3;
             metrics::histogram!("qroute_upstream_duration_seconds", "model" => id.clone())
@@ -394,7 +404,6 @@ impl Gateway {
                     });
                     let total = t0.elapsed();
                     let overhead = total.saturating_sub(upstream);
-                    metrics::histogram!("qroute_overhead_seconds").record(overhead.as_secs_f64());
                     return Ok(Routed {
                         request_id,
                         model: id.clone(),
@@ -404,6 +413,7 @@ impl Gateway {
                         propensity: propensities[chosen],
                         cost_weight,
                         attempts,
+                        upstream,
                         timings: Timings {
                             total_ms: total.as_secs_f64() * 1e3,
                             upstream_ms: upstream.as_secs_f64() * 1e3,

@@ -16,7 +16,7 @@
 //! | `qroute_policy_version`, `qroute_trainer_steps` | gauge | — |
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
@@ -63,14 +63,37 @@ const ENDPOINTS: &[&str] = &[
     "/openapi.json",
 ];
 
-/// Middleware: counts and times every request and sets `X-Process-Time`
-/// (seconds, as FastAPI-style gateways do).
-pub async fn track(req: Request, next: Next) -> Response {
+/// When the request reached the service (a request extension), so the
+/// gateway's timings include reading and parsing the body.
+#[derive(Debug, Clone, Copy)]
+pub struct Received(pub Instant);
+
+impl Received {
+    /// The instant from the extension, or now when there is none.
+    pub fn instant(r: Option<axum::Extension<Received>>) -> Instant {
+        r.map_or_else(Instant::now, |e| e.0 .0)
+    }
+}
+
+/// Time a response spent waiting on upstreams (a response extension), so
+/// the middleware can tell the gateway's own share apart.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTime(pub Duration);
+
+/// Middleware: counts and times every request, sets `X-Process-Time`
+/// (seconds, as FastAPI-style gateways do), and records the overhead: the
+/// time to the response minus the time spent waiting on upstreams.
+pub async fn track(mut req: Request, next: Next) -> Response {
     let start = Instant::now();
+    req.extensions_mut().insert(Received(start));
     let path = req.uri().path();
     let endpoint = ENDPOINTS.iter().find(|e| **e == path).copied().unwrap_or("other");
     let mut resp = next.run(req).await;
-    let secs = start.elapsed().as_secs_f64();
+    let elapsed = start.elapsed();
+    if let Some(UpstreamTime(upstream)) = resp.extensions().get::<UpstreamTime>() {
+        metrics::histogram!("qroute_overhead_seconds").record(elapsed.saturating_sub(*upstream).as_secs_f64());
+    }
+    let secs = elapsed.as_secs_f64();
     if let Ok(v) = HeaderValue::from_str(&format!("{secs:.6}")) {
         resp.headers_mut().insert("x-process-time", v);
     }

@@ -19,12 +19,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::extract::State;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::errors::{ApiError, ApiJson};
 use super::gateway::{Gateway, Preference, RouteRequest, Routed};
+use super::metrics::{Received, UpstreamTime};
 use crate::exec::providers::{ChatMessage, ChatRequest};
 use crate::Error;
 
@@ -127,6 +128,7 @@ impl Usage {
 
 pub async fn chat_completions(
     State(gw): State<Arc<Gateway>>,
+    received: Option<Extension<Received>>,
     ApiJson(body): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     if body.messages.is_empty() {
@@ -145,29 +147,35 @@ pub async fn chat_completions(
     }
     let pinned = (body.model != AUTO).then(|| body.model.clone());
     let routed = gw
-        .route(RouteRequest {
-            chat: ChatRequest {
-                messages,
-                max_tokens: body.max_completion_tokens.or(body.max_tokens),
-                temperature: body.temperature,
+        .route(
+            RouteRequest {
+                chat: ChatRequest {
+                    messages,
+                    max_tokens: body.max_completion_tokens.or(body.max_tokens),
+                    temperature: body.temperature,
+                },
+                task_type: body.task_type,
+                persona: body.persona,
+                preference: Preference {
+                    cost_weight: body.cost_weight,
+                    latency_weight: body.latency_weight,
+                    max_cost_usd: body.max_cost_usd,
+                    models: body.models,
+                },
+                pinned,
             },
-            task_type: body.task_type,
-            persona: body.persona,
-            preference: Preference {
-                cost_weight: body.cost_weight,
-                latency_weight: body.latency_weight,
-                max_cost_usd: body.max_cost_usd,
-                models: body.models,
-            },
-            pinned,
-        })
+            Received::instant(received),
+        )
         .await?;
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
-    Ok(if body.stream {
+    let upstream = UpstreamTime(routed.upstream);
+    let mut resp = if body.stream {
         stream(routed, include_usage).into_response()
     } else {
         Json(completion(&routed)).into_response()
-    })
+    };
+    resp.extensions_mut().insert(upstream);
+    Ok(resp)
 }
 
 fn created() -> u64 {

@@ -64,6 +64,14 @@ impl GroupWriter {
         answer(wait.await)
     }
 
+    /// Queues `record` without waiting for it: durable within one group
+    /// commit. A failure is logged.
+    pub fn decision_later(&self, record: DecisionRecord) {
+        if !self.send(Job::Decision(record, None)) {
+            tracing::error!("the store writer has stopped; a decision was dropped");
+        }
+    }
+
     /// Writes `outcome`; resolves once it is durable.
     pub async fn outcome(&self, outcome: Outcome) -> Result<()> {
         let (reply, wait) = oneshot::channel();

@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::openai_compat::{send, trim_base};
+use super::openai_compat::{bad_url, endpoint, send, trim_base};
 use super::{ChatRequest, Completion, ProviderError};
 
 /// The API version this adapter's wire structs follow; Anthropic requires
@@ -23,6 +23,9 @@ const DEFAULT_MAX_TOKENS: u32 = 1024;
 pub struct Anthropic {
     client: reqwest::Client,
     base_url: String,
+    /// The endpoint, parsed once: URL parsing is a measurable share of a
+    /// loopback call's CPU. `None` when the base URL is malformed.
+    endpoint: Option<reqwest::Url>,
     api_key: Option<String>,
 }
 
@@ -85,9 +88,11 @@ impl Anthropic {
     /// `base_url` is the host, without `/v1`: `https://api.anthropic.com`.
     /// Without a key no `x-api-key` is sent, for a proxy that adds its own.
     pub fn new(client: reqwest::Client, base_url: impl Into<String>, api_key: Option<String>) -> Self {
+        let base_url = trim_base(base_url.into());
         Anthropic {
             client,
-            base_url: trim_base(base_url.into()),
+            endpoint: endpoint(&base_url, "/v1/messages"),
+            base_url,
             api_key,
         }
     }
@@ -114,7 +119,7 @@ impl Anthropic {
         };
         let mut rb = self
             .client
-            .post(format!("{}/v1/messages", self.base_url))
+            .post(self.endpoint.clone().ok_or_else(|| bad_url(&self.base_url))?)
             .header("anthropic-version", API_VERSION)
             .json(&body);
         if let Some(key) = &self.api_key {

@@ -23,6 +23,9 @@ const ERROR_BODY_LIMIT: usize = 16 * 1024;
 pub struct OpenAiCompat {
     client: reqwest::Client,
     base_url: String,
+    /// The endpoint, parsed once: URL parsing is a measurable share of a
+    /// loopback call's CPU. `None` when the base URL is malformed.
+    endpoint: Option<reqwest::Url>,
     api_key: Option<String>,
 }
 
@@ -83,9 +86,11 @@ impl OpenAiCompat {
     /// `https://api.openai.com/v1` or `http://localhost:11434/v1`. No key
     /// suits local servers (vLLM, Ollama) that need none.
     pub fn new(client: reqwest::Client, base_url: impl Into<String>, api_key: Option<String>) -> Self {
+        let base_url = trim_base(base_url.into());
         OpenAiCompat {
             client,
-            base_url: trim_base(base_url.into()),
+            endpoint: endpoint(&base_url, "/chat/completions"),
+            base_url,
             api_key,
         }
     }
@@ -99,7 +104,7 @@ impl OpenAiCompat {
         };
         let mut rb = self
             .client
-            .post(format!("{}/chat/completions", self.base_url))
+            .post(self.endpoint.clone().ok_or_else(|| bad_url(&self.base_url))?)
             .json(&body);
         if let Some(key) = &self.api_key {
             rb = rb.bearer_auth(key);
@@ -162,6 +167,15 @@ pub(super) async fn send<T: DeserializeOwned>(provider: &str, rb: reqwest::Reque
             format!("{provider}: unreadable answer ({e}): {}", snippet(&bytes)),
         )
     })
+}
+
+/// `base` (already trimmed) joined with `path`, parsed.
+pub(super) fn endpoint(base: &str, path: &str) -> Option<reqwest::Url> {
+    reqwest::Url::parse(&format!("{base}{path}")).ok()
+}
+
+pub(super) fn bad_url(base: &str) -> ProviderError {
+    ProviderError::new(ErrorKind::Config, format!("base_url {base:?} is not a valid URL"))
 }
 
 fn with_context(provider: &str, e: reqwest::Error) -> ProviderError {
