@@ -479,6 +479,15 @@ output_per_mtok = 2.0
     }
 
     #[test]
+    fn the_example_parses() {
+        let text = include_str!("../config/example.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.provider("anthropic").unwrap().kind, ProviderKind::Anthropic);
+        assert_eq!(c.model("claude-sonnet").unwrap().upstream(), "claude-3-5-sonnet-latest");
+        assert_eq!(c.policy.budget, Some(0.2));
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.listen, default_listen());
@@ -493,7 +502,7 @@ output_per_mtok = 2.0
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("test.toml"), "{e}");
         assert!(e.contains("colour"), "{e}");
-        assert!(e.contains("line 12"), "{e}");
+        assert!(e.contains("line 11"), "{e}");
     }
 
     #[test]

@@ -319,15 +319,6 @@ impl Gateway {
         for (n, &k) in order.iter().enumerate() {
             let model = &self.models[candidates[k]];
             let id = &model.config.id;
-            if !model.breaker.try_acquire(Instant::now()) {
-                attempts.push(Attempt {
-                    model: id.clone(),
-                    calls: 0,
-                    latency_ms: 0.0,
-                    error: Some("circuit breaker open".into()),
-                });
-                continue;
-            }
             let (decision_id, record_candidates, record_props) = if n == 0 {
                 let names = candidates.iter().map(|&i| self.models[i].config.id.clone()).collect();
                 (request_id.clone(), names, propensities.clone())
@@ -353,6 +344,19 @@ impl Gateway {
                 latency_weight,
                 task: req.task_type.clone(),
             };
+            if !model.breaker.try_acquire(Instant::now()) {
+                // Another request holds this half-open breaker's one probe.
+                // The decision is still logged (without an outcome), so the
+                // request id always names a record.
+                self.writer.decision_later(record);
+                attempts.push(Attempt {
+                    model: id.clone(),
+                    calls: 0,
+                    latency_ms: 0.0,
+                    error: Some("circuit breaker open".into()),
+                });
+                continue;
+            }
             metrics::counter!("qroute_choices_total", "model" => id.clone()).increment(1);
             let call = call_with_retries(
                 &model.provider,
@@ -481,6 +485,7 @@ impl Gateway {
             (None, Some(ids)) if !ids.is_empty() => ids.iter().map(|id| lookup(id)).collect::<Result<_>>()?,
             (None, _) => (0..self.models.len()).collect(),
         };
+        set.sort_unstable();
         set.dedup();
         if let Some(cap) = req.preference.max_cost_usd {
             if !(cap.is_finite() && cap >= 0.0) {
