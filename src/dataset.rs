@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::catalog::{Catalog, ModelCard};
 use crate::{Error, Result};
 
 /// What one model did on one prompt.
@@ -71,6 +72,30 @@ impl Dataset {
     /// Rows whose `split` is `name`, in file order.
     pub fn split(&self, name: &str) -> Vec<&Row> {
         self.rows.iter().filter(|r| r.split == name).collect()
+    }
+
+    /// A catalog fitted to `rows`' observed costs and latencies, one card
+    /// per model of the dataset, in [`Dataset::models`] order.
+    pub fn fit_catalog(&self, rows: &[&Row]) -> Catalog {
+        let models = self
+            .models
+            .iter()
+            .enumerate()
+            .map(|(m, id)| {
+                let calls: Vec<(f32, f64, Option<f64>)> = rows
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.prompt.chars().count() as f32,
+                            r.outcomes[m].cost_usd,
+                            r.outcomes[m].latency_ms,
+                        )
+                    })
+                    .collect();
+                ModelCard::fit(id, &calls)
+            })
+            .collect();
+        Catalog { models }
     }
 
     /// Position of `model` in [`Dataset::models`] (and in every `Row::outcomes`).

@@ -19,7 +19,7 @@ use crate::features::{Features, Featurizer};
 use crate::policy::explore::distribution;
 use crate::policy::{DqnPolicy, Exploration, OperatingPoint};
 use crate::store::{DecisionRecord, Experience, Outcome, Sampling, SledStore};
-use crate::train::offline::{featurize_rows, fit_catalog, initial_policy, OfflineConfig};
+use crate::train::offline::{featurize_rows, initial_policy, OfflineConfig};
 use crate::train::online::learn_from;
 use crate::train::{Learner, LearnerConfig};
 use crate::{Error, Result};
@@ -573,7 +573,7 @@ pub fn simulate(ds: &Dataset, cfg: &SimConfig, trace_path: Option<&Path>) -> Res
     }
     // C: the highest per-model mean cost on the train split, the same
     // scale the DQN's catalog is fitted with.
-    let cost_scale = fit_catalog(ds, &train).cost_scale();
+    let cost_scale = ds.fit_catalog(&train).cost_scale();
     let wants_dqn = cfg.policies.iter().any(|p| p == "dqn");
     let dqn = if wants_dqn {
         let p = fresh_dqn(ds, cfg.seed)?;

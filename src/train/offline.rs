@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::learner::{Learner, LearnerConfig, Observation};
-use crate::catalog::{Catalog, ModelCard};
+use crate::catalog::ModelCard;
 use crate::dataset::{Dataset, Row};
 use crate::features::{FeatureSpec, Features, Featurizer, RequestContext};
 use crate::policy::network::{Batch, Network};
@@ -95,29 +95,6 @@ pub fn featurize_rows(fz: &Featurizer, rows: &[&Row]) -> Vec<Features> {
     rows.par_iter().map(|r| fz.featurize(&row_request(r))).collect()
 }
 
-/// A catalog fitted to the rows' observed costs and latencies.
-pub fn fit_catalog(ds: &Dataset, rows: &[&Row]) -> Catalog {
-    let models = ds
-        .models
-        .iter()
-        .enumerate()
-        .map(|(m, id)| {
-            let calls: Vec<(f32, f64, Option<f64>)> = rows
-                .iter()
-                .map(|r| {
-                    (
-                        r.prompt.chars().count() as f32,
-                        r.outcomes[m].cost_usd,
-                        r.outcomes[m].latency_ms,
-                    )
-                })
-                .collect();
-            ModelCard::fit(id, &calls)
-        })
-        .collect();
-    Catalog { models }
-}
-
 /// A copy of `x` with each hashed entry dropped with probability `p` and
 /// the survivors scaled by `1/(1−p)`; dense slots are kept as they are.
 fn drop_ngrams(x: &Features, p: f32, rng: &mut impl rand::Rng) -> Features {
@@ -147,7 +124,7 @@ fn drop_ngrams(x: &Features, p: f32, rng: &mut impl rand::Rng) -> Features {
 /// lines are fitted to the rows' costs (prices are public; no quality is
 /// looked at).
 pub fn initial_policy(ds: &Dataset, rows: &[&Row], cfg: &OfflineConfig, rng: &mut impl rand::Rng) -> Result<DqnPolicy> {
-    let catalog = fit_catalog(ds, rows);
+    let catalog = ds.fit_catalog(rows);
     let scales = Scales {
         cost_usd: catalog.cost_scale(),
         latency_ms: catalog.latency_scale(),

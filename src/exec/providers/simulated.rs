@@ -28,24 +28,13 @@ pub struct Simulated {
 
 impl Simulated {
     pub fn new(dataset: &Dataset, delay: bool) -> Simulated {
+        let rows: Vec<_> = dataset.rows.iter().collect();
         let models = dataset
+            .fit_catalog(&rows)
             .models
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(i, m)| {
-                let calls: Vec<_> = dataset
-                    .rows
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.prompt.chars().count() as f32,
-                            r.outcomes[i].cost_usd,
-                            r.outcomes[i].latency_ms,
-                        )
-                    })
-                    .collect();
-                (m.clone(), (i, ModelCard::fit(m, &calls)))
-            })
+            .map(|(i, card)| (card.id.clone(), (i, card)))
             .collect();
         let prompts = dataset
             .rows
