@@ -41,6 +41,8 @@ pub struct Config {
     pub retry: RetryConfig,
     #[serde(default)]
     pub breaker: BreakerConfig,
+    #[serde(default)]
+    pub variations: VariationsConfig,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
 }
@@ -130,10 +132,15 @@ impl Default for StoreConfig {
 pub struct LearningConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Quality assumed for an answer nobody judged (real providers report
-    /// none); absent means such answers are not learned from.
+    /// Quality assumed for an answer nobody judged nor gave feedback on
+    /// within `feedback_window_ms` (the default reward); absent means such
+    /// answers are not learned from.
     #[serde(default)]
     pub default_quality: Option<f32>,
+    /// How long after an answer feedback (`POST /v1/feedback`) is waited
+    /// for. Later feedback is kept but flagged `late` and not learned from.
+    #[serde(default = "default_feedback_window_ms")]
+    pub feedback_window_ms: u64,
     /// Gradient steps per newly recorded experience: the replay ratio.
     #[serde(default = "default_steps_per_experience")]
     pub steps_per_experience: f32,
@@ -149,6 +156,9 @@ pub struct LearningConfig {
 
 fn yes() -> bool {
     true
+}
+fn default_feedback_window_ms() -> u64 {
+    10 * 60 * 1000
 }
 fn default_steps_per_experience() -> f32 {
     0.5
@@ -168,6 +178,7 @@ impl Default for LearningConfig {
         LearningConfig {
             enabled: true,
             default_quality: None,
+            feedback_window_ms: default_feedback_window_ms(),
             steps_per_experience: default_steps_per_experience(),
             max_steps_per_sec: default_max_steps_per_sec(),
             batch: default_batch(),
@@ -294,6 +305,70 @@ impl Default for BreakerConfig {
             cooldown_ms: default_cooldown_ms(),
         }
     }
+}
+
+/// Running several models for one request and keeping the best answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariationsConfig {
+    /// Variations when a request does not say (1: a single model).
+    #[serde(default = "one")]
+    pub default: usize,
+    /// Most variations a request may ask for.
+    #[serde(default = "default_max_variations")]
+    pub max: usize,
+    /// When the deadline passes, the best answer so far is returned and the
+    /// rest are cancelled.
+    #[serde(default = "default_variation_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Which judge scores the answers.
+    #[serde(default)]
+    pub judge: JudgeKind,
+    /// The model the `llm` judge asks (a configured model id).
+    #[serde(default)]
+    pub judge_model: Option<String>,
+    /// The model that merges the answers when a request asks to combine
+    /// them (a configured model id); absent means combining is refused.
+    #[serde(default)]
+    pub combine_model: Option<String>,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_max_variations() -> usize {
+    5
+}
+fn default_variation_deadline_ms() -> u64 {
+    30_000
+}
+
+impl Default for VariationsConfig {
+    fn default() -> Self {
+        VariationsConfig {
+            default: 1,
+            max: default_max_variations(),
+            deadline_ms: default_variation_deadline_ms(),
+            judge: JudgeKind::default(),
+            judge_model: None,
+            combine_model: None,
+        }
+    }
+}
+
+/// The judges `variations.judge` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JudgeKind {
+    /// Empty, refused, truncated answers and format checks.
+    #[default]
+    Heuristic,
+    /// Majority answer among the variations.
+    Agreement,
+    /// The dataset's recorded quality (simulated providers), else heuristic.
+    Dataset,
+    /// An LLM with a rubric (`judge_model`).
+    Llm,
 }
 
 /// The wire format a provider speaks.
@@ -428,6 +503,20 @@ impl Config {
         }
         if self.retry.attempts_per_model == 0 {
             return Err("retry.attempts_per_model: must be at least 1".into());
+        }
+        let v = &self.variations;
+        if v.default == 0 || v.max == 0 || v.default > v.max || v.deadline_ms == 0 {
+            return Err("variations: need 1 <= default <= max and a positive deadline_ms".into());
+        }
+        for (field, id) in [("judge_model", &v.judge_model), ("combine_model", &v.combine_model)] {
+            if let Some(id) = id {
+                if !ids.contains(id.as_str()) {
+                    return Err(format!("variations.{field}: no model is named {id:?}"));
+                }
+            }
+        }
+        if v.judge == JudgeKind::Llm && v.judge_model.is_none() {
+            return Err("variations.judge_model: required when judge = \"llm\"".into());
         }
         if self.breaker.failure_threshold == 0 {
             return Err("breaker.failure_threshold: must be at least 1".into());

@@ -15,7 +15,9 @@
 //! [`MockConfig::hang_ms`], `slow` sleeps [`MockConfig::slow_ms`], and
 //! `delay<N>` sleeps exactly N ms. Anything else answers after the sampled
 //! latency. The answer is deterministic and reflects the request, so tests
-//! can see what reached the upstream.
+//! can see what reached the upstream, except for a model named with
+//! `score<N>` (e.g. `judge-score8`), which answers exactly `Score: N`, as an
+//! LLM judge would.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -314,14 +316,11 @@ async fn answer(shared: &Shared, req: &Parsed) -> Result<Answer, Failure> {
         ));
     }
 
-    let mut text = format!("mock answer from {model}");
-    if let Some(system) = &req.system {
-        text.push_str(" [system: ");
-        text.extend(system.chars().take(ECHO_CHARS));
-        text.push(']');
-    }
-    text.push_str(": ");
-    text.extend(req.last_user.chars().take(ECHO_CHARS));
+    let mut text = match keyword_number(model, "score") {
+        // An LLM judge's verdict, for testing judges over HTTP.
+        Some(score) => format!("Score: {score}"),
+        None => echo(model, req),
+    };
     let mut completion_tokens = req_tokens(text.chars().count());
     let mut truncated = false;
     if let Some(max) = req.max_tokens {
@@ -340,6 +339,20 @@ async fn answer(shared: &Shared, req: &Parsed) -> Result<Answer, Failure> {
     })
 }
 
+/// The normal answer: the model's name, then the start of the system prompt
+/// and of the last user message.
+fn echo(model: &str, req: &Parsed) -> String {
+    let mut text = format!("mock answer from {model}");
+    if let Some(system) = &req.system {
+        text.push_str(" [system: ");
+        text.extend(system.chars().take(ECHO_CHARS));
+        text.push(']');
+    }
+    text.push_str(": ");
+    text.extend(req.last_user.chars().take(ECHO_CHARS));
+    text
+}
+
 fn req_tokens(chars: usize) -> u64 {
     chars.div_ceil(CHARS_PER_TOKEN) as u64
 }
@@ -355,9 +368,17 @@ fn contains_ci(haystack: &str, needle: &str) -> bool {
 
 /// N from the first `delay<N>` in a model name, when digits follow.
 fn delay_keyword(model: &str) -> Option<u64> {
+    keyword_number(model, "delay")
+}
+
+/// N from the first `<keyword><N>` in a model name (keyword ASCII lowercase,
+/// matched ignoring case), when digits follow it.
+fn keyword_number(model: &str, keyword: &str) -> Option<u64> {
     let bytes = model.as_bytes();
-    let at = bytes.windows(5).position(|w| w.eq_ignore_ascii_case(b"delay"))?;
-    let digits = &model[at + 5..];
+    let at = bytes
+        .windows(keyword.len())
+        .position(|w| w.eq_ignore_ascii_case(keyword.as_bytes()))?;
+    let digits = &model[at + keyword.len()..];
     let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
     digits[..end].parse().ok()
 }
@@ -720,6 +741,15 @@ mod tests {
         assert_eq!(delay_keyword("m-DELAY7-x"), Some(7));
         assert_eq!(delay_keyword("m-delay"), None);
         assert_eq!(delay_keyword("plain"), None);
+    }
+
+    #[test]
+    fn score_keyword_reads_the_digits_after_score() {
+        assert_eq!(keyword_number("judge-score8", "score"), Some(8));
+        assert_eq!(keyword_number("Judge-SCORE10-x", "score"), Some(10));
+        assert_eq!(keyword_number("judge-score", "score"), None);
+        assert_eq!(keyword_number("judge", "score"), None);
+        assert_eq!(keyword_number("score3-delay50", "delay"), Some(50));
     }
 
     #[test]

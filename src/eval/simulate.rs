@@ -20,7 +20,7 @@ use crate::policy::explore::distribution;
 use crate::policy::{DqnPolicy, Exploration, OperatingPoint};
 use crate::store::{DecisionRecord, Experience, Outcome, Sampling, SledStore};
 use crate::train::offline::{featurize_rows, initial_policy, OfflineConfig};
-use crate::train::online::learn_from;
+use crate::train::online::{learn_from, Labels};
 use crate::train::{Learner, LearnerConfig};
 use crate::{Error, Result};
 
@@ -243,7 +243,11 @@ impl BanditPolicy for DqnBandit {
                 time_ms: self.steps,
             })
             .collect();
-        let newest = Experience { decision, outcomes };
+        let newest = Experience {
+            decision,
+            outcomes,
+            feedback: None,
+        };
         let logged = self
             .store
             .append_decisions(std::slice::from_ref(&newest.decision))
@@ -269,7 +273,7 @@ impl BanditPolicy for DqnBandit {
                 )
                 .unwrap_or_default();
             batch.push(newest.clone());
-            if learn_from(&mut self.learner, &batch, None).is_some() {
+            if learn_from(&mut self.learner, &batch, &Labels::default()).is_some() {
                 self.steps += 1;
                 if self.steps.is_multiple_of(self.publish_every.max(1)) {
                     self.snapshot = self.learner.snapshot(self.snapshot.version + 1);

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::errors::{ApiError, ApiJson};
 use super::gateway::{Attempt, Gateway, Preference, RouteRequest, Timings};
 use super::metrics::{Received, UpstreamTime};
+use super::variations::Variation;
 use crate::exec::providers::{ChatMessage, ChatRequest};
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +33,13 @@ pub struct ExecuteRequest {
     pub temperature: Option<f32>,
     #[serde(default)]
     pub preference: PreferenceBody,
+    /// Models to run in parallel, the judged best answering (the config's
+    /// `variations.default` when absent).
+    #[serde(default)]
+    pub variations: Option<usize>,
+    /// Merge the variations' answers with the configured combine model.
+    #[serde(default)]
+    pub combine: bool,
 }
 
 /// The operating point and limits of one request.
@@ -83,6 +91,15 @@ pub struct ExecuteResponse {
     pub timings: Timings,
     /// Every model tried, in order; more than one means fallback happened.
     pub attempts: Vec<Attempt>,
+    /// With variations: each model run, its judged score, cost and latency.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub variations: Vec<Variation>,
+    /// The judge that chose among variations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<&'static str>,
+    /// The model that merged the variations' answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub combined_by: Option<String>,
 }
 
 pub async fn execute(
@@ -113,6 +130,8 @@ pub async fn execute(
                 persona: body.persona,
                 preference: body.preference.into(),
                 pinned: None,
+                variations: body.variations,
+                combine: body.combine,
             },
             Received::instant(received),
         )
@@ -133,6 +152,9 @@ pub async fn execute(
         },
         timings: routed.timings,
         attempts: routed.attempts,
+        variations: routed.variations,
+        judge: routed.judge,
+        combined_by: routed.combined_by,
     })
     .into_response();
     resp.extensions_mut().insert(upstream);

@@ -26,16 +26,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
+use super::variations::Variation;
 use crate::catalog::ModelCard;
-use crate::config::{Config, ModelConfig, ProviderConfig, ProviderKind, EMBEDDED_DATASET};
+use crate::config::{Config, JudgeKind, ModelConfig, ProviderConfig, ProviderKind, EMBEDDED_DATASET};
 use crate::dataset::Dataset;
+use crate::exec::judge::{Judge, LlmJudge};
 use crate::exec::providers::{self, Anthropic, ChatRequest, Completion, Gemini, OpenAiCompat, Provider, Simulated};
-use crate::exec::resilience::{call_with_retries, BreakerState, CircuitBreaker};
-use crate::features::{Featurizer, RequestContext};
+use crate::exec::resilience::{call_with_retries, Attempted, BreakerState, CircuitBreaker};
+use crate::features::{Features, Featurizer, RequestContext};
 use crate::policy::{checkpoint, DqnPolicy, Explorer, OperatingPoint};
-use crate::store::{DecisionRecord, GroupWriter, Outcome, SledStore};
+use crate::store::{Answered, DecisionRecord, GroupWriter, Outcome, SledStore};
 use crate::train::learner::{Learner, LearnerConfig};
-use crate::train::online::{OnlineConfig, OnlineTrainer};
+use crate::train::online::{Labels, OnlineConfig, OnlineTrainer};
 use crate::{Error, Result};
 
 /// The bundled dataset behind [`EMBEDDED_DATASET`].
@@ -73,6 +75,11 @@ pub struct RouteRequest {
     /// Skip the policy and call this model (a concrete model id on the
     /// OpenAI endpoint). Still logged, with propensity 1; no fallback.
     pub pinned: Option<String>,
+    /// Models to run in parallel (`variations.default` when `None`).
+    pub variations: Option<usize>,
+    /// Merge the variations' answers with `variations.combine_model`
+    /// instead of returning the judged best.
+    pub combine: bool,
 }
 
 /// One model tried for a request.
@@ -110,9 +117,46 @@ pub struct Routed {
     pub propensity: f32,
     pub cost_weight: f32,
     pub attempts: Vec<Attempt>,
+    /// Every variation run (empty for a single-model request).
+    pub variations: Vec<Variation>,
+    /// The judge that picked among variations.
+    pub judge: Option<&'static str>,
+    /// The model that merged the variations' answers, when asked to.
+    pub combined_by: Option<String>,
     pub timings: Timings,
     /// Time spent waiting on upstreams, retries' backoff included.
     pub upstream: Duration,
+}
+
+impl Timings {
+    /// Timings of a request that arrived at `received` and waited `upstream`.
+    pub fn new(received: Instant, upstream: Duration, decision_us: f64) -> Timings {
+        let total = received.elapsed();
+        Timings {
+            total_ms: total.as_secs_f64() * 1e3,
+            upstream_ms: upstream.as_secs_f64() * 1e3,
+            overhead_ms: total.saturating_sub(upstream).as_secs_f64() * 1e3,
+            decision_us,
+        }
+    }
+}
+
+/// What [`Gateway::prepare`] decided, before any model is called.
+pub(super) struct Prepared {
+    pub request_id: String,
+    pub received: Instant,
+    pub policy: Arc<DqnPolicy>,
+    pub features: Features,
+    /// Indices into [`Gateway::models`].
+    pub candidates: Vec<usize>,
+    /// Policy score of each candidate.
+    pub scores: Vec<f32>,
+    /// Position in `candidates` the explorer drew.
+    pub chosen: usize,
+    pub propensities: Vec<f32>,
+    pub cost_weight: f32,
+    pub latency_weight: f32,
+    pub decision_us: f64,
 }
 
 /// Everything a request needs, shared by all handlers.
@@ -123,8 +167,10 @@ pub struct Gateway {
     featurizer: Featurizer,
     policy: Arc<ArcSwap<DqnPolicy>>,
     explorer: Explorer,
+    /// Scores the answers of variations.
+    pub(super) judge: Judge,
     /// Declared before `trainer` and `store` so it drains first on drop.
-    writer: GroupWriter,
+    pub(super) writer: GroupWriter,
     trainer: Option<Arc<OnlineTrainer>>,
     pub store: Arc<SledStore>,
     pub started: Instant,
@@ -189,6 +235,25 @@ impl Gateway {
         let store = Arc::new(SledStore::open(&config.store.path)?);
         let featurizer = Featurizer::new(policy.spec.clone())?;
         let explorer = Explorer::new(config.policy.exploration, config.policy.floor, config.policy.budget);
+        let judge = match config.variations.judge {
+            JudgeKind::Heuristic => Judge::Heuristic,
+            JudgeKind::Agreement => Judge::Agreement,
+            JudgeKind::Dataset => Judge::Dataset,
+            JudgeKind::Llm => {
+                let id = config.variations.judge_model.as_deref().unwrap_or_default();
+                let m = models
+                    .iter()
+                    .find(|m| m.config.id == id)
+                    .expect("config checks judge_model names a model");
+                Judge::Llm(LlmJudge {
+                    provider: m.provider.clone(),
+                    upstream: m.config.upstream().to_string(),
+                    input_per_mtok: m.config.input_per_mtok,
+                    output_per_mtok: m.config.output_per_mtok,
+                    timeout: config.limits.attempt_timeout(),
+                })
+            }
+        };
 
         let (policy, trainer) = if config.learning.enabled {
             let l = &config.learning;
@@ -199,7 +264,10 @@ impl Gateway {
                 OnlineConfig {
                     batch: l.batch,
                     publish_every: l.publish_every,
-                    default_quality: l.default_quality,
+                    labels: Labels {
+                        default_quality: l.default_quality,
+                        feedback_window_ms: l.feedback_window_ms,
+                    },
                     steps_per_experience: Some(l.steps_per_experience),
                     max_steps_per_sec: Some(l.max_steps_per_sec),
                     ..OnlineConfig::default()
@@ -225,6 +293,7 @@ impl Gateway {
             featurizer,
             policy,
             explorer,
+            judge,
             writer,
             trainer,
             store,
@@ -261,8 +330,32 @@ impl Gateway {
     /// `received` is when the request arrived, so timings include reading
     /// and parsing it.
     pub async fn route(&self, req: RouteRequest, received: Instant) -> Result<Routed> {
-        let t0 = received;
-        let request_id = new_request_id();
+        let k = req.variations.unwrap_or(self.config.variations.default);
+        if k == 0 || k > self.config.variations.max {
+            return Err(Error::InvalidInput(format!(
+                "variations: must lie in 1..={}, got {k}",
+                self.config.variations.max
+            )));
+        }
+        if req.combine && k < 2 {
+            return Err(Error::InvalidInput("combine: needs at least 2 variations".into()));
+        }
+        if req.combine && self.config.variations.combine_model.is_none() {
+            return Err(Error::InvalidInput(
+                "combine: no variations.combine_model is configured on this gateway".into(),
+            ));
+        }
+        let prep = self.prepare(&req, received)?;
+        if k > 1 && req.pinned.is_none() && prep.candidates.len() > 1 {
+            self.run_variations(req, prep, k).await
+        } else {
+            self.run_single(req, prep).await
+        }
+    }
+
+    /// Candidates, features, scores and the policy's draw: everything
+    /// before a model is called.
+    fn prepare(&self, req: &RouteRequest, received: Instant) -> Result<Prepared> {
         let prompt = feature_text(&req.chat);
         if prompt.trim().is_empty() {
             return Err(Error::InvalidInput("the prompt is empty".into()));
@@ -277,7 +370,7 @@ impl Gateway {
                 )));
             }
         }
-        let candidates = self.candidates(&req, prompt.chars().count() as f32)?;
+        let candidates = self.candidates(req, prompt.chars().count() as f32)?;
 
         let policy = self.policy.load_full();
         let features = self.featurizer.featurize(&RequestContext {
@@ -301,6 +394,56 @@ impl Gateway {
                 .ok_or_else(|| Error::Unavailable("no candidate model".into()))?;
             (c.chosen, c.propensities)
         };
+        Ok(Prepared {
+            request_id: new_request_id(),
+            received,
+            policy,
+            features,
+            candidates,
+            scores,
+            chosen,
+            propensities,
+            cost_weight,
+            latency_weight,
+            decision_us: received.elapsed().as_secs_f64() * 1e6,
+        })
+    }
+
+    /// The decision record of `prep` with `chosen` models.
+    pub(super) fn record(&self, prep: &Prepared, req: &RouteRequest, chosen: Vec<String>) -> DecisionRecord {
+        DecisionRecord {
+            request_id: prep.request_id.clone(),
+            time_ms: unix_ms(),
+            features: prep.features.clone(),
+            candidates: prep
+                .candidates
+                .iter()
+                .map(|&i| self.models[i].config.id.clone())
+                .collect(),
+            propensities: prep.propensities.clone(),
+            chosen,
+            policy_version: prep.policy.version,
+            cost_weight: prep.cost_weight,
+            latency_weight: prep.latency_weight,
+            task: req.task_type.clone(),
+        }
+    }
+
+    /// One model, with fallback to the next-best by score when it fails.
+    async fn run_single(&self, req: RouteRequest, prep: Prepared) -> Result<Routed> {
+        let Prepared {
+            ref request_id,
+            received: t0,
+            ref policy,
+            ref features,
+            ref candidates,
+            ref scores,
+            chosen,
+            ref propensities,
+            cost_weight,
+            latency_weight,
+            decision_us,
+        } = prep;
         // The chosen model first, then the rest by score: the fallback order.
         let mut order: Vec<usize> = (0..candidates.len()).filter(|&k| k != chosen).collect();
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
@@ -310,7 +453,6 @@ impl Gateway {
         } else {
             1 + self.config.retry.max_fallbacks
         });
-        let decision_us = t0.elapsed().as_secs_f64() * 1e6;
 
         let deadline = tokio::time::Instant::now() + self.config.limits.request_timeout();
         let mut attempts = Vec::new();
@@ -321,7 +463,7 @@ impl Gateway {
             let id = &model.config.id;
             let (decision_id, record_candidates, record_props) = if n == 0 {
                 let names = candidates.iter().map(|&i| self.models[i].config.id.clone()).collect();
-                (request_id.clone(), names, propensities.clone())
+                (request_id.clone(), names, propensities.to_vec())
             } else {
                 metrics::counter!("qroute_fallbacks_total").increment(1);
                 let rest: Vec<String> = order[n..]
@@ -375,41 +517,26 @@ impl Gateway {
                 call.await
             };
             upstream += attempted.upstream_time;
-            let latency_ms = attempted.upstream_time.as_secs_f64() * 1e3;
-            metrics::histogram!("qroute_upstream_duration_seconds", "model" => id.clone())
-                .record(attempted.upstream_time.as_secs_f64());
-            if attempted.calls > 1 {
-                metrics::counter!("qroute_retries_total", "model" => id.clone()).increment(attempted.calls as u64 - 1);
-            }
-            let mut outcome = Outcome {
-                request_id: decision_id,
+            let outcome = self.settle(model, &decision_id, &attempted);
+            let attempt = Attempt {
                 model: id.clone(),
-                quality: None,
-                cost_usd: 0.0,
-                latency_ms,
-                error: None,
-                time_ms: unix_ms(),
+                calls: attempted.calls,
+                latency_ms: outcome.latency_ms,
+                error: outcome.error.clone(),
             };
+            let cost = outcome.cost_usd;
+            self.writer.outcome_later(outcome);
+            attempts.push(attempt);
             match attempted.result {
                 Ok(completion) => {
-                    model.breaker.on_success();
-                    let cost = completion
-                        .known_cost_usd
-                        .unwrap_or_else(|| model.config.price(completion.input_tokens, completion.output_tokens));
-                    outcome.quality = completion.known_quality.map(|q| q.clamp(0.0, 1.0));
-                    outcome.cost_usd = cost;
-                    self.writer.outcome_later(outcome);
-                    metrics::gauge!("qroute_cost_usd_total", "model" => id.clone()).increment(cost);
-                    attempts.push(Attempt {
+                    self.writer.answered_later(Answered {
+                        request_id: request_id.clone(),
+                        decision_id,
                         model: id.clone(),
-                        calls: attempted.calls,
-                        latency_ms,
-                        error: None,
+                        time_ms: unix_ms(),
                     });
-                    let total = t0.elapsed();
-                    let overhead = total.saturating_sub(upstream);
                     return Ok(Routed {
-                        request_id,
+                        request_id: request_id.clone(),
                         model: id.clone(),
                         completion,
                         cost_usd: cost,
@@ -417,29 +544,14 @@ impl Gateway {
                         propensity: propensities[chosen],
                         cost_weight,
                         attempts,
+                        variations: Vec::new(),
+                        judge: None,
+                        combined_by: None,
                         upstream,
-                        timings: Timings {
-                            total_ms: total.as_secs_f64() * 1e3,
-                            upstream_ms: upstream.as_secs_f64() * 1e3,
-                            overhead_ms: overhead.as_secs_f64() * 1e3,
-                            decision_us,
-                        },
+                        timings: Timings::new(t0, upstream, decision_us),
                     });
                 }
                 Err(e) => {
-                    if model.breaker.on_failure(Instant::now()) {
-                        tracing::warn!(model = %id, "circuit breaker opened");
-                        metrics::counter!("qroute_breaker_opened_total", "model" => id.clone()).increment(1);
-                    }
-                    metrics::counter!("qroute_upstream_errors_total", "model" => id.clone()).increment(1);
-                    outcome.error = Some(e.message.clone());
-                    self.writer.outcome_later(outcome);
-                    attempts.push(Attempt {
-                        model: id.clone(),
-                        calls: attempted.calls,
-                        latency_ms,
-                        error: Some(e.message.clone()),
-                    });
                     let timed_out = tokio::time::Instant::now() >= deadline;
                     last_error = Some(e);
                     if timed_out {
@@ -462,6 +574,48 @@ impl Gateway {
                 "request {request_id}: every candidate's circuit breaker is open"
             )),
         })
+    }
+
+    /// Books one model's result: its breaker, metrics, and the outcome to
+    /// record (quality as the provider knows it, priced cost, latency or
+    /// the error).
+    pub(super) fn settle(&self, model: &ServedModel, decision_id: &str, attempted: &Attempted) -> Outcome {
+        let id = &model.config.id;
+        let latency_ms = attempted.upstream_time.as_secs_f64() * 1e3;
+        metrics::histogram!("qroute_upstream_duration_seconds", "model" => id.clone())
+            .record(attempted.upstream_time.as_secs_f64());
+        if attempted.calls > 1 {
+            metrics::counter!("qroute_retries_total", "model" => id.clone()).increment(attempted.calls as u64 - 1);
+        }
+        let mut outcome = Outcome {
+            request_id: decision_id.to_string(),
+            model: id.clone(),
+            quality: None,
+            cost_usd: 0.0,
+            latency_ms,
+            error: None,
+            time_ms: unix_ms(),
+        };
+        match &attempted.result {
+            Ok(c) => {
+                model.breaker.on_success();
+                let cost = c
+                    .known_cost_usd
+                    .unwrap_or_else(|| model.config.price(c.input_tokens, c.output_tokens));
+                outcome.quality = c.known_quality.map(|q| q.clamp(0.0, 1.0));
+                outcome.cost_usd = cost;
+                metrics::gauge!("qroute_cost_usd_total", "model" => id.clone()).increment(cost);
+            }
+            Err(e) => {
+                if model.breaker.on_failure(Instant::now()) {
+                    tracing::warn!(model = %id, "circuit breaker opened");
+                    metrics::counter!("qroute_breaker_opened_total", "model" => id.clone()).increment(1);
+                }
+                metrics::counter!("qroute_upstream_errors_total", "model" => id.clone()).increment(1);
+                outcome.error = Some(e.message.clone());
+            }
+        }
+        outcome
     }
 
     /// Indices of the models this request may go to. Unknown model ids are
@@ -554,7 +708,7 @@ fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-fn unix_ms() -> u64 {
+pub(super) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

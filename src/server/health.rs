@@ -52,6 +52,14 @@ pub async fn capabilities(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     Json(json!({
         "models": models,
         "strategies": ["learned"],
+        "variations": {
+            "default": gw.config.variations.default,
+            "max": gw.config.variations.max,
+            "deadline_ms": gw.config.variations.deadline_ms,
+            "judge": gw.judge.name(),
+            "combine_model": gw.config.variations.combine_model,
+        },
+        "feedback_window_ms": gw.config.learning.feedback_window_ms,
         "exploration": gw.config.policy.exploration,
         "policy": {
             "version": policy.version,
@@ -60,6 +68,6 @@ pub async fn capabilities(State(gw): State<Arc<Gateway>>) -> Json<Value> {
         },
         "features": {"dim": policy.spec.dim, "spec": policy.spec},
         "learning": {"enabled": gw.config.learning.enabled, "steps": gw.trainer_steps()},
-        "endpoints": ["/v1/execute", "/v1/chat/completions", "/v1/health", "/v1/capabilities", "/metrics", "/openapi.json"],
+        "endpoints": ["/v1/execute", "/v1/chat/completions", "/v1/feedback", "/v1/health", "/v1/capabilities", "/metrics", "/openapi.json"],
     }))
 }

@@ -57,6 +57,7 @@ pub async fn render(State(gw): State<Arc<Gateway>>) -> Response {
 const ENDPOINTS: &[&str] = &[
     "/v1/execute",
     "/v1/chat/completions",
+    "/v1/feedback",
     "/v1/health",
     "/v1/capabilities",
     "/metrics",

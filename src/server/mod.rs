@@ -3,10 +3,12 @@
 
 pub mod errors;
 pub mod execute;
+pub mod feedback;
 pub mod gateway;
 pub mod health;
 pub mod metrics;
 pub mod openai;
+pub mod variations;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +35,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/v1/execute", post(execute::execute))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/feedback", post(feedback::feedback))
         .route("/v1/health", get(health::health))
         .route("/v1/capabilities", get(health::capabilities))
         .route("/metrics", get(metrics::render))

@@ -4,7 +4,7 @@
 //!
 //! qroute's own knobs ride along as extra body fields (the OpenAI SDKs'
 //! `extra_body`): `cost_weight`, `latency_weight`, `max_cost_usd`, `models`,
-//! `task_type`, `persona`. Other OpenAI fields qroute does not use (`n`,
+//! `task_type`, `persona`, `variations`, `combine`. Other OpenAI fields qroute does not use (`n`,
 //! `stop`, `tools`, …) are accepted and ignored.
 //!
 //! Streaming (`stream: true`) answers as server-sent events in OpenAI's
@@ -59,6 +59,10 @@ pub struct ChatCompletionRequest {
     pub task_type: Option<String>,
     #[serde(default)]
     pub persona: Option<String>,
+    #[serde(default)]
+    pub variations: Option<usize>,
+    #[serde(default)]
+    pub combine: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +167,8 @@ pub async fn chat_completions(
                     models: body.models,
                 },
                 pinned,
+                variations: body.variations,
+                combine: body.combine,
             },
             Received::instant(received),
         )
@@ -191,6 +197,9 @@ fn qroute_fields(r: &Routed) -> Value {
         "cost_usd": r.cost_usd,
         "timings": r.timings,
         "attempts": r.attempts,
+        "variations": r.variations,
+        "judge": r.judge,
+        "combined_by": r.combined_by,
     })
 }
 

@@ -22,6 +22,10 @@
 //!   ids may not contain NUL);
 //! - sled tree `rewarded`: sequence number → () for each decision with at
 //!   least one outcome.
+//! - sled tree `answers`: request id → JSON [`Answered`]: which decision and
+//!   model answered the caller (written with the outcomes).
+//! - sled tree `feedback`: request id → JSON [`FeedbackRecord`]; joined to
+//!   the experience of the decision that answered.
 //!
 //! On open the `index` tree is loaded into memory (about 40 bytes per
 //! decision): the end offset of every decision, and request-id hash →
@@ -93,6 +97,6 @@ pub mod record;
 pub mod sled_store;
 pub mod writer;
 
-pub use record::{DecisionRecord, Experience, Outcome};
+pub use record::{Answered, DecisionRecord, Experience, Feedback, FeedbackRecord, Outcome};
 pub use sled_store::{Sampling, SledStore};
 pub use writer::GroupWriter;

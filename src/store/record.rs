@@ -45,12 +45,54 @@ pub struct Outcome {
     pub time_ms: u64,
 }
 
+/// Which answer a caller got for a request id: the decision record that
+/// produced it (the request's own, or a fallback's) and the model. Delayed
+/// feedback on the request id is joined to this answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answered {
+    pub request_id: String,
+    /// The decision record whose outcome the answer is (`request_id`, or
+    /// `{request_id}/fallback-n`).
+    pub decision_id: String,
+    pub model: String,
+    /// Unix time in milliseconds when the answer was returned.
+    pub time_ms: u64,
+}
+
+/// Feedback a caller sent on an answer, after the fact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feedback {
+    /// In `[0, 1]`: what the trainer learns as the answer's quality.
+    pub quality: f32,
+    /// `quality`, `thumbs` or `metric:<name>`.
+    pub kind: String,
+    /// The value as sent (1/0 for thumbs up/down, the metric's value).
+    pub value: f64,
+    /// Unix time in milliseconds when it arrived.
+    pub time_ms: u64,
+}
+
+/// Feedback as stored: joined to its answer, and flagged when it came after
+/// the wait window (kept for analysis, not learned from: by then the
+/// default reward applied).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackRecord {
+    pub feedback: Feedback,
+    pub answered: Answered,
+    pub late: bool,
+    /// How many times feedback was sent for this request (a repeat replaces
+    /// the earlier value).
+    pub revisions: u32,
+}
+
 /// A decision with every outcome recorded for it so far (0..k of them),
-/// outcomes ordered by model name.
+/// outcomes ordered by model name, and the feedback on it if any.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Experience {
     pub decision: DecisionRecord,
     pub outcomes: Vec<Outcome>,
+    #[serde(default)]
+    pub feedback: Option<FeedbackRecord>,
 }
 
 /// Checks a request id can be used as a store key: non-empty and free of NUL

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 use super::codec;
 use super::data_file::DataFile;
-use super::record::{validate_request_id, DecisionRecord, Experience, Outcome};
+use super::record::{validate_request_id, Answered, DecisionRecord, Experience, Feedback, FeedbackRecord, Outcome};
 
 /// The key in sled's default tree that records the store format.
 const FORMAT_KEY: &[u8] = b"qroute.store.format";
@@ -51,6 +51,11 @@ pub struct SledStore {
     outcomes: Tree,
     /// seq (u64 BE) → () for every decision that has at least one outcome.
     rewarded: Tree,
+    /// request_id → JSON [`Answered`].
+    answers: Tree,
+    /// decision id → JSON [`FeedbackRecord`] (keyed by the decision that
+    /// answered, so joining it to an experience is one lookup).
+    feedback: Tree,
     /// The encoded decisions, back to back in sequence order.
     data: DataFile,
     /// Serialises appends.
@@ -212,6 +217,8 @@ impl SledStore {
         let index_tree = db.open_tree("index")?;
         let outcomes = db.open_tree("outcomes")?;
         let rewarded = db.open_tree("rewarded")?;
+        let answers = db.open_tree("answers")?;
+        let feedback = db.open_tree("feedback")?;
 
         let mut index = Index::default();
         let mut collisions = Vec::new();
@@ -257,6 +264,8 @@ impl SledStore {
             index_tree,
             outcomes,
             rewarded,
+            answers,
+            feedback,
             data,
             writer: Mutex::new(Writer::default()),
             index: RwLock::new(index),
@@ -507,7 +516,95 @@ impl SledStore {
             let (_, v) = kv?;
             outcomes.push(codec::decode_outcome(&v)?);
         }
-        Ok(Experience { decision, outcomes })
+        let feedback = match self.feedback.get(decision.request_id.as_bytes())? {
+            Some(v) => Some(json_decode::<FeedbackRecord>(&v, "feedback")?),
+            None => None,
+        };
+        Ok(Experience {
+            decision,
+            outcomes,
+            feedback,
+        })
+    }
+
+    /// Records which decision and model answered each request, so feedback
+    /// sent later on the request id finds its answer. Not flushed: durable
+    /// with the next flush of any call (sled also flushes every 500 ms).
+    /// Losing one in a crash only means feedback on that request is refused.
+    pub fn record_answers(&self, answers: &[Answered]) -> Result<()> {
+        if answers.is_empty() {
+            return Ok(());
+        }
+        let mut b = Batch::default();
+        for a in answers {
+            validate_request_id(&a.request_id)?;
+            b.insert(a.request_id.as_bytes(), json_encode(a));
+        }
+        self.answers.apply_batch(b)?;
+        Ok(())
+    }
+
+    /// The answer recorded for a request id.
+    pub fn answered(&self, request_id: &str) -> Result<Option<Answered>> {
+        match self.answers.get(request_id.as_bytes())? {
+            Some(v) => json_decode(&v, "answer").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Joins feedback to the answer of `request_id`. Durable on return.
+    ///
+    /// - An id with no recorded answer is `Error::NotFound` (unknown, or no
+    ///   model answered it).
+    /// - A repeat replaces the earlier feedback (its `revisions` count goes
+    ///   up); the earlier record is returned.
+    /// - Feedback that arrives more than `window_ms` after the answer is
+    ///   kept with `late: true` and does not change the outcome.
+    /// - Feedback in time sets the answering outcome's quality, so the
+    ///   trainer learns it instead of the judged or default quality.
+    pub fn record_feedback(
+        &self,
+        request_id: &str,
+        feedback: Feedback,
+        window_ms: u64,
+    ) -> Result<(FeedbackRecord, Option<FeedbackRecord>)> {
+        if !(0.0..=1.0).contains(&feedback.quality) {
+            return Err(Error::InvalidInput(format!(
+                "feedback quality {} must lie in [0, 1]",
+                feedback.quality
+            )));
+        }
+        let answered = self.answered(request_id)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "request_id {request_id:?}: no answered request with that id (unknown, or every model failed)"
+            ))
+        })?;
+        let key = answered.decision_id.clone();
+        let previous = match self.feedback.get(key.as_bytes())? {
+            Some(v) => Some(json_decode::<FeedbackRecord>(&v, "feedback")?),
+            None => None,
+        };
+        let late = feedback.time_ms.saturating_sub(answered.time_ms) > window_ms;
+        let record = FeedbackRecord {
+            revisions: previous.as_ref().map_or(1, |p| p.revisions + 1),
+            feedback,
+            answered,
+            late,
+        };
+        if !late {
+            let current = self
+                .outcomes
+                .get(outcome_key(&record.answered.decision_id, &record.answered.model))?
+                .map(|v| codec::decode_outcome(&v))
+                .transpose()?;
+            if let Some(mut o) = current {
+                o.quality = Some(record.feedback.quality);
+                self.record_outcomes(std::slice::from_ref(&o))?;
+            }
+        }
+        self.feedback.insert(key.as_bytes(), json_encode(&record))?;
+        self.db.flush()?;
+        Ok((record, previous))
     }
 
     /// Number of decisions.
@@ -563,6 +660,14 @@ impl SledStore {
         self.db.flush()?;
         Ok(())
     }
+}
+
+fn json_encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialise")
+}
+
+fn json_decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Store(format!("corrupt {what} record: {e}")))
 }
 
 /// A position in `0..len` (len > 0) drawn as `how` says; the newest is `len - 1`.

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use super::{DecisionRecord, Outcome, SledStore};
+use super::{Answered, DecisionRecord, Outcome, SledStore};
 use crate::{Error, Result};
 
 /// Most records in one group commit.
@@ -27,6 +27,7 @@ type Reply = Option<oneshot::Sender<std::result::Result<(), String>>>;
 enum Job {
     Decision(DecisionRecord, Reply),
     Outcome(Outcome, Reply),
+    Answered(Answered),
 }
 
 /// Handle to the writer thread. Dropping it drains the queue and joins the
@@ -69,6 +70,15 @@ impl GroupWriter {
     pub fn decision_later(&self, record: DecisionRecord) {
         if !self.send(Job::Decision(record, None)) {
             tracing::error!("the store writer has stopped; a decision was dropped");
+        }
+    }
+
+    /// Queues which decision and model answered a request; written after
+    /// the outcomes of its group, so feedback never finds an answer whose
+    /// outcome is missing.
+    pub fn answered_later(&self, answered: Answered) {
+        if !self.send(Job::Answered(answered)) {
+            tracing::error!("the store writer has stopped; an answer record was dropped");
         }
     }
 
@@ -125,6 +135,7 @@ fn run(store: &SledStore, rx: mpsc::Receiver<Job>, on_commit: impl Fn(usize)) {
         let mut decision_replies = Vec::new();
         let mut outcomes = Vec::new();
         let mut outcome_replies = Vec::new();
+        let mut answers = Vec::new();
         let mut job = Some(first);
         let mut n = 0;
         while let Some(j) = job.take() {
@@ -137,6 +148,7 @@ fn run(store: &SledStore, rx: mpsc::Receiver<Job>, on_commit: impl Fn(usize)) {
                     outcomes.push(o);
                     outcome_replies.push(r);
                 }
+                Job::Answered(a) => answers.push(a),
             }
             n += 1;
             if n < MAX_GROUP {
@@ -163,9 +175,17 @@ fn run(store: &SledStore, rx: mpsc::Receiver<Job>, on_commit: impl Fn(usize)) {
         }
         reply(decision_replies, &appended);
 
-        if outcomes.is_empty() {
-            continue;
+        if !outcomes.is_empty() {
+            record_outcomes(store, outcomes, outcome_replies, &on_commit);
         }
+        if let Err(e) = store.record_answers(&answers) {
+            tracing::error!(error = %e, records = answers.len(), "answer records not written");
+        }
+    }
+}
+
+fn record_outcomes(store: &SledStore, outcomes: Vec<Outcome>, outcome_replies: Vec<Reply>, on_commit: &impl Fn(usize)) {
+    {
         match store.record_outcomes(&outcomes) {
             Ok(()) => {
                 reply(outcome_replies, &Ok(()));

@@ -27,9 +27,8 @@ pub struct OnlineConfig {
     pub sampling: Sampling,
     /// Steps between published versions.
     pub publish_every: u64,
-    /// Quality assumed for an outcome that was never judged nor fed back
-    /// (the default reward); `None` leaves such outcomes out.
-    pub default_quality: Option<f32>,
+    /// What quality an unjudged outcome is learned with, and when.
+    pub labels: Labels,
     /// How long to wait for new data when the store has none to learn from.
     pub idle_wait: Duration,
     /// Replay ratio: at most this many steps per decision stored since the
@@ -47,7 +46,7 @@ impl Default for OnlineConfig {
             batch: 64,
             sampling: Sampling::Recent { half_life: 5_000 },
             publish_every: 25,
-            default_quality: None,
+            labels: Labels::default(),
             idle_wait: Duration::from_millis(50),
             steps_per_experience: None,
             max_steps_per_sec: None,
@@ -55,14 +54,55 @@ impl Default for OnlineConfig {
     }
 }
 
+/// The quality label of an outcome nobody judged (a real provider's answer
+/// with no judge and no feedback yet).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Labels {
+    /// Learned once the feedback window has passed with no feedback: the
+    /// default reward. `None` never learns such outcomes.
+    pub default_quality: Option<f32>,
+    /// How long to wait for feedback before the default applies, in ms.
+    /// Until then such an outcome is not learned from.
+    pub feedback_window_ms: u64,
+}
+
+impl Labels {
+    /// The quality to learn for `o` at `now_ms`, if any: the recorded one
+    /// (judged, or set by feedback), 0 for a failed call, the default once
+    /// the window has passed, else none yet.
+    pub fn quality(&self, o: &crate::store::Outcome, now_ms: u64) -> Option<f32> {
+        if o.quality.is_some() {
+            return o.quality;
+        }
+        if o.error.is_some() {
+            return Some(0.0);
+        }
+        let waited = now_ms.saturating_sub(o.time_ms);
+        self.default_quality.filter(|_| waited >= self.feedback_window_ms)
+    }
+}
+
+/// Unix time now, in milliseconds.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Turns experiences into one training batch and takes a step. Outcomes of
 /// models missing from the policy's catalog, features of another spec, and
-/// unjudged outcomes without a default quality are skipped. A failed call
-/// delivered nothing: quality 0. Returns `None` when nothing was usable.
-pub fn learn_from(
+/// outcomes [`Labels::quality`] has no label for yet are skipped. A failed
+/// call delivered nothing: quality 0. Returns `None` when nothing was usable.
+pub fn learn_from(learner: &mut Learner, experiences: &[Experience], labels: &Labels) -> Option<StepStats> {
+    learn_from_at(learner, experiences, labels, now_ms())
+}
+
+/// [`learn_from`] at a given time (tests pass their own clock).
+pub fn learn_from_at(
     learner: &mut Learner,
     experiences: &[Experience],
-    default_quality: Option<f32>,
+    labels: &Labels,
+    now_ms: u64,
 ) -> Option<StepStats> {
     let dim = learner.policy().spec.dim;
     let mut batch = Batch::default();
@@ -74,7 +114,7 @@ pub fn learn_from(
         let ctx = batch.contexts.len();
         let mut used = false;
         for o in &exp.outcomes {
-            let quality = o.quality.or(o.error.as_ref().map(|_| 0.0)).or(default_quality);
+            let quality = labels.quality(o, now_ms);
             let Some(card) = learner.policy().catalog.get(&o.model) else {
                 continue;
             };
@@ -222,7 +262,7 @@ fn run(
                 Vec::new()
             }
         };
-        let Some(step) = learn_from(&mut learner, &exps, cfg.default_quality) else {
+        let Some(step) = learn_from(&mut learner, &exps, &cfg.labels) else {
             std::thread::park_timeout(cfg.idle_wait);
             continue;
         };
@@ -244,4 +284,42 @@ fn run(
         stats.published.fetch_add(1, Ordering::Relaxed);
     }
     learner
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Outcome;
+
+    fn outcome(quality: Option<f32>, error: Option<&str>, time_ms: u64) -> Outcome {
+        Outcome {
+            request_id: "r".into(),
+            model: "m".into(),
+            quality,
+            cost_usd: 0.01,
+            latency_ms: 100.0,
+            error: error.map(String::from),
+            time_ms,
+        }
+    }
+
+    #[test]
+    fn the_default_reward_applies_only_after_the_window() {
+        let labels = Labels {
+            default_quality: Some(0.6),
+            feedback_window_ms: 1_000,
+        };
+        let unjudged = outcome(None, None, 10_000);
+        assert_eq!(labels.quality(&unjudged, 10_500), None, "still waiting for feedback");
+        assert_eq!(labels.quality(&unjudged, 11_000), Some(0.6), "the window has passed");
+        // Judged or fed-back quality wins at any time; a failure is 0.
+        assert_eq!(labels.quality(&outcome(Some(0.9), None, 10_000), 10_001), Some(0.9));
+        assert_eq!(labels.quality(&outcome(None, Some("500"), 10_000), 10_001), Some(0.0));
+        // Without a default, unjudged answers are never learned.
+        let none = Labels {
+            default_quality: None,
+            feedback_window_ms: 0,
+        };
+        assert_eq!(none.quality(&unjudged, u64::MAX), None);
+    }
 }
