@@ -11,7 +11,9 @@
 //! - requests per second through the gateway;
 //! - the gateway's own overhead per request: `X-Process-Time` (from the
 //!   request reaching the service to the response being ready) minus the
-//!   upstream time it reports (`timings.upstream_ms`), p50 and p99;
+//!   upstream time it reports (`timings.upstream_ms`), p50 and p99; with
+//!   variations, minus the slowest variation's latency instead (the wall
+//!   time a parallel run cannot avoid);
 //! - end-to-end latency through the gateway and straight to the mock, p50
 //!   and p99, whose difference is the overhead as a client sees it
 //!   (including the extra loopback hop and the client sharing the cores);
@@ -49,6 +51,11 @@ pub struct BenchConfig {
     pub client_threads: usize,
     /// The gateway's `store.durable_ack`.
     pub durable_ack: bool,
+    /// Variations per request (1: a single model). With k > 1 the overhead
+    /// is the time to the response minus the slowest variation's latency.
+    pub variations: usize,
+    /// Standard deviation of the mock's latency, ms.
+    pub upstream_jitter_ms: f64,
 }
 
 impl Default for BenchConfig {
@@ -61,6 +68,8 @@ impl Default for BenchConfig {
             gateway_threads: 2,
             client_threads: 2,
             durable_ack: true,
+            variations: 1,
+            upstream_jitter_ms: 0.0,
         }
     }
 }
@@ -124,6 +133,7 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&LevelResult)) -> Result<
     let mock = client_rt
         .block_on(mock_provider::spawn(MockConfig {
             latency_ms: cfg.upstream_latency_ms,
+            jitter_ms: cfg.upstream_jitter_ms,
             ..MockConfig::default()
         }))
         .map_err(|e| Error::io("starting the mock upstream", e))?;
@@ -169,7 +179,12 @@ output_per_mtok = 15.0
     let mut results = Vec::new();
     for &c in &cfg.concurrency {
         let cpu_before = gateway_cpu_seconds();
-        let through = client_rt.block_on(load(&format!("{gateway_url}/v1/execute"), Target::Gateway, c, cfg));
+        let through = client_rt.block_on(load(
+            &format!("{gateway_url}/v1/execute"),
+            Target::Gateway(cfg.variations),
+            c,
+            cfg,
+        ));
         let cpu = gateway_cpu_seconds() - cpu_before;
         let served = through.latencies.len() + through.errors + cfg.warmup;
         let direct = client_rt.block_on(load(
@@ -225,7 +240,8 @@ fn gateway_cpu_seconds() -> f64 {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Target {
-    Gateway,
+    /// Through qroute, with this many variations.
+    Gateway(usize),
     Direct,
 }
 
@@ -249,7 +265,7 @@ const PROMPTS: &[&str] = &[
 fn body(target: Target, i: usize) -> Value {
     let prompt = PROMPTS[i % PROMPTS.len()];
     match target {
-        Target::Gateway => json!({"prompt": prompt, "preference": {"cost_weight": 0.5}}),
+        Target::Gateway(k) => json!({"prompt": prompt, "preference": {"cost_weight": 0.5}, "variations": k}),
         Target::Direct => json!({"model": "mock-small", "messages": [{"role": "user", "content": prompt}]}),
     }
 }
@@ -287,8 +303,15 @@ async fn load(url: &str, target: Target, c: usize, cfg: &BenchConfig) -> Load {
                             .map(|s| s * 1e3);
                         match r.json::<Value>().await {
                             Ok(v) => {
-                                if target == Target::Gateway {
-                                    let upstream = v["timings"]["upstream_ms"].as_f64();
+                                if let Target::Gateway(k) = target {
+                                    // With variations: the slowest one run.
+                                    let upstream = if k > 1 {
+                                        v["variations"].as_array().map(|vs| {
+                                            vs.iter().filter_map(|x| x["latency_ms"].as_f64()).fold(0.0, f64::max)
+                                        })
+                                    } else {
+                                        v["timings"]["upstream_ms"].as_f64()
+                                    };
                                     let overhead = process_ms.zip(upstream).map(|(p, u)| (p - u).max(0.0));
                                     over.push(overhead.unwrap_or(f64::NAN));
                                 }
@@ -328,10 +351,12 @@ async fn load(url: &str, target: Target, c: usize, cfg: &BenchConfig) -> Load {
 /// The results as a Markdown table.
 pub fn markdown(results: &[LevelResult], cfg: &BenchConfig) -> String {
     let mut s = format!(
-        "Gateway vs. mock upstream on loopback ({} ms upstream latency, {} s per level, durable_ack {}).\n\n\
+        "Gateway vs. mock upstream on loopback ({} ± {} ms upstream latency, {} variation(s), {} s per level, durable_ack {}).\n\n\
          | clients | req/s via qroute | req/s direct | overhead p50 | overhead p99 | e2e p50 via / direct | e2e p99 via / direct | gateway CPU / req | errors |\n\
          |---|---|---|---|---|---|---|---|---|\n",
         cfg.upstream_latency_ms,
+        cfg.upstream_jitter_ms,
+        cfg.variations,
         cfg.duration.as_secs_f64(),
         cfg.durable_ack
     );

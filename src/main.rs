@@ -62,6 +62,12 @@ enum Command {
         /// Answer before the decision record is durable (store.durable_ack = false).
         #[arg(long)]
         queued_ack: bool,
+        /// Variations per request.
+        #[arg(long, default_value_t = 1)]
+        variations: usize,
+        /// Standard deviation of the mock's latency, in ms.
+        #[arg(long, default_value_t = 0.0)]
+        upstream_jitter_ms: f64,
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -147,6 +153,10 @@ enum Command {
         /// DQN gradient steps per round.
         #[arg(long, default_value_t = 1)]
         dqn_steps: usize,
+        /// Evaluate every policy's greedy choices on the test split every N
+        /// rounds (a held-out learning curve against USD spent).
+        #[arg(long)]
+        eval_every: Option<usize>,
     },
     /// Route one prompt: score every candidate and pick one (prints JSON).
     Route {
@@ -273,6 +283,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             upstream_latency_ms,
             gateway_threads,
             queued_ack,
+            variations,
+            upstream_jitter_ms,
             json,
         } => {
             let cfg = qroute::bench::BenchConfig {
@@ -285,6 +297,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 upstream_latency_ms,
                 gateway_threads,
                 durable_ack: !queued_ack,
+                variations,
+                upstream_jitter_ms,
                 ..Default::default()
             };
             let results = qroute::bench::run(&cfg, |r| {
@@ -351,6 +365,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             window,
             dqn_gamma,
             dqn_steps,
+            eval_every,
         } => {
             let cfg = SimConfig {
                 feedback: FeedbackMode::parse(&feedback)?,
@@ -367,6 +382,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 drift: drift.as_deref().map(Drift::parse).transpose()?,
                 dqn_gamma,
                 dqn_steps,
+                eval_every,
                 ..SimConfig::default()
             };
             let ds = Dataset::load(&data)?;

@@ -60,6 +60,9 @@ impl BanditPolicy for Spy<'_> {
         self.learned += feedback.len();
         self.inner.learn(id, x, pick, feedback);
     }
+    fn best(&mut self, id: &str, x: &Features) -> usize {
+        self.inner.best(id, x)
+    }
 }
 
 #[test]
@@ -80,7 +83,7 @@ fn policies_only_ever_see_the_models_they_ran() {
             ds: &ds,
             learned: 0,
         };
-        let res = simulate::run(&ds, &mut [&mut spy], &feats, &cfg, 0.01, |_| Ok(())).unwrap();
+        let res = simulate::run(&ds, &mut [&mut spy], &feats, None, &cfg, 0.01, |_| Ok(())).unwrap();
         assert_eq!(res[0].rounds, 160);
         assert_eq!(spy.learned, 160 * mode.k());
         // The DQN's own experience log holds exactly the models it ran, never the rest.
@@ -179,4 +182,38 @@ fn drift_recovery_counts_rounds_until_share_falls_below_ten_percent() {
     assert_eq!(rounds, Some(91));
     let never: Vec<bool> = vec![true; 600];
     assert_eq!(simulate::drift_recovery(&never, 301).0, None);
+}
+
+#[test]
+fn held_out_curves_track_spend_and_variations_pay_for_every_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = toy(dir.path(), 300);
+    let run = |mode| {
+        let cfg = SimConfig {
+            feedback: mode,
+            policies: vec!["dqn".into(), "best-single".into()],
+            eval_every: Some(50),
+            ..SimConfig::default()
+        };
+        simulate::simulate(&ds, &cfg, None).unwrap().0
+    };
+    let bandit = run(FeedbackMode::Bandit);
+    let three = run(FeedbackMode::Variations(3));
+    let rounds = ds.split("train").len();
+    for sim in [&bandit, &three] {
+        for r in &sim.results {
+            let t = &r.test_curve;
+            assert_eq!(t.len(), rounds.div_ceil(50), "{}", r.policy);
+            assert!(t
+                .windows(2)
+                .all(|w| w[0].spent_usd < w[1].spent_usd && w[0].round < w[1].round));
+            assert!(t.iter().all(|p| (0.0..=1.0).contains(&p.quality) && p.cost_usd > 0.0));
+        }
+    }
+    // The best single model's greedy choice never changes: its held-out
+    // quality is constant, and with three calls a round it spends more.
+    let single = |s: &simulate::Simulation| s.results.iter().find(|r| r.policy == "best-single").unwrap().clone();
+    let (b, v) = (single(&bandit), single(&three));
+    assert!(b.test_curve.windows(2).all(|w| w[0].quality == w[1].quality));
+    assert!(v.test_curve.last().unwrap().spent_usd > 2.0 * b.test_curve.last().unwrap().spent_usd);
 }

@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::features::Features;
+pub use crate::policy::explore::{draw_without_replacement, Pick};
 
 /// What a policy may learn from: the outcome of a model it ran, and nothing
 /// about the models it did not run.
@@ -25,14 +26,6 @@ pub struct Feedback {
     pub reward: f32,
 }
 
-/// The models a policy ran for one prompt, with the probability of each
-/// draw (for k > 1, each draw's probability given the earlier ones).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pick {
-    pub models: Vec<usize>,
-    pub propensities: Vec<f32>,
-}
-
 /// A policy in the simulator.
 pub trait BanditPolicy {
     fn name(&self) -> &str;
@@ -40,32 +33,9 @@ pub trait BanditPolicy {
     fn choose(&mut self, id: &str, x: &Features, k: usize) -> Pick;
     /// Learns from the outcomes of the models it chose, and only those.
     fn learn(&mut self, id: &str, x: &Features, pick: &Pick, feedback: &[Feedback]);
-}
-
-/// Draws `k` distinct indices, each from `dist` renormalised over what is
-/// left; returns them with each draw's conditional probability.
-pub fn draw_without_replacement(dist: &[f32], k: usize, rng: &mut impl Rng) -> Pick {
-    let mut left: Vec<f32> = dist.to_vec();
-    let mut pick = Pick {
-        models: Vec::with_capacity(k),
-        propensities: Vec::with_capacity(k),
-    };
-    for _ in 0..k.min(dist.len()) {
-        let total: f32 = left.iter().sum();
-        let mut u = rng.gen::<f32>() * total;
-        let mut chosen = left.iter().rposition(|&p| p > 0.0).unwrap_or(0);
-        for (i, &p) in left.iter().enumerate() {
-            if p > 0.0 && u < p {
-                chosen = i;
-                break;
-            }
-            u -= p;
-        }
-        pick.models.push(chosen);
-        pick.propensities.push(left[chosen] / total);
-        left[chosen] = 0.0;
-    }
-    pick
+    /// The model it would run with exploration off (for held-out
+    /// evaluation while it learns).
+    fn best(&mut self, id: &str, x: &Features) -> usize;
 }
 
 /// The `k` highest scores, best first, each with probability 1.
@@ -93,6 +63,10 @@ impl BanditPolicy for Uniform {
         draw_without_replacement(&vec![1.0 / self.models as f32; self.models], k, &mut self.rng)
     }
     fn learn(&mut self, _: &str, _: &Features, _: &Pick, _: &[Feedback]) {}
+    /// Uniform has no preference: a random model.
+    fn best(&mut self, id: &str, x: &Features) -> usize {
+        self.choose(id, x, 1).models[0]
+    }
 }
 
 /// The single model with the best mean reward over the stream, known in
@@ -113,6 +87,9 @@ impl BanditPolicy for BestSingle {
         }
     }
     fn learn(&mut self, _: &str, _: &Features, _: &Pick, _: &[Feedback]) {}
+    fn best(&mut self, _: &str, _: &Features) -> usize {
+        self.ranking[0]
+    }
 }
 
 /// A fixed Gaussian random projection of the sparse features to `d`
@@ -259,6 +236,13 @@ impl Linear {
 impl BanditPolicy for Linear {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The highest predicted mean reward.
+    fn best(&mut self, id: &str, x: &Features) -> usize {
+        let z = self.project(id, x);
+        let means: Vec<f32> = self.models.iter().map(|m| m.predict(&z).0 as f32).collect();
+        top_k(&means, 1).models[0]
     }
 
     fn choose(&mut self, id: &str, x: &Features, k: usize) -> Pick {

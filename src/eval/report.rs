@@ -143,6 +143,22 @@ pub fn write_simulation(sim: &super::simulate::Simulation, dir: &Path) -> Result
         );
     }
     md.push_str("\nRegret is against the per-prompt oracle (the best single model's reward on each prompt).\n");
+    if sim.results.iter().any(|r| !r.test_curve.is_empty()) {
+        md.push_str(
+            "\n## Held-out test split while learning\n\nEach policy's greedy choice per test prompt, \
+             against what it had spent on the stream so far (all k calls with variations).\n\n\
+             | policy | round | spent USD | test quality | test cost USD | test reward |\n|---|---|---|---|---|---|\n",
+        );
+        for r in &sim.results {
+            for t in &r.test_curve {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.4} | {:.4} | {:.6} | {:.4} |",
+                    r.policy, t.round, t.spent_usd, t.quality, t.cost_usd, t.reward
+                );
+            }
+        }
+    }
     std::fs::write(dir.join("report.md"), md).map_err(|e| Error::io("writing report.md", e))?;
     let series = |f: fn(&super::simulate::CurvePoint) -> f64| -> Vec<(String, Vec<(f64, f64)>)> {
         sim.results
@@ -169,5 +185,26 @@ pub fn write_simulation(sim: &super::simulate::Simulation, dir: &Path) -> Result
         "round",
         &format!("mean regret per {} rounds", c.window),
         &series(|p| p.mean_regret),
+    )?;
+    let held_out: Vec<(String, Vec<(f64, f64)>)> = sim
+        .results
+        .iter()
+        .filter(|r| !r.test_curve.is_empty())
+        .map(|r| {
+            (
+                r.policy.clone(),
+                r.test_curve.iter().map(|t| (t.spent_usd, t.reward)).collect(),
+            )
+        })
+        .collect();
+    if held_out.is_empty() {
+        return Ok(());
+    }
+    series_png(
+        &dir.join("test_reward_vs_spent.png"),
+        &title,
+        "USD spent on the stream",
+        "test reward of greedy choices",
+        &held_out,
     )
 }

@@ -119,6 +119,9 @@ pub struct SimConfig {
     pub dqn_gamma: f32,
     /// DQN: gradient steps per round.
     pub dqn_steps: usize,
+    /// Evaluate every policy's greedy choices on the test split every this
+    /// many rounds (and at the end); `None`: no held-out curve.
+    pub eval_every: Option<usize>,
 }
 
 impl Default for SimConfig {
@@ -137,6 +140,7 @@ impl Default for SimConfig {
             projection_dim: 64,
             dqn_gamma: 30.0,
             dqn_steps: 1,
+            eval_every: None,
         }
     }
 }
@@ -218,6 +222,16 @@ impl BanditPolicy for DqnBandit {
         draw_without_replacement(&self.last_dist, k, &mut self.rng)
     }
 
+    /// The highest score of the last published snapshot.
+    fn best(&mut self, _: &str, x: &Features) -> usize {
+        let cards: Vec<&ModelCard> = self.cards.iter().collect();
+        let scores = self
+            .snapshot
+            .scores(x, &cards, self.point)
+            .unwrap_or_else(|_| vec![0.0; cards.len()]);
+        crate::policy::explore::argmax(&scores)
+    }
+
     fn learn(&mut self, id: &str, x: &Features, pick: &Pick, feedback: &[Feedback]) {
         let decision = DecisionRecord {
             request_id: id.to_string(),
@@ -295,6 +309,19 @@ pub struct TraceLine {
     pub regret: f32,
 }
 
+/// A policy's greedy choices on the test split, part-way through the stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestPoint {
+    pub round: usize,
+    /// What the policy had paid for its choices on the stream so far (all k
+    /// calls with variations): the data-efficiency axis at equal cost.
+    pub spent_usd: f64,
+    /// Mean quality, cost and reward of its greedy choice per test prompt.
+    pub quality: f64,
+    pub cost_usd: f64,
+    pub reward: f64,
+}
+
 /// Mean reward and regret over one window of rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct CurvePoint {
@@ -310,6 +337,9 @@ pub struct PolicyResult {
     pub mean_reward: f64,
     pub mean_regret: f64,
     pub curve: Vec<CurvePoint>,
+    /// Held-out evaluations every `eval_every` rounds (empty without it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub test_curve: Vec<TestPoint>,
     /// With drift: rounds after the change until the drifted model's share
     /// of the trailing 100 rounds is below 10% (`None`: never).
     pub drift_recovery_rounds: Option<usize>,
@@ -349,11 +379,41 @@ impl World<'_> {
     }
 }
 
-/// Runs every policy over the same stream. `trace` receives every round.
+/// `policy`'s greedy choice on every test prompt: mean quality, cost and
+/// reward (without drift: the test split is the world as recorded).
+fn held_out(
+    policy: &mut dyn BanditPolicy,
+    rows: &[&Row],
+    xs: &[Features],
+    world: &World,
+    round: usize,
+    spent_usd: f64,
+) -> TestPoint {
+    let (mut q, mut c, mut r) = (0f64, 0f64, 0f64);
+    for (row, x) in rows.iter().zip(xs) {
+        let o = &row.outcomes[policy.best(&row.id, x)];
+        q += o.quality as f64;
+        c += o.cost_usd;
+        r += world.reward(o.quality, o.cost_usd) as f64;
+    }
+    let n = rows.len().max(1) as f64;
+    TestPoint {
+        round,
+        spent_usd,
+        quality: q / n,
+        cost_usd: c / n,
+        reward: r / n,
+    }
+}
+
+/// Runs every policy over the same stream, and, given `test` rows with
+/// their features and `cfg.eval_every`, evaluates each policy's greedy
+/// choices on them as it learns. `trace` receives every round.
 pub fn run(
     ds: &Dataset,
     policies: &mut [&mut dyn BanditPolicy],
     feats: &[Features],
+    test: Option<(&[&Row], &[Features])>,
     cfg: &SimConfig,
     cost_scale: f64,
     mut trace: impl FnMut(&TraceLine) -> Result<()>,
@@ -382,6 +442,8 @@ pub fn run(
     let mut sums = vec![(0f64, 0f64); policies.len()];
     let mut window = vec![(0f64, 0f64, 0usize); policies.len()];
     let mut curves: Vec<Vec<CurvePoint>> = vec![Vec::new(); policies.len()];
+    let mut test_curves: Vec<Vec<TestPoint>> = vec![Vec::new(); policies.len()];
+    let mut spent = vec![0f64; policies.len()];
     // Per policy: did round t's picks include the drifted model (for shares).
     let mut used_drifted: Vec<Vec<bool>> = vec![Vec::with_capacity(n_rounds); policies.len()];
     let mut round = 0;
@@ -427,6 +489,12 @@ pub fn run(
                 })?;
                 sums[p].0 += reward as f64;
                 sums[p].1 += regret as f64;
+                spent[p] += cost;
+                if let (Some((rows, xs)), Some(every)) = (test, cfg.eval_every) {
+                    if round % every.max(1) == 0 || round == n_rounds {
+                        test_curves[p].push(held_out(&mut **policy, rows, xs, &world, round, spent[p]));
+                    }
+                }
                 let w = &mut window[p];
                 w.0 += reward as f64;
                 w.1 += regret as f64;
@@ -456,6 +524,7 @@ pub fn run(
             mean_reward: sums[p].0 / round.max(1) as f64,
             mean_regret: sums[p].1 / round.max(1) as f64,
             curve: std::mem::take(&mut curves[p]),
+            test_curve: std::mem::take(&mut test_curves[p]),
             drift_recovery_rounds: recovery,
             drift_share_before: before,
         });
@@ -607,7 +676,13 @@ pub fn simulate(ds: &Dataset, cfg: &SimConfig, trace_path: Option<&Path>) -> Res
         )),
         None => None,
     };
-    let results = run(ds, &mut policies, &feats, cfg, cost_scale, |line| {
+    let test_rows = ds.split("test");
+    let test_feats = match cfg.eval_every {
+        Some(_) => featurize_rows(&fz, &test_rows),
+        None => Vec::new(),
+    };
+    let test = cfg.eval_every.map(|_| (test_rows.as_slice(), test_feats.as_slice()));
+    let results = run(ds, &mut policies, &feats, test, cfg, cost_scale, |line| {
         if let Some(w) = writer.as_mut() {
             serde_json::to_writer(&mut *w, line).map_err(|e| Error::io("writing the trace", e.into()))?;
             w.write_all(b"\n").map_err(|e| Error::io("writing the trace", e))?;

@@ -48,6 +48,52 @@ impl Choice {
     }
 }
 
+/// The models (candidate indices) run for one prompt, with the probability of each
+/// draw (for k > 1, each draw's probability given the earlier ones).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pick {
+    pub models: Vec<usize>,
+    pub propensities: Vec<f32>,
+}
+
+/// Draws `k` distinct indices, each from `dist` renormalised over what is
+/// left; returns them with each draw's conditional probability.
+///
+/// When what is left has no probability at all (a floor of 0 under greedy
+/// exploration), the next draw is uniform over the indices not yet drawn,
+/// so `k` distinct indices always come back (fewer only if `dist` is shorter).
+pub fn draw_without_replacement(dist: &[f32], k: usize, rng: &mut impl Rng) -> Pick {
+    let mut left: Vec<f32> = dist.to_vec();
+    let mut taken = vec![false; dist.len()];
+    let mut pick = Pick {
+        models: Vec::with_capacity(k),
+        propensities: Vec::with_capacity(k),
+    };
+    for _ in 0..k.min(dist.len()) {
+        let total: f32 = left.iter().sum();
+        let (chosen, p) = if total > 0.0 {
+            let mut u = rng.gen::<f32>() * total;
+            let mut chosen = left.iter().rposition(|&p| p > 0.0).unwrap_or(0);
+            for (i, &p) in left.iter().enumerate() {
+                if p > 0.0 && u < p {
+                    chosen = i;
+                    break;
+                }
+                u -= p;
+            }
+            (chosen, left[chosen] / total)
+        } else {
+            let free: Vec<usize> = (0..dist.len()).filter(|&i| !taken[i]).collect();
+            (free[rng.gen_range(0..free.len())], 1.0 / free.len() as f32)
+        };
+        pick.models.push(chosen);
+        pick.propensities.push(p);
+        left[chosen] = 0.0;
+        taken[chosen] = true;
+    }
+    pick
+}
+
 /// Samples decisions. Shared across threads; the budget counters are atomic.
 #[derive(Debug)]
 pub struct Explorer {

@@ -29,6 +29,7 @@ use crate::exec::ensemble;
 use crate::exec::judge::Answer;
 use crate::exec::providers::ErrorKind;
 use crate::exec::resilience::call_with_retries;
+use crate::policy::explore::draw_without_replacement;
 use crate::store::Answered;
 use crate::{Error, Result};
 
@@ -53,39 +54,21 @@ pub struct Variation {
 /// Characters of each answer kept in [`Variation::summary`].
 const SUMMARY_CHARS: usize = 160;
 
-/// Draws `k` positions without replacement from `p`, `first` first.
-/// Returns them with each one's conditional probability.
-pub fn draw_without_replacement(p: &[f32], first: usize, k: usize, rng: &mut impl Rng) -> Vec<(usize, f32)> {
-    let k = k.min(p.len());
-    let mut taken = vec![false; p.len()];
-    let mut out = Vec::with_capacity(k);
-    taken[first] = true;
-    out.push((first, p[first]));
-    while out.len() < k {
-        let rest: f32 = p.iter().zip(&taken).filter(|(_, t)| !**t).map(|(q, _)| q).sum();
-        let mut u = rng.gen::<f32>() * rest;
-        let mut pick = None;
-        for (i, q) in p.iter().enumerate() {
-            if taken[i] {
-                continue;
-            }
-            pick = Some(i);
-            if u < *q {
-                break;
-            }
-            u -= q;
-        }
-        let i = pick.expect("k <= p.len() leaves one untaken");
-        taken[i] = true;
-        out.push((i, if rest > 0.0 { p[i] / rest } else { 0.0 }));
-    }
-    out
+/// Draws `k` positions without replacement from `p`, `first` (the
+/// explorer's draw) first; returns each with its conditional probability.
+fn draws(p: &[f32], first: usize, k: usize, rng: &mut impl Rng) -> Vec<(usize, f32)> {
+    let mut rest = p.to_vec();
+    rest[first] = 0.0;
+    let more = draw_without_replacement(&rest, k.saturating_sub(1), rng);
+    std::iter::once((first, p[first]))
+        .chain(more.models.into_iter().zip(more.propensities))
+        .collect()
 }
 
 impl Gateway {
     /// Runs `k` variations of `req`; see the module docs.
     pub(super) async fn run_variations(&self, req: RouteRequest, prep: Prepared, k: usize) -> Result<Routed> {
-        let draws = draw_without_replacement(&prep.propensities, prep.chosen, k, &mut rand::thread_rng());
+        let draws = draws(&prep.propensities, prep.chosen, k, &mut rand::thread_rng());
         let models: Vec<_> = draws
             .iter()
             .map(|&(pos, _)| &self.models[prep.candidates[pos]])
@@ -287,7 +270,7 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let mut second = [0usize; 4];
         for _ in 0..20_000 {
-            let d = draw_without_replacement(&p, 0, 3, &mut rng);
+            let d = draws(&p, 0, 3, &mut rng);
             assert_eq!(d.len(), 3);
             assert_eq!(d[0], (0, 0.5));
             let mut seen: Vec<usize> = d.iter().map(|x| x.0).collect();
@@ -302,6 +285,12 @@ mod tests {
             let got = second[i] as f64 / 20_000.0;
             assert!((got - want).abs() < 0.02, "model {i}: {got} vs {want}");
         }
-        assert_eq!(draw_without_replacement(&p, 2, 9, &mut rng).len(), 4);
+        assert_eq!(draws(&p, 2, 9, &mut rng).len(), 4);
+        // Greedy with no floor: the rest still come out distinct.
+        let greedy = draws(&[1.0, 0.0, 0.0], 0, 3, &mut rng);
+        let mut seen: Vec<usize> = greedy.iter().map(|d| d.0).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 1, 2]);
+        assert_eq!(greedy[1].1, 0.5);
     }
 }
