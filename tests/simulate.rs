@@ -217,3 +217,19 @@ fn held_out_curves_track_spend_and_variations_pay_for_every_call() {
     assert!(b.test_curve.windows(2).all(|w| w[0].quality == w[1].quality));
     assert!(v.test_curve.last().unwrap().spent_usd > 2.0 * b.test_curve.last().unwrap().spent_usd);
 }
+
+#[test]
+fn the_dqn_keeps_learning_past_the_first_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = toy(dir.path(), 100);
+    let cfg = SimConfig {
+        epochs: 3,
+        policies: vec!["dqn".into()],
+        ..SimConfig::default()
+    };
+    let mut dqn = DqnBandit::new(simulate::fresh_dqn(&ds, 1).unwrap(), OperatingPoint::cost(0.5), &cfg).unwrap();
+    let feats = featurize_rows(&Featurizer::new(FeatureSpec::default()).unwrap(), &ds.split("train"));
+    simulate::run(&ds, &mut [&mut dqn], &feats, None, &cfg, 0.01, |_| Ok(())).unwrap();
+    // Every round of every epoch is logged (the same prompt recurs each epoch).
+    assert_eq!(dqn.store().len(), 3 * 80);
+}

@@ -233,8 +233,10 @@ impl BanditPolicy for DqnBandit {
     }
 
     fn learn(&mut self, id: &str, x: &Features, pick: &Pick, feedback: &[Feedback]) {
+        // The same prompt comes back every epoch: one record per round.
+        let request_id = format!("{id}/{}", self.rounds);
         let decision = DecisionRecord {
-            request_id: id.to_string(),
+            request_id: request_id.clone(),
             time_ms: self.steps,
             features: x.clone(),
             candidates: self.cards.iter().map(|c| c.id.clone()).collect(),
@@ -248,7 +250,7 @@ impl BanditPolicy for DqnBandit {
         let outcomes: Vec<Outcome> = feedback
             .iter()
             .map(|f| Outcome {
-                request_id: id.to_string(),
+                request_id: request_id.clone(),
                 model: self.cards[f.model].id.clone(),
                 quality: Some(f.quality),
                 cost_usd: f.cost_usd,
