@@ -92,6 +92,30 @@ float(headers["x-process-time"])
 print(f"ok   POST /v1/execute: model={r['model']} request_id={r['request_id']} X-Process-Time={headers['x-process-time']}")
 EOF
 
+# Variations (both simulated models, judged by the dataset's recorded
+# quality) and delayed feedback on the answer.
+curl -sf --max-time 60 -X POST "$BASE/v1/execute" \
+    -H 'content-type: application/json' \
+    -d '{"prompt":"What is 17 * 23?","variations":2}' \
+    -o "$TMP/variations.json" || fail "POST /v1/execute with variations"
+REQ_ID="$(python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+v = r["variations"]
+assert len(v) == 2 and r["judge"] == "dataset", r
+assert sum(x["selected"] for x in v) == 1, r
+print(r["request_id"])
+' "$TMP/variations.json")" || fail "/v1/execute variations body"
+echo "ok   POST /v1/execute variations=2: request_id=$REQ_ID"
+curl -sf --max-time 10 -X POST "$BASE/v1/feedback" -H 'content-type: application/json' \
+    -d "{\"request_id\":\"$REQ_ID\",\"thumbs\":\"up\"}" -o "$TMP/feedback.json" || fail "POST /v1/feedback"
+python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["quality"] == 1.0 and r["revisions"] == 1, r
+print("ok   POST /v1/feedback:", r["model"], "late" if r["late"] else "in time")
+' "$TMP/feedback.json" || fail "/v1/feedback body"
+
 # The OpenAI SDK.
 python3 "$ROOT/ci/openai_client_check.py" --base-url "$BASE/v1" || fail "ci/openai_client_check.py"
 
