@@ -524,6 +524,16 @@ impl Config {
         if !(0.0..1.0).contains(&self.policy.floor) {
             return Err("policy.floor: must lie in [0, 1)".into());
         }
+        let learn = &self.learning;
+        if !(learn.steps_per_experience.is_finite() && learn.steps_per_experience >= 0.0) {
+            return Err("learning.steps_per_experience: must be a finite number >= 0".into());
+        }
+        if !(learn.max_steps_per_sec.is_finite() && learn.max_steps_per_sec >= 0.01) {
+            return Err("learning.max_steps_per_sec: must be a finite number >= 0.01".into());
+        }
+        if learn.default_quality.is_some_and(|q| !(0.0..=1.0).contains(&q)) {
+            return Err("learning.default_quality: must lie in [0, 1]".into());
+        }
         if self.learning.batch == 0 || self.learning.publish_every == 0 {
             return Err("learning: batch and publish_every must be positive".into());
         }

@@ -96,3 +96,18 @@ fn qroute_now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_right_after_a_queued_answer_is_joined() {
+    // With durable_ack = false even the decision may still be queued when
+    // the feedback arrives; the endpoint waits for it instead of a 404.
+    let t = start(&[("a-mock", "openai", 1.0)], "durable_ack = false\n").await;
+    for _ in 0..20 {
+        let (_, b) = t.post("/v1/execute", &json!({"prompt": "hi"})).await;
+        let (s, f) = t
+            .post("/v1/feedback", &json!({"request_id": b["request_id"], "quality": 0.5}))
+            .await;
+        assert_eq!(s, 200, "{f}");
+        assert_eq!(f["learned"], true);
+    }
+}

@@ -225,8 +225,26 @@ async fn health_capabilities_metrics_openapi() {
     }
     assert!(m.contains(r#"endpoint="/v1/execute""#), "{m}");
 
+    let list: Value = t.get("/v1/models").await.json().await.unwrap();
+    let listed: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        ["auto", "cheap-mock", "dear-mock", "claude-mock", "gemini-mock"]
+    );
+
     let spec: Value = t.get("/openapi.json").await.json().await.unwrap();
-    for path in ["/v1/execute", "/v1/chat/completions", "/v1/health", "/v1/capabilities"] {
+    for path in [
+        "/v1/execute",
+        "/v1/chat/completions",
+        "/v1/feedback",
+        "/v1/health",
+        "/v1/capabilities",
+    ] {
         assert!(spec["paths"].get(path).is_some(), "openapi lacks {path}");
     }
 }

@@ -3,10 +3,8 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::{error_type, start};
-use qroute::config::Config;
+use qroute::config::{Config, JudgeKind};
 use qroute::dataset::Dataset;
 use qroute::mock_provider::{self, MockConfig};
 use serde_json::json;
@@ -18,7 +16,7 @@ async fn the_deadline_cuts_laggards_and_the_best_of_the_rest_answers() {
         ("m-delay100", "openai", 1.0),
         ("m-delay400", "openai", 1.0),
     ];
-    let extra = "[variations]\ndeadline_ms = 200\n[retry]\nattempts_per_model = 1\n";
+    let extra = "[variations]\ndeadline_ms = 200\n[retry]\nattempts_per_model = 1\n[breaker]\nfailure_threshold = 1\n";
     let t = start(&models, extra).await;
     let (s, b) = t
         .post(
@@ -59,6 +57,38 @@ async fn the_deadline_cuts_laggards_and_the_best_of_the_rest_answers() {
         .iter()
         .filter(|o| o.error.is_none())
         .all(|o| o.quality.is_some()));
+    // Being cut by the variations' deadline is not a failure of the model:
+    // even with a breaker threshold of 1 it stays closed.
+    let h: serde_json::Value = t.get("/v1/health").await.json().await.unwrap();
+    assert_eq!(h["status"], "ok", "{h}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_variations_than_candidates_run_each_candidate_once() {
+    let models = [
+        ("a-mock", "openai", 1.0),
+        ("b-mock", "openai", 1.0),
+        ("c-mock", "openai", 1.0),
+    ];
+    let t = start(&models, "[policy]\nexploration = { kind = \"greedy\" }\nfloor = 0.0\n").await;
+    for _ in 0..10 {
+        let (s, b) = t
+            .post(
+                "/v1/execute",
+                &json!({"prompt": "hi", "variations": 4, "preference": {"models": ["a-mock", "b-mock"]}}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let vars = b["variations"].as_array().unwrap();
+        let mut run: Vec<&str> = vars.iter().map(|v| v["model"].as_str().unwrap()).collect();
+        run.sort_unstable();
+        assert_eq!(run, ["a-mock", "b-mock"], "each once, even with a zero floor: {b}");
+        assert!(
+            vars.iter().all(|v| v["propensity"].as_f64().is_some_and(|p| p > 0.0)),
+            "{b}"
+        );
+    }
+    assert_eq!(t.mock.stats.calls("a-mock") + t.mock.stats.calls("b-mock"), 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,9 +135,8 @@ async fn the_judges_choice_is_the_answer() {
     // Simulated providers from the bundled dataset, judged by the recorded
     // quality: the answer must come from the model that got the prompt right.
     let dir = tempfile::tempdir().unwrap();
-    let mut text = qroute::config::EMBEDDED_DEFAULT.to_string();
-    text.push_str("\n[variations]\njudge = \"dataset\"\n");
-    let mut cfg = Config::parse(Path::new("test.toml"), &text).unwrap();
+    let mut cfg = Config::embedded_default();
+    cfg.variations.judge = JudgeKind::Dataset;
     cfg.store.path = dir.path().join("store");
     let mock = mock_provider::spawn(MockConfig::default()).await.unwrap();
     let t = common::start_with(cfg, mock, dir).await;
@@ -181,6 +210,20 @@ async fn combine_merges_the_answers_and_counts_its_cost() {
         "the merge is paid for too: {b}"
     );
     assert_eq!(t.mock.stats.calls("merger-mock"), 1);
+    // Feedback on a merged answer is kept, but no variation's outcome takes it.
+    let id = b["request_id"].as_str().unwrap();
+    t.experience(id, 2).await;
+    let (s, f) = t.post("/v1/feedback", &json!({"request_id": id, "quality": 0.0})).await;
+    assert_eq!(s, 200, "{f}");
+    assert_eq!(
+        (f["model"].as_str(), f["learned"].as_bool()),
+        (Some("merger-mock"), Some(false))
+    );
+    let e = t.gw.store.get(id).unwrap().unwrap();
+    assert!(
+        e.outcomes.iter().all(|o| o.quality.is_some_and(|q| q > 0.0)),
+        "judged scores kept"
+    );
 
     // Through the OpenAI endpoint as extension fields.
     let (s, b) = t

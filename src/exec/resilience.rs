@@ -108,6 +108,16 @@ impl CircuitBreaker {
         }
     }
 
+    /// A call ended without saying anything about the model's health (cut
+    /// by a caller's own deadline): a half-open breaker's probe is handed
+    /// back, so the next caller may probe at once.
+    pub fn release(&self) {
+        let mut inner = self.lock();
+        if let Inner::HalfOpen { probe_since: Some(_) } = &*inner {
+            *inner = Inner::HalfOpen { probe_since: None };
+        }
+    }
+
     /// The model answered.
     pub fn on_success(&self) {
         *self.lock() = Inner::Closed { failures: 0 };
@@ -262,6 +272,22 @@ mod tests {
         b.on_success();
         assert!(!b.on_failure(t0), "the count restarted");
         assert_eq!(b.state(t0), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_released_probe_can_be_taken_again() {
+        let b = breaker(1, 100);
+        let t0 = Instant::now();
+        b.on_failure(t0);
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(b.try_acquire(t1));
+        assert!(!b.try_acquire(t1));
+        b.release();
+        assert!(b.try_acquire(t1));
+        // Releasing a closed breaker changes nothing.
+        b.on_success();
+        b.release();
+        assert_eq!(b.state(t1), BreakerState::Closed);
     }
 
     #[test]

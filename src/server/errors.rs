@@ -36,7 +36,8 @@ impl IntoResponse for ApiError {
 
 /// The JSON error body every endpoint answers with.
 pub fn error_response(status: StatusCode, kind: &str, message: &str) -> Response {
-    let body = json!({"error": {"type": kind, "message": message, "code": status.as_u16()}});
+    // `code` is a string, as OpenAI sends it (typed SDKs reject a number).
+    let body = json!({"error": {"type": kind, "message": message, "code": kind}});
     (status, Json(body)).into_response()
 }
 

@@ -118,8 +118,11 @@ pub async fn feedback(
             .await
             .map_err(|e| Error::Store(format!("feedback task failed: {e}")))?;
         match result {
+            // The answer record may still be in the writer's queue (and, with
+            // `durable_ack = false`, the decision too): wait a little.
             Err(Error::NotFound(_))
-                if tokio::time::Instant::now() < give_up && gw.store.get(&id).ok().flatten().is_some() =>
+                if tokio::time::Instant::now() < give_up
+                    && (!gw.config.store.durable_ack || gw.store.get(&id).ok().flatten().is_some()) =>
             {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -132,7 +135,7 @@ pub async fn feedback(
                     "quality": record.feedback.quality,
                     "kind": record.feedback.kind,
                     "late": record.late,
-                    "learned": !record.late,
+                    "learned": record.applied,
                     "revisions": record.revisions,
                     "replaced": previous.map(|p| p.feedback.quality),
                 })))

@@ -490,7 +490,11 @@ impl Gateway {
                 // Another request holds this half-open breaker's one probe.
                 // The decision is still logged (without an outcome), so the
                 // request id always names a record.
-                self.writer.decision_later(record);
+                if self.config.store.durable_ack {
+                    self.writer.decision(record).await?;
+                } else {
+                    self.writer.decision_later(record);
+                }
                 attempts.push(Attempt {
                     model: id.clone(),
                     calls: 0,
@@ -508,16 +512,17 @@ impl Gateway {
                 self.config.limits.attempt_timeout(),
                 deadline,
             );
-            let attempted = if self.config.store.durable_ack {
-                let (durable, attempted) = tokio::join!(self.writer.decision(record), call);
-                durable?;
-                attempted
+            let (durable, attempted) = if self.config.store.durable_ack {
+                tokio::join!(self.writer.decision(record), call)
             } else {
                 self.writer.decision_later(record);
-                call.await
+                (Ok(()), call.await)
             };
             upstream += attempted.upstream_time;
-            let outcome = self.settle(model, &decision_id, &attempted);
+            // The breaker is settled before a failed write is reported, so no
+            // probe leaks.
+            let outcome = self.settle(model, &decision_id, &attempted, true);
+            durable?;
             let attempt = Attempt {
                 model: id.clone(),
                 calls: attempted.calls,
@@ -579,7 +584,16 @@ impl Gateway {
     /// Books one model's result: its breaker, metrics, and the outcome to
     /// record (quality as the provider knows it, priced cost, latency or
     /// the error).
-    pub(super) fn settle(&self, model: &ServedModel, decision_id: &str, attempted: &Attempted) -> Outcome {
+    /// A failure with `counts` false (a call cut by the variations'
+    /// deadline) says nothing about the model's health: its breaker only
+    /// gives back a probe it may have held.
+    pub(super) fn settle(
+        &self,
+        model: &ServedModel,
+        decision_id: &str,
+        attempted: &Attempted,
+        counts: bool,
+    ) -> Outcome {
         let id = &model.config.id;
         let latency_ms = attempted.upstream_time.as_secs_f64() * 1e3;
         metrics::histogram!("qroute_upstream_duration_seconds", "model" => id.clone())
@@ -605,6 +619,10 @@ impl Gateway {
                 outcome.quality = c.known_quality.map(|q| q.clamp(0.0, 1.0));
                 outcome.cost_usd = cost;
                 metrics::gauge!("qroute_cost_usd_total", "model" => id.clone()).increment(cost);
+            }
+            Err(_) if !counts => {
+                model.breaker.release();
+                outcome.error = attempted.result.as_ref().err().map(|e| e.message.clone());
             }
             Err(e) => {
                 if model.breaker.on_failure(Instant::now()) {

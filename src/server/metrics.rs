@@ -58,6 +58,7 @@ const ENDPOINTS: &[&str] = &[
     "/v1/execute",
     "/v1/chat/completions",
     "/v1/feedback",
+    "/v1/models",
     "/v1/health",
     "/v1/capabilities",
     "/metrics",

@@ -36,6 +36,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/execute", post(execute::execute))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/feedback", post(feedback::feedback))
+        .route("/v1/models", get(openai::models))
         .route("/v1/health", get(health::health))
         .route("/v1/capabilities", get(health::capabilities))
         .route("/metrics", get(metrics::render))

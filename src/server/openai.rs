@@ -36,8 +36,9 @@ pub const AUTO: &str = "auto";
 pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<InMessage>,
+    /// `null` reads as false, as OpenAI's server takes it.
     #[serde(default)]
-    pub stream: bool,
+    pub stream: Option<bool>,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
     #[serde(default)]
@@ -175,13 +176,23 @@ pub async fn chat_completions(
         .await?;
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
     let upstream = UpstreamTime(routed.upstream);
-    let mut resp = if body.stream {
+    let mut resp = if body.stream.unwrap_or(false) {
         stream(routed, include_usage).into_response()
     } else {
         Json(completion(&routed)).into_response()
     };
     resp.extensions_mut().insert(upstream);
     Ok(resp)
+}
+
+/// `GET /v1/models`: `auto` and every configured model, in OpenAI's list
+/// format (UIs built for OpenAI call it first).
+pub async fn models(State(gw): State<Arc<Gateway>>) -> Json<Value> {
+    let entry = |id: &str, owner: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": owner});
+    let data: Vec<Value> = std::iter::once(entry(AUTO, "qroute"))
+        .chain(gw.models.iter().map(|m| entry(&m.config.id, &m.config.provider)))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
 }
 
 fn created() -> u64 {

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use super::gateway::{Gateway, Prepared, RouteRequest, Routed, Timings};
 use crate::exec::ensemble;
-use crate::exec::judge::Answer;
+use crate::exec::judge::{Answer, Judge};
 use crate::exec::providers::ErrorKind;
 use crate::exec::resilience::call_with_retries;
 use crate::policy::explore::draw_without_replacement;
@@ -56,12 +56,13 @@ const SUMMARY_CHARS: usize = 160;
 
 /// Draws `k` positions without replacement from `p`, `first` (the
 /// explorer's draw) first; returns each with its conditional probability.
+/// At most `p.len()` come back.
 fn draws(p: &[f32], first: usize, k: usize, rng: &mut impl Rng) -> Vec<(usize, f32)> {
-    let mut rest = p.to_vec();
-    rest[first] = 0.0;
+    let others: Vec<usize> = (0..p.len()).filter(|&i| i != first).collect();
+    let rest: Vec<f32> = others.iter().map(|&i| p[i]).collect();
     let more = draw_without_replacement(&rest, k.saturating_sub(1), rng);
     std::iter::once((first, p[first]))
-        .chain(more.models.into_iter().zip(more.propensities))
+        .chain(more.models.into_iter().map(|j| others[j]).zip(more.propensities))
         .collect()
 }
 
@@ -69,6 +70,7 @@ impl Gateway {
     /// Runs `k` variations of `req`; see the module docs.
     pub(super) async fn run_variations(&self, req: RouteRequest, prep: Prepared, k: usize) -> Result<Routed> {
         let draws = draws(&prep.propensities, prep.chosen, k, &mut rand::thread_rng());
+        let k = draws.len();
         let models: Vec<_> = draws
             .iter()
             .map(|&(pos, _)| &self.models[prep.candidates[pos]])
@@ -92,24 +94,32 @@ impl Gateway {
             )
         });
         let started = Instant::now();
-        let results = if self.config.store.durable_ack {
-            let (durable, results) = tokio::join!(self.writer.decision(record), join_all(calls));
-            durable?;
-            results
+        let (durable, results) = if self.config.store.durable_ack {
+            tokio::join!(self.writer.decision(record), join_all(calls))
         } else {
             self.writer.decision_later(record);
-            join_all(calls).await
+            (Ok(()), join_all(calls).await)
         };
         let mut upstream = started.elapsed();
 
         // Line results up with the draws (refused models have none).
         let mut results = results.into_iter();
         let attempted: Vec<_> = admitted.iter().map(|ok| ok.then(|| results.next()).flatten()).collect();
+        let cut_at_deadline = tokio::time::Instant::now() >= deadline;
         let mut outcomes: Vec<_> = models
             .iter()
             .zip(&attempted)
-            .map(|(m, a)| a.as_ref().map(|a| self.settle(m, &prep.request_id, a)))
+            .map(|(m, a)| {
+                a.as_ref().map(|a| {
+                    // A model cut by the variations' own deadline was not
+                    // shown to be unhealthy: its breaker does not count it.
+                    let cut = cut_at_deadline && a.result.as_ref().is_err_and(|e| e.kind == ErrorKind::Timeout);
+                    self.settle(m, &prep.request_id, a, !cut)
+                })
+            })
             .collect();
+        // Breakers are settled first, so a failed write leaks no probe.
+        durable?;
 
         // Judge the answers.
         let answered: Vec<usize> = (0..k)
@@ -129,7 +139,12 @@ impl Gateway {
         let judgements = if answers.is_empty() {
             Vec::new()
         } else {
-            self.judge.judge(&req.chat, &answers).await
+            // The judge too must finish within the request's deadline; past
+            // it, the free heuristic decides.
+            match tokio::time::timeout_at(request_deadline, self.judge.judge(&req.chat, &answers)).await {
+                Ok(j) => j,
+                Err(_) => Judge::Heuristic.judge(&req.chat, &answers).await,
+            }
         };
         upstream += judge_started.elapsed();
         let judge_cost: f64 = judgements.iter().map(|j| j.cost_usd).sum();
@@ -195,12 +210,6 @@ impl Gateway {
                 Error::Upstream(format!("request {id}: every variation failed ({summary})"))
             });
         };
-        self.writer.answered_later(Answered {
-            request_id: prep.request_id.clone(),
-            decision_id: prep.request_id.clone(),
-            model: models[best].config.id.clone(),
-            time_ms: super::gateway::unix_ms(),
-        });
         let mut completion = attempted[best]
             .as_ref()
             .and_then(|a| a.result.as_ref().ok())
@@ -222,7 +231,7 @@ impl Gateway {
                 aggregator.config.upstream(),
                 &req.chat,
                 &answers,
-                deadline
+                request_deadline
                     .saturating_duration_since(tokio::time::Instant::now())
                     .max(Duration::from_millis(1)),
             )
@@ -241,6 +250,15 @@ impl Gateway {
                 Err(e) => tracing::warn!(error = %e, "combining variations failed; returning the judged best"),
             }
         }
+        // Feedback on this request joins the answer shown: the judged best's
+        // outcome, or for a merge the combiner, which has no outcome of its
+        // own in this decision, so such feedback is kept but not learned.
+        self.writer.answered_later(Answered {
+            request_id: prep.request_id.clone(),
+            decision_id: prep.request_id.clone(),
+            model: model.clone(),
+            time_ms: super::gateway::unix_ms(),
+        });
         Ok(Routed {
             request_id: prep.request_id.clone(),
             model,

@@ -83,6 +83,10 @@ pub struct FeedbackRecord {
     /// How many times feedback was sent for this request (a repeat replaces
     /// the earlier value).
     pub revisions: u32,
+    /// Whether it set the answer's outcome quality (in time, and the answer
+    /// has an outcome of its own: a merged answer does not).
+    #[serde(default)]
+    pub applied: bool,
 }
 
 /// A decision with every outcome recorded for it so far (0..k of them),

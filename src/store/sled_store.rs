@@ -60,6 +60,8 @@ pub struct SledStore {
     data: DataFile,
     /// Serialises appends.
     writer: Mutex<Writer>,
+    /// Serialises `record_feedback`'s read-modify-write.
+    feedback_lock: Mutex<()>,
     /// Where each decision lies and which seq each request id has.
     index: RwLock<Index>,
     /// Number of committed decisions, for `len` without a lock.
@@ -268,6 +270,7 @@ impl SledStore {
             feedback,
             data,
             writer: Mutex::new(Writer::default()),
+            feedback_lock: Mutex::new(()),
             index: RwLock::new(index),
             count: AtomicU64::new(len),
             rewarded_index: RwLock::new(rewarded_index),
@@ -574,6 +577,9 @@ impl SledStore {
                 feedback.quality
             )));
         }
+        // One feedback write at a time: read, relabel and record together,
+        // so concurrent repeats cannot lose a revision or split the value.
+        let _one_at_a_time = self.feedback_lock.lock().unwrap_or_else(lock_err);
         let answered = self.answered(request_id)?.ok_or_else(|| {
             Error::NotFound(format!(
                 "request_id {request_id:?}: no answered request with that id (unknown, or every model failed)"
@@ -585,11 +591,12 @@ impl SledStore {
             None => None,
         };
         let late = feedback.time_ms.saturating_sub(answered.time_ms) > window_ms;
-        let record = FeedbackRecord {
+        let mut record = FeedbackRecord {
             revisions: previous.as_ref().map_or(1, |p| p.revisions + 1),
             feedback,
             answered,
             late,
+            applied: false,
         };
         if !late {
             let current = self
@@ -600,6 +607,7 @@ impl SledStore {
             if let Some(mut o) = current {
                 o.quality = Some(record.feedback.quality);
                 self.record_outcomes(std::slice::from_ref(&o))?;
+                record.applied = true;
             }
         }
         self.feedback.insert(key.as_bytes(), json_encode(&record))?;

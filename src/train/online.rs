@@ -68,17 +68,22 @@ pub struct Labels {
 
 impl Labels {
     /// The quality to learn for `o` at `now_ms`, if any: the recorded one
-    /// (judged, or set by feedback), 0 for a failed call, the default once
-    /// the window has passed, else none yet.
-    pub fn quality(&self, o: &crate::store::Outcome, now_ms: u64) -> Option<f32> {
+    /// (judged, or set by feedback) at once; otherwise the default once the
+    /// feedback window has passed, and nothing before. A failed call counts
+    /// as quality 0, at once when `judged` (another outcome of the same
+    /// decision has a quality: variations, simulated providers), else on the
+    /// same clock as unjudged answers, so that failures are not learned
+    /// ahead of the successes they compete with.
+    pub fn quality(&self, o: &crate::store::Outcome, judged: bool, now_ms: u64) -> Option<f32> {
         if o.quality.is_some() {
             return o.quality;
         }
-        if o.error.is_some() {
-            return Some(0.0);
+        let waited = now_ms.saturating_sub(o.time_ms) >= self.feedback_window_ms;
+        match &o.error {
+            Some(_) if judged => Some(0.0),
+            Some(_) => (waited && self.default_quality.is_some()).then_some(0.0),
+            None => self.default_quality.filter(|_| waited),
         }
-        let waited = now_ms.saturating_sub(o.time_ms);
-        self.default_quality.filter(|_| waited >= self.feedback_window_ms)
     }
 }
 
@@ -113,8 +118,9 @@ pub fn learn_from_at(
         }
         let ctx = batch.contexts.len();
         let mut used = false;
+        let judged = exp.outcomes.iter().any(|o| o.quality.is_some());
         for o in &exp.outcomes {
-            let quality = labels.quality(o, now_ms);
+            let quality = labels.quality(o, judged, now_ms);
             let Some(card) = learner.policy().catalog.get(&o.model) else {
                 continue;
             };
@@ -237,8 +243,8 @@ fn run(
     let mut steps = 0u64;
     let min_interval = cfg
         .max_steps_per_sec
-        .filter(|r| *r > 0.0)
-        .map(|r| Duration::from_secs_f32(1.0 / r));
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .map(|r| Duration::from_secs_f64((1.0 / r as f64).min(3600.0)));
     let mut last_step = std::time::Instant::now();
     while !stop.load(Ordering::Acquire) {
         if let Some(ratio) = cfg.steps_per_experience {
@@ -251,7 +257,9 @@ fn run(
         if let Some(gap) = min_interval {
             let since = last_step.elapsed();
             if since < gap {
-                std::thread::sleep(gap - since);
+                // Parked, not slept: `stop` unparks it at once.
+                std::thread::park_timeout(gap - since);
+                continue;
             }
         }
         last_step = std::time::Instant::now();
@@ -310,16 +318,33 @@ mod tests {
             feedback_window_ms: 1_000,
         };
         let unjudged = outcome(None, None, 10_000);
-        assert_eq!(labels.quality(&unjudged, 10_500), None, "still waiting for feedback");
-        assert_eq!(labels.quality(&unjudged, 11_000), Some(0.6), "the window has passed");
-        // Judged or fed-back quality wins at any time; a failure is 0.
-        assert_eq!(labels.quality(&outcome(Some(0.9), None, 10_000), 10_001), Some(0.9));
-        assert_eq!(labels.quality(&outcome(None, Some("500"), 10_000), 10_001), Some(0.0));
-        // Without a default, unjudged answers are never learned.
+        assert_eq!(
+            labels.quality(&unjudged, false, 10_500),
+            None,
+            "still waiting for feedback"
+        );
+        assert_eq!(
+            labels.quality(&unjudged, false, 11_000),
+            Some(0.6),
+            "the window has passed"
+        );
+        // Judged or fed-back quality wins at any time.
+        assert_eq!(
+            labels.quality(&outcome(Some(0.9), None, 10_000), true, 10_001),
+            Some(0.9)
+        );
+        // A failure is 0: at once beside judged answers, else on the same
+        // clock as unjudged ones.
+        let failed = outcome(None, Some("500"), 10_000);
+        assert_eq!(labels.quality(&failed, true, 10_001), Some(0.0));
+        assert_eq!(labels.quality(&failed, false, 10_001), None);
+        assert_eq!(labels.quality(&failed, false, 11_000), Some(0.0));
+        // Without a default, unjudged answers and their failures are never learned.
         let none = Labels {
             default_quality: None,
             feedback_window_ms: 0,
         };
-        assert_eq!(none.quality(&unjudged, u64::MAX), None);
+        assert_eq!(none.quality(&unjudged, false, u64::MAX), None);
+        assert_eq!(none.quality(&failed, false, u64::MAX), None);
     }
 }

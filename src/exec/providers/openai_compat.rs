@@ -120,7 +120,11 @@ impl OpenAiCompat {
             text: choice.message.content.unwrap_or_default(),
             input_tokens: usage.prompt_tokens.unwrap_or(0),
             output_tokens: usage.completion_tokens.unwrap_or(0),
-            finish_reason: choice.finish_reason.unwrap_or_default(),
+            // Some servers leave it out; a complete answer is what it means.
+            finish_reason: choice
+                .finish_reason
+                .filter(|f| !f.is_empty())
+                .unwrap_or_else(|| "stop".into()),
             known_quality: None,
             known_cost_usd: None,
         })
