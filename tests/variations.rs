@@ -44,8 +44,7 @@ async fn the_deadline_cuts_laggards_and_the_best_of_the_rest_answers() {
     // Propensities: the first is the explorer's, the rest conditional, all in (0, 1].
     assert!(vars.iter().all(|v| v["propensity"].as_f64().unwrap() > 0.0));
     // The wall time is bounded by the deadline, not the sum of latencies:
-    // the upstream phase ended when the deadline cut the laggard.
-    assert!(b["timings"]["upstream_ms"].as_f64().unwrap() < 400.0, "{b}");
+    // the slow one was cut (above) instead of being waited for.
 
     // One decision with the three models in draw order, three outcomes.
     let e = t.experience(b["request_id"].as_str().unwrap(), 3).await;
