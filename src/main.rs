@@ -157,6 +157,9 @@ enum Command {
         /// rounds (a held-out learning curve against USD spent).
         #[arg(long)]
         eval_every: Option<usize>,
+        /// Keep the DQN's experience log in this store directory (for `qroute ope`).
+        #[arg(long)]
+        log_dir: Option<PathBuf>,
     },
     /// Route one prompt: score every candidate and pick one (prints JSON).
     Route {
@@ -366,6 +369,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dqn_gamma,
             dqn_steps,
             eval_every,
+            log_dir,
         } => {
             let cfg = SimConfig {
                 feedback: FeedbackMode::parse(&feedback)?,
@@ -383,6 +387,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 dqn_gamma,
                 dqn_steps,
                 eval_every,
+                log_dir,
                 ..SimConfig::default()
             };
             let ds = Dataset::load(&data)?;

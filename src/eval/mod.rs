@@ -4,6 +4,7 @@
 pub mod bandits;
 pub mod evaluate;
 pub mod metrics;
+pub mod ope;
 pub mod plots;
 pub mod report;
 pub mod simulate;

@@ -122,6 +122,10 @@ pub struct SimConfig {
     /// Evaluate every policy's greedy choices on the test split every this
     /// many rounds (and at the end); `None`: no held-out curve.
     pub eval_every: Option<usize>,
+    /// Keep the DQN's experience log (decisions with propensities, and
+    /// outcomes) in this store directory, for off-policy evaluation;
+    /// `None`: a temporary store.
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -141,6 +145,7 @@ impl Default for SimConfig {
             dqn_gamma: 30.0,
             dqn_steps: 1,
             eval_every: None,
+            log_dir: None,
         }
     }
 }
@@ -170,7 +175,10 @@ pub struct DqnBandit {
 impl DqnBandit {
     pub fn new(policy: DqnPolicy, point: OperatingPoint, cfg: &SimConfig) -> Result<DqnBandit> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("creating the simulator's store", e))?;
-        let store = SledStore::open(dir.path().join("experiences"))?;
+        let store = SledStore::open(match &cfg.log_dir {
+            Some(d) => d.clone(),
+            None => dir.path().join("experiences"),
+        })?;
         let cards = policy.catalog.models.clone();
         let learner_cfg = LearnerConfig::online();
         let snapshot = policy.clone();

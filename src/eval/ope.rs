@@ -1,0 +1,489 @@
+//! Offline policy evaluation: the value of a candidate (target) policy
+//! estimated from logged decisions, without running it.
+//!
+//! Each logged decision gives one sample `(x, candidates, a, p, r)`: the
+//! context, the candidate set, the first model drawn (`chosen[0]`), the
+//! logging policy's probability of drawing it and the reward of its outcome
+//! at the decision's cost weight (latency is not priced: `μ = 0`). Later
+//! draws of a variation (`chosen[1..]`) are not used: their propensities are
+//! conditional on the earlier draws.
+//!
+//! With importance weight `w = π(a|x) / p`, three estimators:
+//!
+//! - IPS: `mean(w·r)`, unbiased when every action the target takes had a
+//!   positive logging probability;
+//! - SNIPS: `Σ w·r / Σ w`, self-normalised: slightly biased, far less
+//!   variable when weights are large;
+//! - doubly robust: `mean(Σ_a π(a|x)·q̂(x,a) + w·(r − q̂(x,a)))` with `q̂` a
+//!   per-model ridge regression of reward on a random projection of the
+//!   features (and the cost weight), cross-fitted on two folds: the `q̂` used
+//!   for a sample never saw it.
+//!
+//! Each comes with a normal-approximation 95% interval. The report also
+//! carries the effective sample size `(Σw)² / Σw²` and warnings when the
+//! logging policy's propensities overlap poorly with the target.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::bandits::{Projection, Ridge};
+use crate::catalog::ModelCard;
+use crate::error::{Error, Result};
+use crate::features::Features;
+use crate::policy::explore::argmax;
+use crate::policy::{DqnPolicy, OperatingPoint, Scales};
+use crate::reward::reward;
+use crate::store::{Experience, SledStore};
+
+/// Dimensions of the random projection the DR reward model regresses on.
+const PROJECTION_DIM: usize = 64;
+/// Ridge penalty of the DR reward model.
+const RIDGE_LAMBDA: f64 = 1.0;
+/// 95% two-sided normal quantile.
+const Z95: f64 = 1.96;
+/// Warn when the effective sample size is under this fraction of n.
+const ESS_WARN_FRACTION: f64 = 0.1;
+/// Warn when an importance weight exceeds this.
+const MAX_WEIGHT_WARN: f64 = 100.0;
+/// Warn when a logged propensity is under this.
+const MIN_PROPENSITY_WARN: f64 = 1e-3;
+
+/// Reads an experience log: a directory is opened as a [`SledStore`] and
+/// read whole; a file is read as JSONL, one serde-JSON [`Experience`] per
+/// line (blank lines skipped), as written by [`export_jsonl`].
+pub fn read_logs(path: &Path) -> Result<Vec<Experience>> {
+    if path.is_dir() {
+        let store = SledStore::open(path)?;
+        return store.iter_from(0).collect();
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line_no = i + 1;
+        let line = line.map_err(|e| Error::io(format!("reading {}:{line_no}", path.display()), e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let de = &mut serde_json::Deserializer::from_str(&line);
+        let exp: Experience = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            Error::Dataset {
+                path: path.to_path_buf(),
+                line: line_no,
+                field: if field == "." { "experience".into() } else { field },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        out.push(exp);
+    }
+    Ok(out)
+}
+
+/// Writes every experience in `store` to `out` as JSONL (one serde-JSON
+/// [`Experience`] per line, in store order); returns how many.
+pub fn export_jsonl(store: &SledStore, out: &Path) -> Result<usize> {
+    let ctx = || format!("writing {}", out.display());
+    let file = std::fs::File::create(out).map_err(|e| Error::io(ctx(), e))?;
+    let mut w = BufWriter::new(file);
+    let mut n = 0;
+    for exp in store.iter_from(0) {
+        let exp = exp?;
+        serde_json::to_writer(&mut w, &exp).map_err(|e| Error::Store(format!("encoding experience: {e}")))?;
+        w.write_all(b"\n").map_err(|e| Error::io(ctx(), e))?;
+        n += 1;
+    }
+    w.flush().map_err(|e| Error::io(ctx(), e))?;
+    w.get_ref().sync_all().map_err(|e| Error::io(ctx(), e))?;
+    Ok(n)
+}
+
+/// A policy to evaluate: its distribution over a logged candidate set.
+pub trait TargetPolicy {
+    fn name(&self) -> String;
+    /// `π(·|x)` over `candidates` (same length, summing to 1) at cost weight
+    /// `cost_weight`.
+    fn distribution(&self, x: &Features, candidates: &[String], cost_weight: f32) -> Vec<f32>;
+    /// Whether the policy can take context `x` at all (checked once per
+    /// sample before [`TargetPolicy::distribution`]); `Ok` by default.
+    fn check(&self, _x: &Features) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn uniform(k: usize) -> Vec<f32> {
+    vec![1.0 / k.max(1) as f32; k]
+}
+
+fn one_hot(k: usize, i: usize) -> Vec<f32> {
+    let mut d = vec![0.0; k];
+    d[i] = 1.0;
+    d
+}
+
+/// The DQN with exploration off: all mass on the candidate with the best
+/// score at the decision's cost weight (latency weight 0). Candidates missing
+/// from the policy's catalog score −∞; if none is in the catalog, uniform.
+/// The logged features must come from the policy's feature spec.
+#[derive(Debug, Clone)]
+pub struct Greedy(pub DqnPolicy);
+
+impl TargetPolicy for Greedy {
+    fn name(&self) -> String {
+        format!("dqn-greedy (version {})", self.0.version)
+    }
+
+    fn distribution(&self, x: &Features, candidates: &[String], cost_weight: f32) -> Vec<f32> {
+        let present: Vec<(usize, &ModelCard)> = candidates
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| self.0.catalog.get(id).map(|c| (i, c)))
+            .collect();
+        if present.is_empty() {
+            return uniform(candidates.len());
+        }
+        let cards: Vec<&ModelCard> = present.iter().map(|&(_, c)| c).collect();
+        let point = OperatingPoint {
+            cost_weight,
+            latency_weight: 0.0,
+        };
+        // `check` rejected contexts the network cannot take.
+        let Ok(s) = self.0.scores(x, &cards, point) else {
+            return uniform(candidates.len());
+        };
+        let mut scores = vec![f32::NEG_INFINITY; candidates.len()];
+        for (&(i, _), v) in present.iter().zip(s) {
+            scores[i] = if v.is_nan() { f32::NEG_INFINITY } else { v };
+        }
+        // argmax keeps the first on ties, so an all −∞ row picks a present one.
+        let best = if scores.iter().all(|v| *v == f32::NEG_INFINITY) {
+            present[0].0
+        } else {
+            argmax(&scores)
+        };
+        one_hot(candidates.len(), best)
+    }
+
+    fn check(&self, x: &Features) -> Result<()> {
+        let want = self.0.net.arch.ctx_dim;
+        if x.dim as usize != want || x.indices.last().is_some_and(|&i| i >= x.dim) {
+            return Err(Error::InvalidInput(format!(
+                "logged features of dimension {} cannot be scored by a policy that takes {want}",
+                x.dim
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Always the named model. Where a decision's candidates do not include it,
+/// the target is taken to be uniform over that decision's candidates (the
+/// model could not have been routed to there).
+#[derive(Debug, Clone)]
+pub struct FixedModel(pub String);
+
+impl TargetPolicy for FixedModel {
+    fn name(&self) -> String {
+        format!("always {}", self.0)
+    }
+
+    fn distribution(&self, _: &Features, candidates: &[String], _: f32) -> Vec<f32> {
+        match candidates.iter().position(|c| *c == self.0) {
+            Some(i) => one_hot(candidates.len(), i),
+            None => uniform(candidates.len()),
+        }
+    }
+}
+
+/// Uniform over the candidates.
+#[derive(Debug, Clone, Copy)]
+pub struct Uniform;
+
+impl TargetPolicy for Uniform {
+    fn name(&self) -> String {
+        "uniform".into()
+    }
+
+    fn distribution(&self, _: &Features, candidates: &[String], _: f32) -> Vec<f32> {
+        uniform(candidates.len())
+    }
+}
+
+/// A point estimate with its 95% confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Estimate {
+    pub value: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+}
+
+impl Estimate {
+    fn normal(value: f64, se: f64) -> Estimate {
+        Estimate {
+            value,
+            ci_low: value - Z95 * se,
+            ci_high: value + Z95 * se,
+        }
+    }
+
+    /// Whether `v` lies in the interval.
+    pub fn covers(&self, v: f64) -> bool {
+        self.ci_low <= v && v <= self.ci_high
+    }
+}
+
+/// What [`evaluate`] found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpeReport {
+    /// The target policy's name.
+    pub policy: String,
+    /// Samples used.
+    pub n: usize,
+    /// Decisions whose first model's outcome has neither a quality nor an error.
+    pub skipped_unlabelled: usize,
+    /// Decisions without a usable propensity for their first model.
+    pub skipped_no_propensity: usize,
+    /// Decisions with no outcome recorded for their first model.
+    pub skipped_no_outcome: usize,
+    /// Effective sample size `(Σw)² / Σw²`.
+    pub ess: f64,
+    pub max_weight: f64,
+    pub warnings: Vec<String>,
+    pub ips: Estimate,
+    pub snips: Estimate,
+    pub dr: Estimate,
+}
+
+/// One usable logged decision.
+struct Sample<'a> {
+    x: &'a Features,
+    candidates: &'a [String],
+    propensities: &'a [f32],
+    action: usize,
+    p: f64,
+    r: f64,
+    cost_weight: f32,
+}
+
+/// The propensity of `chosen[0]`, if the decision carries a usable one.
+fn logged_propensity(exp: &Experience) -> Option<(usize, f64)> {
+    let d = &exp.decision;
+    if d.propensities.is_empty() || d.propensities.len() != d.candidates.len() {
+        return None;
+    }
+    let first = d.chosen.first()?;
+    let a = d.candidates.iter().position(|c| c == first)?;
+    let p = d.propensities[a] as f64;
+    (p > 0.0 && p <= 1.0).then_some((a, p))
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Sample standard deviation (0 for fewer than two values).
+fn sd(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(v);
+    (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+}
+
+/// The DR reward model's input: the projected features plus the cost weight.
+fn model_input(projection: &Projection, x: &Features, cost_weight: f32) -> Vec<f64> {
+    let mut z = projection.apply(x);
+    z.push(cost_weight as f64);
+    z
+}
+
+/// Estimates the value of `target` from `logs` with IPS, SNIPS and doubly
+/// robust (see the module docs). Rewards are priced with `scales` (the
+/// target policy's). `seed` fixes the DR reward model's projection and folds.
+///
+/// Refuses logs in which no decision carries propensities, and logs with no
+/// usable sample.
+pub fn evaluate(logs: &[Experience], target: &dyn TargetPolicy, scales: &Scales, seed: u64) -> Result<OpeReport> {
+    if logs.is_empty() {
+        return Err(Error::InvalidInput("the logs hold no decisions".into()));
+    }
+    let mut samples = Vec::with_capacity(logs.len());
+    let (mut unlabelled, mut no_prop, mut no_outcome) = (0, 0, 0);
+    for exp in logs {
+        let Some((action, p)) = logged_propensity(exp) else {
+            no_prop += 1;
+            continue;
+        };
+        let d = &exp.decision;
+        let model = &d.candidates[action];
+        let Some(o) = exp.outcomes.iter().find(|o| o.model == *model) else {
+            no_outcome += 1;
+            continue;
+        };
+        let quality = if o.error.is_some() {
+            0.0
+        } else if let Some(q) = o.quality {
+            q
+        } else {
+            unlabelled += 1;
+            continue;
+        };
+        let point = OperatingPoint {
+            cost_weight: d.cost_weight,
+            latency_weight: 0.0,
+        };
+        let r = reward(quality, o.cost_usd, None, point, scales) as f64;
+        target.check(&d.features)?;
+        samples.push(Sample {
+            x: &d.features,
+            candidates: &d.candidates,
+            propensities: &d.propensities,
+            action,
+            p,
+            r,
+            cost_weight: d.cost_weight,
+        });
+    }
+    if no_prop == logs.len() {
+        return Err(Error::InvalidInput(format!(
+            "logs without propensities cannot be evaluated off-policy: none of the {} decisions records the \
+             logging policy's probability of its chosen model (field `propensities`, one per candidate)",
+            logs.len()
+        )));
+    }
+    let n = samples.len();
+    if n == 0 {
+        return Err(Error::InvalidInput(format!(
+            "no usable samples: of {} decisions, {no_prop} lack propensities, {no_outcome} have no outcome for \
+             their chosen model and {unlabelled} have no quality yet",
+            logs.len()
+        )));
+    }
+
+    // Target distributions and importance weights.
+    let pis: Vec<Vec<f32>> = samples
+        .iter()
+        .map(|s| target.distribution(s.x, s.candidates, s.cost_weight))
+        .collect();
+    let w: Vec<f64> = samples.iter().zip(&pis).map(|(s, pi)| pi[s.action] as f64 / s.p).collect();
+    let r: Vec<f64> = samples.iter().map(|s| s.r).collect();
+    let sum_w: f64 = w.iter().sum();
+    let sum_w2: f64 = w.iter().map(|v| v * v).sum();
+    let ess = if sum_w2 > 0.0 { sum_w * sum_w / sum_w2 } else { 0.0 };
+    let max_weight = w.iter().copied().fold(0.0, f64::max);
+    let sqrt_n = (n as f64).sqrt();
+
+    // IPS.
+    let wr: Vec<f64> = w.iter().zip(&r).map(|(w, r)| w * r).collect();
+    let ips = Estimate::normal(mean(&wr), sd(&wr) / sqrt_n);
+
+    // SNIPS with a delta-method interval.
+    let mut warnings = Vec::new();
+    let snips = if sum_w > 0.0 {
+        let v = wr.iter().sum::<f64>() / sum_w;
+        let dev: Vec<f64> = w.iter().zip(&r).map(|(w, r)| w * (r - v)).collect();
+        Estimate::normal(v, sd(&dev) / (sum_w / n as f64) / sqrt_n)
+    } else {
+        warnings.push(
+            "no overlap: the target gives probability 0 to every logged action, so SNIPS is undefined and IPS \
+             is 0 by construction"
+                .to_string(),
+        );
+        Estimate {
+            value: f64::NAN,
+            ci_low: f64::NAN,
+            ci_high: f64::NAN,
+        }
+    };
+
+    // Doubly robust, with a 2-fold cross-fitted reward model.
+    let projection = Projection::new(PROJECTION_DIM, seed);
+    let inputs: Vec<Vec<f64>> = samples
+        .iter()
+        .map(|s| model_input(&projection, s.x, s.cost_weight))
+        .collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x6f70_655f_666f_6c64));
+    let mut fold = vec![0usize; n];
+    for (k, &i) in order.iter().enumerate() {
+        fold[i] = k % 2;
+    }
+    let dim = projection.dim() + 1;
+    // models[k][name]: trained on the samples outside fold k.
+    let mut models: [HashMap<&str, Ridge>; 2] = [HashMap::new(), HashMap::new()];
+    for (i, s) in samples.iter().enumerate() {
+        let other = 1 - fold[i];
+        models[other]
+            .entry(s.candidates[s.action].as_str())
+            .or_insert_with(|| Ridge::new(dim, RIDGE_LAMBDA))
+            .update(&inputs[i], s.r);
+    }
+    let dr_terms: Vec<f64> = samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let q = |a: usize| models[fold[i]].get(s.candidates[a].as_str()).map_or(0.0, |m| m.predict(&inputs[i]).0);
+            let direct: f64 = pis[i]
+                .iter()
+                .enumerate()
+                .filter(|(_, &p)| p > 0.0)
+                .map(|(a, &p)| p as f64 * q(a))
+                .sum();
+            direct + w[i] * (s.r - q(s.action))
+        })
+        .collect();
+    let dr = Estimate::normal(mean(&dr_terms), sd(&dr_terms) / sqrt_n);
+
+    // Overlap diagnostics.
+    if ess < ESS_WARN_FRACTION * n as f64 {
+        warnings.push(format!(
+            "poor overlap: effective sample size {ess:.1} is under {:.0}% of the {n} samples; the estimates rest \
+             on few decisions",
+            ESS_WARN_FRACTION * 100.0
+        ));
+    }
+    if max_weight > MAX_WEIGHT_WARN {
+        warnings.push(format!(
+            "poor overlap: the largest importance weight is {max_weight:.1} (over {MAX_WEIGHT_WARN}); IPS and DR \
+             are dominated by a few samples"
+        ));
+    }
+    let tiny: Vec<f64> = samples.iter().map(|s| s.p).filter(|&p| p < MIN_PROPENSITY_WARN).collect();
+    if !tiny.is_empty() {
+        let min = tiny.iter().copied().fold(f64::INFINITY, f64::min);
+        warnings.push(format!(
+            "poor overlap: {} logged propensities are under {MIN_PROPENSITY_WARN} (smallest {min:.2e})",
+            tiny.len()
+        ));
+    }
+    let unsupported = samples
+        .iter()
+        .zip(&pis)
+        .filter(|(s, pi)| pi.iter().zip(s.propensities).any(|(&t, &l)| t > 0.0 && l <= 0.0))
+        .count();
+    if unsupported > 0 {
+        warnings.push(format!(
+            "no support: in {unsupported} decisions the target gives probability to a model the logging policy \
+             could not choose; every estimate is biased there"
+        ));
+    }
+
+    Ok(OpeReport {
+        policy: target.name(),
+        n,
+        skipped_unlabelled: unlabelled,
+        skipped_no_propensity: no_prop,
+        skipped_no_outcome: no_outcome,
+        ess,
+        max_weight,
+        warnings,
+        ips,
+        snips,
+        dr,
+    })
+}
