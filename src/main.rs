@@ -72,6 +72,39 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Off-policy evaluation of a target policy from logged decisions: IPS,
+    /// SNIPS and doubly robust, each with a 95% interval (prints JSON).
+    Ope {
+        /// An experience store directory, or an exported JSONL file.
+        #[arg(long)]
+        logs: PathBuf,
+        /// The target: a policy directory (its greedy choice)…
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// …or always this model…
+        #[arg(long)]
+        fixed: Option<String>,
+        /// …or a uniform choice.
+        #[arg(long)]
+        uniform: bool,
+        /// Scales (cost and latency units of the reward) from this policy;
+        /// the target policy's, else the embedded default's.
+        #[arg(long)]
+        scales_from: Option<PathBuf>,
+        /// A routing dataset the logs were simulated from: also replay the
+        /// target's true value on the logged prompts.
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Export an experience store as JSONL, one experience per line.
+    Export {
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// An OpenAI-, Anthropic- and Gemini-compatible mock upstream for tests and
     /// load tests. Faults by model name: error, flaky, timeout, slow, ratelimit,
     /// reject, delay<N>.
@@ -219,6 +252,41 @@ fn main() -> ExitCode {
     }
 }
 
+fn ope_cmd(
+    logs: &Path,
+    policy: Option<PathBuf>,
+    fixed: Option<String>,
+    uniform: bool,
+    scales_from: Option<PathBuf>,
+    dataset: Option<PathBuf>,
+    seed: u64,
+) -> anyhow::Result<()> {
+    use qroute::eval::ope::{self, FixedModel, Greedy, TargetPolicy, Uniform};
+    let scales = match (&scales_from, &policy) {
+        (Some(p), _) | (None, Some(p)) => checkpoint::load(p)?.scales,
+        (None, None) => checkpoint::embedded_default()?.scales,
+    };
+    let target: Box<dyn TargetPolicy> = match (policy, fixed, uniform) {
+        (Some(p), None, false) => Box::new(Greedy(checkpoint::load(&p)?)),
+        (None, Some(m), false) => Box::new(FixedModel(m)),
+        (None, None, true) => Box::new(Uniform),
+        _ => anyhow::bail!("give exactly one target: --policy DIR, --fixed MODEL or --uniform"),
+    };
+    let experiences = ope::read_logs(logs)?;
+    let report = ope::evaluate(&experiences, target.as_ref(), &scales, seed)?;
+    let mut out = serde_json::to_value(&report)?;
+    if let Some(path) = dataset {
+        let ds = Dataset::load(&path)?;
+        let (truth, n) = ope::replay_value(&experiences, target.as_ref(), &scales, &ds)?;
+        out["replayed_truth"] = serde_json::json!({"value": truth, "decisions": n});
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
@@ -314,6 +382,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
             }
+            Ok(())
+        }
+        Command::Ope {
+            logs,
+            policy,
+            fixed,
+            uniform,
+            scales_from,
+            dataset,
+            seed,
+        } => ope_cmd(&logs, policy, fixed, uniform, scales_from, dataset, seed),
+        Command::Export { store, out } => {
+            let store = qroute::store::SledStore::open(&store)?;
+            let n = qroute::eval::ope::export_jsonl(&store, &out)?;
+            eprintln!("exported {n} experiences to {}", out.display());
             Ok(())
         }
         Command::MockProvider {

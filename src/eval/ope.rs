@@ -302,6 +302,65 @@ fn model_input(projection: &Projection, x: &Features, cost_weight: f32) -> Vec<f
     z
 }
 
+/// The target's true value on logs made from a routing dataset with full
+/// information (`qroute simulate --log-dir`, whose request ids are
+/// `{row id}/{round}`): for every logged decision [`evaluate`] would use, the
+/// expected reward of the target's distribution over the candidates,
+/// replayed from the dataset's table. Returns the value and the number of
+/// decisions it covers; the estimators' errors are measured against it.
+pub fn replay_value(
+    logs: &[Experience],
+    target: &dyn TargetPolicy,
+    scales: &Scales,
+    ds: &crate::dataset::Dataset,
+) -> Result<(f64, usize)> {
+    let rows: std::collections::HashMap<&str, &crate::dataset::Row> =
+        ds.rows.iter().map(|r| (r.id.as_str(), r)).collect();
+    let (mut total, mut n) = (0f64, 0usize);
+    for exp in logs {
+        let Some((action, _)) = logged_propensity(exp) else {
+            continue;
+        };
+        let d = &exp.decision;
+        let labelled = exp
+            .outcomes
+            .iter()
+            .find(|o| o.model == d.candidates[action])
+            .is_some_and(|o| o.error.is_some() || o.quality.is_some());
+        if !labelled {
+            continue;
+        }
+        let id = d
+            .request_id
+            .rsplit_once('/')
+            .map_or(d.request_id.as_str(), |(row, _)| row);
+        let row = rows.get(id).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "decision {:?}: no row {id:?} in {} to replay",
+                d.request_id,
+                ds.path.display()
+            ))
+        })?;
+        let point = OperatingPoint {
+            cost_weight: d.cost_weight,
+            latency_weight: 0.0,
+        };
+        let pi = target.distribution(&d.features, &d.candidates, d.cost_weight);
+        for (m, p) in d.candidates.iter().zip(&pi) {
+            let k = ds.model_index(m).ok_or_else(|| {
+                Error::InvalidInput(format!("candidate {m:?} is not a model of {}", ds.path.display()))
+            })?;
+            let o = &row.outcomes[k];
+            total += *p as f64 * reward(o.quality, o.cost_usd, None, point, scales) as f64;
+        }
+        n += 1;
+    }
+    if n == 0 {
+        return Err(Error::InvalidInput("no logged decision to replay".into()));
+    }
+    Ok((total / n as f64, n))
+}
+
 /// Estimates the value of `target` from `logs` with IPS, SNIPS and doubly
 /// robust (see the module docs). Rewards are priced with `scales` (the
 /// target policy's). `seed` fixes the DR reward model's projection and folds.
@@ -370,7 +429,11 @@ pub fn evaluate(logs: &[Experience], target: &dyn TargetPolicy, scales: &Scales,
         .iter()
         .map(|s| target.distribution(s.x, s.candidates, s.cost_weight))
         .collect();
-    let w: Vec<f64> = samples.iter().zip(&pis).map(|(s, pi)| pi[s.action] as f64 / s.p).collect();
+    let w: Vec<f64> = samples
+        .iter()
+        .zip(&pis)
+        .map(|(s, pi)| pi[s.action] as f64 / s.p)
+        .collect();
     let r: Vec<f64> = samples.iter().map(|s| s.r).collect();
     let sum_w: f64 = w.iter().sum();
     let sum_w2: f64 = w.iter().map(|v| v * v).sum();
@@ -427,7 +490,11 @@ pub fn evaluate(logs: &[Experience], target: &dyn TargetPolicy, scales: &Scales,
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let q = |a: usize| models[fold[i]].get(s.candidates[a].as_str()).map_or(0.0, |m| m.predict(&inputs[i]).0);
+            let q = |a: usize| {
+                models[fold[i]]
+                    .get(s.candidates[a].as_str())
+                    .map_or(0.0, |m| m.predict(&inputs[i]).0)
+            };
             let direct: f64 = pis[i]
                 .iter()
                 .enumerate()
@@ -453,7 +520,11 @@ pub fn evaluate(logs: &[Experience], target: &dyn TargetPolicy, scales: &Scales,
              are dominated by a few samples"
         ));
     }
-    let tiny: Vec<f64> = samples.iter().map(|s| s.p).filter(|&p| p < MIN_PROPENSITY_WARN).collect();
+    let tiny: Vec<f64> = samples
+        .iter()
+        .map(|s| s.p)
+        .filter(|&p| p < MIN_PROPENSITY_WARN)
+        .collect();
     if !tiny.is_empty() {
         let min = tiny.iter().copied().fold(f64::INFINITY, f64::min);
         warnings.push(format!(
@@ -486,4 +557,148 @@ pub fn evaluate(logs: &[Experience], target: &dyn TargetPolicy, scales: &Scales,
         snips,
         dr,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DecisionRecord, Outcome};
+
+    fn exp(propensities: Vec<f32>, chosen: &str, quality: Option<f32>, error: bool) -> Experience {
+        let candidates = vec!["a".to_string(), "b".to_string()];
+        Experience {
+            decision: DecisionRecord {
+                request_id: "r".into(),
+                time_ms: 0,
+                features: Features {
+                    dim: 16,
+                    indices: vec![1, 5],
+                    values: vec![1.0, 1.0],
+                },
+                candidates,
+                propensities,
+                chosen: vec![chosen.into()],
+                policy_version: 0,
+                cost_weight: 1.0,
+                latency_weight: 0.0,
+                task: None,
+            },
+            outcomes: vec![Outcome {
+                request_id: "r".into(),
+                model: chosen.into(),
+                quality,
+                cost_usd: 0.5,
+                latency_ms: 10.0,
+                error: error.then(|| "boom".into()),
+                time_ms: 0,
+            }],
+            feedback: None,
+        }
+    }
+
+    const SCALES: Scales = Scales {
+        cost_usd: 1.0,
+        latency_ms: 1000.0,
+    };
+
+    #[test]
+    fn propensity_checks() {
+        assert_eq!(
+            logged_propensity(&exp(vec![0.25, 0.75], "b", None, false)),
+            Some((1, 0.75))
+        );
+        assert_eq!(logged_propensity(&exp(vec![], "a", None, false)), None);
+        assert_eq!(logged_propensity(&exp(vec![1.0], "a", None, false)), None);
+        assert_eq!(logged_propensity(&exp(vec![0.0, 1.0], "a", None, false)), None);
+        assert_eq!(logged_propensity(&exp(vec![0.5, 0.5], "z", None, false)), None);
+        assert_eq!(logged_propensity(&exp(vec![f32::NAN, 0.5], "a", None, false)), None);
+    }
+
+    #[test]
+    fn rewards_errors_and_skips() {
+        let logs = vec![
+            exp(vec![0.5, 0.5], "a", Some(1.0), false), // r = 1 − 0.5 = 0.5
+            exp(vec![0.5, 0.5], "a", Some(1.0), true),  // error: r = 0 − 0.5
+            exp(vec![0.5, 0.5], "a", None, false),      // unlabelled
+            exp(vec![], "a", Some(1.0), false),         // no propensity
+        ];
+        let mut no_outcome = exp(vec![0.5, 0.5], "a", Some(1.0), false);
+        no_outcome.outcomes.clear();
+        let logs = [logs, vec![no_outcome]].concat();
+        let r = evaluate(&logs, &FixedModel("a".into()), &SCALES, 0).unwrap();
+        assert_eq!(
+            (r.n, r.skipped_unlabelled, r.skipped_no_propensity, r.skipped_no_outcome),
+            (2, 1, 1, 1)
+        );
+        // w = 2 for both: IPS = mean(2·0.5, 2·−0.5) = 0; SNIPS = 0.
+        assert!(r.ips.value.abs() < 1e-6 && r.snips.value.abs() < 1e-6);
+        assert!((r.ess - 2.0).abs() < 1e-9 && (r.max_weight - 2.0).abs() < 1e-9);
+        // A target that never takes a logged action: IPS 0, SNIPS undefined, warned.
+        let r = evaluate(&logs, &FixedModel("b".into()), &SCALES, 0).unwrap();
+        assert_eq!(r.ips.value, 0.0);
+        assert!(r.snips.value.is_nan());
+        assert!(r.warnings.iter().any(|w| w.contains("no overlap")));
+    }
+
+    #[test]
+    fn refusals() {
+        let e = evaluate(&[], &Uniform, &SCALES, 0).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)));
+        let e = evaluate(&[exp(vec![], "a", Some(1.0), false)], &Uniform, &SCALES, 0).unwrap_err();
+        assert!(e.to_string().contains("logs without propensities"), "{e}");
+        let e = evaluate(&[exp(vec![0.5, 0.5], "a", None, false)], &Uniform, &SCALES, 0).unwrap_err();
+        assert!(e.to_string().contains("no usable samples"), "{e}");
+    }
+
+    #[test]
+    fn fixed_and_uniform_targets() {
+        let x = Features {
+            dim: 4,
+            indices: vec![],
+            values: vec![],
+        };
+        let c: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(FixedModel("b".into()).distribution(&x, &c, 0.0), vec![0.0, 1.0, 0.0]);
+        assert_eq!(FixedModel("z".into()).distribution(&x, &c, 0.0), vec![1.0 / 3.0; 3]);
+        assert_eq!(Uniform.distribution(&x, &c, 0.0), vec![1.0 / 3.0; 3]);
+    }
+
+    #[test]
+    fn greedy_is_one_hot_over_catalog_models() {
+        let policy = crate::policy::checkpoint::embedded_default().unwrap();
+        let ids = policy.catalog.ids();
+        let g = Greedy(policy);
+        let x = Features {
+            dim: 8192,
+            indices: vec![3, 77],
+            values: vec![1.0, 0.5],
+        };
+        let c = vec!["unknown".to_string(), ids[0].clone(), ids[1].clone()];
+        for lambda in [0.0, 1.0, 10.0] {
+            let d = g.distribution(&x, &c, lambda);
+            assert_eq!(d.iter().sum::<f32>(), 1.0);
+            assert_eq!(d[0], 0.0);
+            assert!(d.iter().all(|&p| p == 0.0 || p == 1.0));
+        }
+        // Only an unknown model: uniform.
+        assert_eq!(g.distribution(&x, &c[..1], 0.0), vec![1.0]);
+        let small = Features {
+            dim: 16,
+            indices: vec![],
+            values: vec![],
+        };
+        assert!(g.check(&small).is_err() && g.check(&x).is_ok());
+    }
+
+    #[test]
+    fn read_logs_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.jsonl");
+        let good = serde_json::to_string(&exp(vec![0.5, 0.5], "a", Some(1.0), false)).unwrap();
+        std::fs::write(&path, format!("{good}\n\n{good}\nnot json\n")).unwrap();
+        let e = read_logs(&path).unwrap_err().to_string();
+        assert!(e.contains("x.jsonl:4"), "{e}");
+        std::fs::write(&path, format!("{good}\n\n{good}\n")).unwrap();
+        assert_eq!(read_logs(&path).unwrap().len(), 2);
+    }
 }
