@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Exploration;
+use crate::policy::{Exploration, Strategy};
 use crate::{Error, Result};
 
 /// The configuration `qroute serve` runs with when given none: simulated
@@ -59,6 +59,9 @@ pub struct PolicyConfig {
     /// the policy compiled into the binary.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// How the gateway chooses: the learned policy (default) or a rule.
+    #[serde(default = "learned")]
+    pub strategy: Strategy,
     #[serde(default)]
     pub exploration: Exploration,
     /// Least probability of any candidate, so off-policy estimates stay finite.
@@ -75,6 +78,9 @@ pub struct PolicyConfig {
     pub expected_output_tokens: f64,
 }
 
+fn learned() -> Strategy {
+    Strategy::Learned
+}
 fn default_floor() -> f32 {
     0.005
 }
@@ -89,6 +95,7 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             path: None,
+            strategy: Strategy::Learned,
             exploration: Exploration::default(),
             floor: default_floor(),
             budget: None,

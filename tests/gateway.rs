@@ -320,3 +320,41 @@ async fn bad_input_gets_a_clear_4xx() {
     // None of these reached the store.
     assert_eq!(t.gw.store.len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_strategy_routes_and_logs_its_own_distribution() {
+    let fixed = "[policy]\nstrategy = { kind = \"fixed\", model = \"claude-mock\" }\n";
+    let t = start(MODELS, fixed).await;
+    let caps: Value = t.get("/v1/capabilities").await.json().await.unwrap();
+    assert_eq!(caps["strategy"]["kind"], "fixed");
+    assert!(caps["strategies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s == "round_robin"));
+    for _ in 0..5 {
+        let (s, b) = t.post("/v1/execute", &json!({"prompt": "hello"})).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(
+            (b["model"].as_str(), b["propensity"].as_f64()),
+            (Some("claude-mock"), Some(1.0))
+        );
+        let e = t.experience(b["request_id"].as_str().unwrap(), 1).await;
+        let k = e.decision.candidates.iter().position(|c| c == "claude-mock").unwrap();
+        assert_eq!(e.decision.propensities[k], 1.0);
+    }
+
+    // Cost-optimized: the cheapest by the policy's cost prediction.
+    let t = start(MODELS, "[policy]\nstrategy = { kind = \"cost_optimized\" }\n").await;
+    let (_, b) = t.post("/v1/execute", &json!({"prompt": "hello"})).await;
+    assert_eq!(b["model"], "cheap-mock", "{b}");
+
+    // Round-robin takes every model in turn.
+    let t = start(MODELS, "[policy]\nstrategy = { kind = \"round_robin\" }\n").await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..MODELS.len() {
+        let (_, b) = t.post("/v1/execute", &json!({"prompt": "hello"})).await;
+        seen.insert(b["model"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen.len(), MODELS.len());
+}

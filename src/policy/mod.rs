@@ -6,7 +6,9 @@ pub mod dqn;
 pub mod explore;
 pub mod network;
 pub mod simd;
+pub mod strategy;
 
 pub use action::Scales;
 pub use dqn::{DqnPolicy, OperatingPoint, Policy, Prediction};
 pub use explore::{Choice, Exploration, Explorer};
+pub use strategy::Strategy;

@@ -34,7 +34,8 @@ use crate::exec::judge::{Judge, LlmJudge};
 use crate::exec::providers::{self, Anthropic, ChatRequest, Completion, Gemini, OpenAiCompat, Provider, Simulated};
 use crate::exec::resilience::{call_with_retries, Attempted, BreakerState, CircuitBreaker};
 use crate::features::{Features, Featurizer, RequestContext};
-use crate::policy::{checkpoint, DqnPolicy, Explorer, OperatingPoint};
+use crate::policy::explore::draw_without_replacement;
+use crate::policy::{checkpoint, DqnPolicy, Explorer, OperatingPoint, Policy};
 use crate::store::{Answered, DecisionRecord, GroupWriter, Outcome, SledStore};
 use crate::train::learner::{Learner, LearnerConfig};
 use crate::train::online::{Labels, OnlineConfig, OnlineTrainer};
@@ -167,6 +168,8 @@ pub struct Gateway {
     featurizer: Featurizer,
     policy: Arc<ArcSwap<DqnPolicy>>,
     explorer: Explorer,
+    /// Round-robin's turn counter.
+    turn: std::sync::atomic::AtomicU64,
     /// Scores the answers of variations.
     pub(super) judge: Judge,
     /// Declared before `trainer` and `store` so it drains first on drop.
@@ -293,6 +296,7 @@ impl Gateway {
             featurizer,
             policy,
             explorer,
+            turn: std::sync::atomic::AtomicU64::new(0),
             judge,
             writer,
             trainer,
@@ -384,15 +388,25 @@ impl Gateway {
             cost_weight,
             latency_weight,
         };
-        let scores = policy.scores(&features, &cards, point)?;
-        let (chosen, propensities) = if req.pinned.is_some() {
-            (0, vec![1.0])
-        } else {
-            let c = self
-                .explorer
-                .choose(&scores, &mut rand::thread_rng())
-                .ok_or_else(|| Error::Unavailable("no candidate model".into()))?;
-            (c.chosen, c.propensities)
+        let mut preds = Vec::with_capacity(cards.len());
+        policy.predict(&features, &cards, &mut preds)?;
+        let scores: Vec<f32> = preds.iter().map(|p| p.score(point)).collect();
+        let ids: Vec<&str> = candidates.iter().map(|&i| self.models[i].config.id.as_str()).collect();
+        let rule = self.config.policy.strategy.distribution(&ids, &preds, &self.turn);
+        let (chosen, propensities) = match (&req.pinned, rule) {
+            (Some(_), _) => (0, vec![1.0]),
+            // A rule's own distribution is what was sampled: it is logged.
+            (None, Some(dist)) => {
+                let pick = draw_without_replacement(&dist, 1, &mut rand::thread_rng());
+                (pick.models[0], dist)
+            }
+            (None, None) => {
+                let c = self
+                    .explorer
+                    .choose(&scores, &mut rand::thread_rng())
+                    .ok_or_else(|| Error::Unavailable("no candidate model".into()))?;
+                (c.chosen, c.propensities)
+            }
         };
         Ok(Prepared {
             request_id: new_request_id(),

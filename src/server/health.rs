@@ -51,7 +51,8 @@ pub async fn capabilities(State(gw): State<Arc<Gateway>>) -> Json<Value> {
         .collect();
     Json(json!({
         "models": models,
-        "strategies": ["learned"],
+        "strategies": crate::policy::strategy::STRATEGIES,
+        "strategy": gw.config.policy.strategy,
         "variations": {
             "default": gw.config.variations.default,
             "max": gw.config.variations.max,
