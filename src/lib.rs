@@ -19,6 +19,7 @@ pub mod config;
 pub mod dataset;
 pub mod eval;
 pub mod exec;
+pub mod experiment;
 pub mod features;
 pub mod mock_provider;
 pub mod policy;
