@@ -225,6 +225,15 @@ async fn health_capabilities_metrics_openapi() {
     }
     assert!(m.contains(r#"endpoint="/v1/execute""#), "{m}");
 
+    // Every listed endpoint is routed (a GET on a POST route is a 405, not the 404 fallback).
+    for path in qroute::server::ENDPOINTS {
+        assert_ne!(t.get(path).await.status(), 404, "{path} is listed but not routed");
+    }
+    assert_eq!(
+        c["endpoints"].as_array().unwrap().len(),
+        qroute::server::ENDPOINTS.len()
+    );
+
     let list: Value = t.get("/v1/models").await.json().await.unwrap();
     let listed: Vec<&str> = list["data"]
         .as_array()

@@ -449,14 +449,13 @@ impl Gateway {
             ref request_id,
             received: t0,
             ref policy,
-            ref features,
             ref candidates,
             ref scores,
             chosen,
             ref propensities,
             cost_weight,
-            latency_weight,
             decision_us,
+            ..
         } = prep;
         // The chosen model first, then the rest by score: the fallback order.
         let mut order: Vec<usize> = (0..candidates.len()).filter(|&k| k != chosen).collect();
@@ -475,31 +474,20 @@ impl Gateway {
         for (n, &k) in order.iter().enumerate() {
             let model = &self.models[candidates[k]];
             let id = &model.config.id;
-            let (decision_id, record_candidates, record_props) = if n == 0 {
-                let names = candidates.iter().map(|&i| self.models[i].config.id.clone()).collect();
-                (request_id.clone(), names, propensities.to_vec())
-            } else {
+            let mut record = self.record(&prep, &req, vec![id.clone()]);
+            if n > 0 {
+                // A fallback is its own decision: the rest of the order, the
+                // next one taken with certainty.
                 metrics::counter!("qroute_fallbacks_total").increment(1);
-                let rest: Vec<String> = order[n..]
+                record.request_id = format!("{request_id}/fallback-{n}");
+                record.candidates = order[n..]
                     .iter()
                     .map(|&j| self.models[candidates[j]].config.id.clone())
                     .collect();
-                let mut props = vec![0.0; rest.len()];
-                props[0] = 1.0;
-                (format!("{request_id}/fallback-{n}"), rest, props)
-            };
-            let record = DecisionRecord {
-                request_id: decision_id.clone(),
-                time_ms: unix_ms(),
-                features: features.clone(),
-                candidates: record_candidates,
-                propensities: record_props,
-                chosen: vec![id.clone()],
-                policy_version: policy.version,
-                cost_weight,
-                latency_weight,
-                task: req.task_type.clone(),
-            };
+                record.propensities = vec![0.0; record.candidates.len()];
+                record.propensities[0] = 1.0;
+            }
+            let decision_id = record.request_id.clone();
             if !model.breaker.try_acquire(Instant::now()) {
                 // Another request holds this half-open breaker's one probe.
                 // The decision is still logged (without an outcome), so the
@@ -634,9 +622,9 @@ impl Gateway {
                 outcome.cost_usd = cost;
                 metrics::gauge!("qroute_cost_usd_total", "model" => id.clone()).increment(cost);
             }
-            Err(_) if !counts => {
+            Err(e) if !counts => {
                 model.breaker.release();
-                outcome.error = attempted.result.as_ref().err().map(|e| e.message.clone());
+                outcome.error = Some(e.message.clone());
             }
             Err(e) => {
                 if model.breaker.on_failure(Instant::now()) {

@@ -69,6 +69,6 @@ pub async fn capabilities(State(gw): State<Arc<Gateway>>) -> Json<Value> {
         },
         "features": {"dim": policy.spec.dim, "spec": policy.spec},
         "learning": {"enabled": gw.config.learning.enabled, "steps": gw.trainer_steps()},
-        "endpoints": ["/v1/execute", "/v1/chat/completions", "/v1/feedback", "/v1/models", "/v1/health", "/v1/capabilities", "/metrics", "/openapi.json"],
+        "endpoints": super::ENDPOINTS,
     }))
 }

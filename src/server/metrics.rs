@@ -52,19 +52,6 @@ pub async fn render(State(gw): State<Arc<Gateway>>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], handle().render()).into_response()
 }
 
-/// Endpoints named in metric labels; anything else is `other`, so unknown
-/// paths cannot blow up the label set.
-const ENDPOINTS: &[&str] = &[
-    "/v1/execute",
-    "/v1/chat/completions",
-    "/v1/feedback",
-    "/v1/models",
-    "/v1/health",
-    "/v1/capabilities",
-    "/metrics",
-    "/openapi.json",
-];
-
 /// When the request reached the service (a request extension), so the
 /// gateway's timings include reading and parsing the body.
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +76,11 @@ pub async fn track(mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     req.extensions_mut().insert(Received(start));
     let path = req.uri().path();
-    let endpoint = ENDPOINTS.iter().find(|e| **e == path).copied().unwrap_or("other");
+    let endpoint = super::ENDPOINTS
+        .iter()
+        .find(|e| **e == path)
+        .copied()
+        .unwrap_or("other");
     let mut resp = next.run(req).await;
     let elapsed = start.elapsed();
     if let Some(UpstreamTime(upstream)) = resp.extensions().get::<UpstreamTime>() {

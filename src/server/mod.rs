@@ -24,6 +24,20 @@ pub use gateway::Gateway;
 
 use errors::error_response;
 
+/// Every path served: listed by `/v1/capabilities`, and the only values of
+/// the `endpoint` metric label (anything else is `other`, so unknown paths
+/// cannot grow the label set).
+pub const ENDPOINTS: &[&str] = &[
+    "/v1/execute",
+    "/v1/chat/completions",
+    "/v1/feedback",
+    "/v1/models",
+    "/v1/health",
+    "/v1/capabilities",
+    "/metrics",
+    "/openapi.json",
+];
+
 /// The OpenAPI description of every endpoint, served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
