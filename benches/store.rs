@@ -54,6 +54,8 @@ fn record(i: u64) -> DecisionRecord {
         cost_weight: 0.4,
         latency_weight: 0.01,
         task: Some("mmlu/anatomy".into()),
+        experiment: None,
+        shadow: None,
     }
 }
 

@@ -31,6 +31,10 @@ pub enum Error {
     /// parser knows them, the line and the field.
     #[error("config {path}: {message}")]
     Config { path: PathBuf, message: String },
+    /// The request conflicts with the current state (an id that exists, an
+    /// experiment that would overlap a running one).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// A request body over the configured limit.
     #[error("request body too large: {0}")]
     PayloadTooLarge(String),
@@ -58,6 +62,7 @@ impl Error {
         match self {
             Error::Dataset { .. } | Error::InvalidInput(_) => 400,
             Error::NotFound(_) => 404,
+            Error::Conflict(_) => 409,
             Error::PayloadTooLarge(_) => 413,
             Error::Upstream(_) => 502,
             Error::Unavailable(_) => 503,
@@ -73,6 +78,7 @@ impl Error {
             Error::InvalidInput(_) => "invalid_request",
             Error::Checkpoint { .. } => "checkpoint_error",
             Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
             Error::Store(_) => "store_error",
             Error::Io { .. } => "io_error",
             Error::Config { .. } => "config_error",

@@ -2,9 +2,10 @@
 //! fixed seeds: the fixed-n interval covers at its nominal rate, Welch's test
 //! has its nominal false-positive rate and adequate power, and the
 //! always-valid confidence sequence survives continuous peeking where the
-//! fixed-n interval does not.
+//! fixed-n interval does not; clustered intervals cover when requests of
+//! one unit are correlated, where the per-request interval does not.
 
-use qroute::experiment::stats::{always_valid_ci, mean_ci, welch, Summary};
+use qroute::experiment::stats::{always_valid_ci, always_valid_difference, mean_ci, welch, Summary};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -141,4 +142,65 @@ fn always_valid_survives_continuous_peeking() {
     );
     assert!(av_rate <= 0.07, "always-valid error rate {av_rate}");
     assert!(fixed_rate > 0.15, "fixed CI under peeking only {fixed_rate}");
+}
+
+/// Requests come from units (users) with their own mean: 200 units of 20
+/// requests, unit effect sd 1, request noise sd 1. The per-request interval
+/// treats 4,000 requests as independent and undercovers badly; the
+/// cluster-robust one covers at its nominal rate.
+#[test]
+fn clustered_intervals_cover_correlated_requests() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let (reps, units, per_unit, mu) = (1000, 200, 20, 0.5);
+    let (mut clustered_in, mut naive_in) = (0, 0);
+    for _ in 0..reps {
+        let mut obs = Vec::with_capacity(units * per_unit);
+        for u in 0..units as u64 {
+            let effect = std_normal(&mut rng);
+            for _ in 0..per_unit {
+                obs.push((u, mu + effect + std_normal(&mut rng)));
+            }
+        }
+        let (lo, hi) = mean_ci(&Summary::clustered(&obs), 0.95);
+        clustered_in += (lo <= mu && mu <= hi) as usize;
+        let xs: Vec<f64> = obs.iter().map(|o| o.1).collect();
+        let (lo, hi) = mean_ci(&Summary::of(&xs), 0.95);
+        naive_in += (lo <= mu && mu <= hi) as usize;
+    }
+    let (c, n) = (clustered_in as f64 / reps as f64, naive_in as f64 / reps as f64);
+    println!("clustered coverage {c:.3}, per-request coverage {n:.3}");
+    assert!((0.93..=0.97).contains(&c), "clustered coverage {c}");
+    assert!(n < 0.6, "per-request coverage {n} should collapse");
+}
+
+/// The always-valid interval for a difference of two arms, checked after
+/// every 10 requests per arm up to 2,000: with no true difference, it ever
+/// excludes 0 in at most about α of runs.
+#[test]
+fn always_valid_difference_survives_peeking() {
+    let mut rng = ChaCha8Rng::seed_from_u64(19);
+    let (reps, max_n, alpha) = (400, 2000, 0.05);
+    let rho = 1.0 / (500f64).sqrt();
+    let mut ever_out = 0;
+    for _ in 0..reps {
+        let (mut t, mut c) = (Running::default(), Running::default());
+        for i in 1..=max_n {
+            t.push(0.2 + 2.0 * std_normal(&mut rng));
+            c.push(0.2 + std_normal(&mut rng));
+            if i % 10 == 0 {
+                let (lo, hi) = always_valid_difference(&t.summary(), &c.summary(), alpha, rho);
+                if lo > 0.0 || hi < 0.0 {
+                    ever_out += 1;
+                    break;
+                }
+            }
+        }
+    }
+    let rate = ever_out as f64 / reps as f64;
+    println!("always-valid difference: false discovery under peeking {rate:.4}");
+    assert!(rate <= 0.07, "false discovery rate {rate}");
+    // And it does detect a real difference.
+    let t = Summary { n: 2000, mean: 0.5, sd: 1.0 };
+    let c = Summary { n: 2000, mean: 0.2, sd: 1.0 };
+    assert!(always_valid_difference(&t, &c, alpha, rho).0 > 0.0);
 }

@@ -78,6 +78,8 @@ fn fill(store: &SledStore, fz: &Featurizer) {
             cost_weight: 0.0,
             latency_weight: 0.0,
             task: None,
+            experiment: None,
+            shadow: None,
         });
         outcomes.push(Outcome {
             request_id: id,

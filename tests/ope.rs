@@ -120,6 +120,8 @@ fn log(n: usize, logging: [f32; 3], seed: u64) -> Vec<Experience> {
                     cost_weight: lambda,
                     latency_weight: 0.0,
                     task: None,
+                    experiment: None,
+                    shadow: None,
                 },
                 outcomes,
                 feedback: None,

@@ -74,6 +74,8 @@ fn record(i: u64) -> DecisionRecord {
         cost_weight: rng.gen(),
         latency_weight: rng.gen(),
         task: i.is_multiple_of(2).then(|| format!("task/{}", i % 7)),
+        experiment: None,
+        shadow: None,
     }
 }
 

@@ -582,6 +582,8 @@ mod tests {
                 cost_weight: 1.0,
                 latency_weight: 0.0,
                 task: None,
+                experiment: None,
+                shadow: None,
             },
             outcomes: vec![Outcome {
                 request_id: "r".into(),

@@ -254,6 +254,8 @@ impl BanditPolicy for DqnBandit {
             cost_weight: self.point.cost_weight,
             latency_weight: self.point.latency_weight,
             task: None,
+            experiment: None,
+            shadow: None,
         };
         let outcomes: Vec<Outcome> = feedback
             .iter()

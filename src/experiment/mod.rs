@@ -1,10 +1,13 @@
 //! Building blocks for A/B experiments between routing strategies
 //! (`crate::policy::Strategy`).
 //!
-//! An experiment compares two or more strategies on live traffic. Two pieces
-//! are needed before any wiring into the server can happen, and both live
-//! here, free of I/O and of any other qroute module:
+//! An experiment compares two or more strategies on live traffic:
 //!
+//! - [`spec`]: what an experiment is (arms, unit key, window, holdout) and
+//!   its lifecycle.
+//! - [`registry`]: the experiments a gateway knows, ready to route with,
+//!   persisted in the experience store.
+//! - [`results`]: per-arm results computed from the store's decisions.
 //! - [`assign`]: sticky, deterministic assignment of a unit (a user, a tenant,
 //!   a conversation) to an arm or to the holdout, with the propensity of that
 //!   assignment so that logged data can later be reweighted.
@@ -14,4 +17,11 @@
 //!   continuously ("peeking").
 
 pub mod assign;
+pub mod registry;
+pub mod report;
+pub mod results;
+pub mod spec;
 pub mod stats;
+
+pub use registry::{Enrollment, Experiments, LiveArm, LiveExperiment};
+pub use spec::{ArmSpec, Experiment, ExperimentSpec, Status, UnitKey};

@@ -36,6 +36,32 @@ impl Summary {
         Summary { n, mean, sd }
     }
 
+    /// Summarises observations that come in clusters (the requests of one
+    /// experiment unit, which share a user and so are correlated). `mean` is
+    /// the plain mean; `sd` is set so that [`Summary::std_error`] is the
+    /// cluster-robust standard error of the mean,
+    /// `sqrt(G/(G−1) · Σ_g (Σ_{i∈g} (x_i − x̄))²) / n` over `G` clusters,
+    /// so every interval below accounts for the correlation. With fewer than
+    /// two clusters it falls back to [`Summary::of`].
+    pub fn clustered(obs: &[(u64, f64)]) -> Summary {
+        let xs: Vec<f64> = obs.iter().map(|&(_, x)| x).collect();
+        let plain = Summary::of(&xs);
+        let mut sums: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
+        for &(g, x) in obs {
+            *sums.entry(g).or_default() += x - plain.mean;
+        }
+        let g = sums.len() as f64;
+        if sums.len() < 2 {
+            return plain;
+        }
+        let n = plain.n as f64;
+        let se = (g / (g - 1.0) * sums.values().map(|s| s * s).sum::<f64>()).sqrt() / n;
+        Summary {
+            sd: se * n.sqrt(),
+            ..plain
+        }
+    }
+
     /// Standard error of the mean, `sd / sqrt(n)`.
     pub fn std_error(&self) -> f64 {
         self.sd / (self.n as f64).sqrt()
@@ -147,6 +173,27 @@ pub fn always_valid_ci(s: &Summary, alpha: f64, rho: f64) -> (f64, f64) {
     let v = n * r2 + 1.0;
     let h = s.sd * (v / (n * n * r2) * (v / (alpha * alpha)).ln()).sqrt();
     (s.mean - h, s.mean + h)
+}
+
+/// [`always_valid_ci`] for the difference of two means (treatment minus
+/// control): the same normal-mixture boundary with the variance of the
+/// difference, `V = sd_t²/n_t + sd_c²/n_c`, and mixing variance
+/// `τ² = ρ² (sd_t² + sd_c²)` (which reduces to the one-sample case for equal
+/// arms): `diff ± sqrt(V (V + τ²) / τ² · ln((V + τ²) / (α² V)))`.
+/// Returns `(-inf, inf)` when either arm is empty.
+pub fn always_valid_difference(treatment: &Summary, control: &Summary, alpha: f64, rho: f64) -> (f64, f64) {
+    let diff = treatment.mean - control.mean;
+    if treatment.n == 0 || control.n == 0 {
+        return (f64::NEG_INFINITY, f64::INFINITY);
+    }
+    let (vt, vc) = (treatment.sd * treatment.sd, control.sd * control.sd);
+    let v = vt / treatment.n as f64 + vc / control.n as f64;
+    let tau2 = rho * rho * (vt + vc);
+    if v <= 0.0 || tau2 <= 0.0 {
+        return (diff, diff);
+    }
+    let h = (v * (v + tau2) / tau2 * ((v + tau2) / (alpha * alpha * v)).ln()).sqrt();
+    (diff - h, diff + h)
 }
 
 /// Standard normal CDF `Φ(x) = erfc(-x / √2) / 2`. Absolute error below

@@ -440,6 +440,8 @@ impl Gateway {
             cost_weight: prep.cost_weight,
             latency_weight: prep.latency_weight,
             task: req.task_type.clone(),
+            experiment: None,
+            shadow: None,
         }
     }
 

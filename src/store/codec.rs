@@ -1,7 +1,8 @@
 //! The on-disk encoding of decisions and outcomes.
 //!
 //! A compact, versioned binary format written by hand (no new dependency):
-//! the first byte is the format tag [`TAG_V1`]; integers are LEB128 varints,
+//! the first byte is the format tag ([`TAG_V2`] for decisions, [`TAG_V1`]
+//! otherwise; a decision written as V1 is still read); integers are LEB128 varints,
 //! floats are raw little-endian bits (so every value round-trips bit for bit),
 //! strings are a varint byte length then UTF-8, `Option`s a 0/1 byte then the
 //! value. Feature indices are stored as zig-zag varint deltas, which takes
@@ -22,14 +23,17 @@
 use crate::error::{Error, Result};
 use crate::features::Features;
 
-use super::record::{DecisionRecord, Outcome};
+use super::record::{DecisionRecord, ExperimentTag, Outcome, ShadowPick};
 
 /// Format tag of the binary encoding in this file.
 pub(crate) const TAG_V1: u8 = 1;
+/// Decisions since experiments and shadow policies: V1's fields, then an
+/// optional [`ExperimentTag`] and an optional [`ShadowPick`].
+pub(crate) const TAG_V2: u8 = 2;
 
 pub(crate) fn encode_decision(r: &DecisionRecord, out: &mut Vec<u8>) {
     out.reserve(64 + r.features.indices.len() * 6 + r.candidates.len() * 24);
-    out.push(TAG_V1);
+    out.push(TAG_V2);
     put_str(out, &r.request_id);
     put_varint(out, r.time_ms);
     put_features(out, &r.features);
@@ -49,18 +53,38 @@ pub(crate) fn encode_decision(r: &DecisionRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(&r.cost_weight.to_le_bytes());
     out.extend_from_slice(&r.latency_weight.to_le_bytes());
     put_opt_str(out, r.task.as_deref());
+    match &r.experiment {
+        None => out.push(0),
+        Some(t) => {
+            out.push(1);
+            put_str(out, &t.experiment);
+            put_str(out, &t.arm);
+            put_str(out, &t.strategy);
+            out.extend_from_slice(&t.assignment_propensity.to_le_bytes());
+            out.extend_from_slice(&t.unit.to_le_bytes());
+        }
+    }
+    match &r.shadow {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            put_str(out, &s.name);
+            put_varint(out, s.version);
+            put_str(out, &s.model);
+        }
+    }
 }
 
 pub(crate) fn decode_decision(bytes: &[u8]) -> Result<DecisionRecord> {
-    match bytes.first() {
-        Some(&TAG_V1) => {}
+    let tag = match bytes.first() {
+        Some(&t @ (TAG_V1 | TAG_V2)) => t,
         Some(b'{') => {
             return serde_json::from_slice(bytes)
                 .map_err(|e| Error::Store(format!("corrupt decision record (json): {e}")))
         }
         Some(t) => return Err(corrupt(format!("unknown decision format tag {t}"))),
         None => return Err(corrupt("empty decision record")),
-    }
+    };
     let mut r = Reader { buf: bytes, pos: 1 };
     let request_id = r.string("request_id")?;
     let time_ms = r.varint("time_ms")?;
@@ -84,6 +108,25 @@ pub(crate) fn decode_decision(bytes: &[u8]) -> Result<DecisionRecord> {
     let cost_weight = r.f32("cost_weight")?;
     let latency_weight = r.f32("latency_weight")?;
     let task = r.opt_string("task")?;
+    let (mut experiment, mut shadow) = (None, None);
+    if tag == TAG_V2 {
+        if r.flag("experiment")? {
+            experiment = Some(ExperimentTag {
+                experiment: r.string("experiment.experiment")?,
+                arm: r.string("experiment.arm")?,
+                strategy: r.string("experiment.strategy")?,
+                assignment_propensity: r.f32("experiment.assignment_propensity")?,
+                unit: r.u64("experiment.unit")?,
+            });
+        }
+        if r.flag("shadow")? {
+            shadow = Some(ShadowPick {
+                name: r.string("shadow.name")?,
+                version: r.varint("shadow.version")?,
+                model: r.string("shadow.model")?,
+            });
+        }
+    }
     r.finish("decision")?;
     Ok(DecisionRecord {
         request_id,
@@ -96,6 +139,8 @@ pub(crate) fn decode_decision(bytes: &[u8]) -> Result<DecisionRecord> {
         cost_weight,
         latency_weight,
         task,
+        experiment,
+        shadow,
     })
 }
 
@@ -154,7 +199,7 @@ pub(crate) fn decode_outcome(bytes: &[u8]) -> Result<Outcome> {
 /// the rest of the record (a hash-index hit is confirmed this way).
 pub(crate) fn request_id_is(bytes: &[u8], id: &str) -> Result<bool> {
     match bytes.first() {
-        Some(&TAG_V1) => {
+        Some(&(TAG_V1 | TAG_V2)) => {
             let mut r = Reader { buf: bytes, pos: 1 };
             let n = r.len("request_id", 1)?;
             Ok(r.take(n, "request_id")? == id.as_bytes())
@@ -315,6 +360,22 @@ impl Reader<'_> {
         Ok(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    /// An option's 0/1 presence byte.
+    fn flag(&mut self, field: &str) -> Result<bool> {
+        match self.byte(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            t => Err(corrupt(format!("field `{field}`: bad option tag {t}"))),
+        }
+    }
+
+    fn u64(&mut self, field: &str) -> Result<u64> {
+        let b = self.take(8, field)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
     fn f64(&mut self, field: &str) -> Result<f64> {
         let b = self.take(8, field)?;
         let mut a = [0u8; 8];
@@ -329,11 +390,7 @@ impl Reader<'_> {
     }
 
     fn opt_string(&mut self, field: &str) -> Result<Option<String>> {
-        match self.byte(field)? {
-            0 => Ok(None),
-            1 => Ok(Some(self.string(field)?)),
-            t => Err(corrupt(format!("field `{field}`: bad option tag {t}"))),
-        }
+        Ok(if self.flag(field)? { Some(self.string(field)?) } else { None })
     }
 
     fn features(&mut self) -> Result<Features> {
@@ -394,6 +451,8 @@ mod tests {
             cost_weight: 0.3,
             latency_weight: 0.0,
             task: Some("mmlu/anatomy".into()),
+            experiment: None,
+            shadow: None,
         }
     }
 
@@ -418,6 +477,42 @@ mod tests {
             encode_decision(&d, &mut buf);
             assert_eq!(decode_decision(&buf).unwrap(), d);
         }
+    }
+
+    #[test]
+    fn experiment_and_shadow_round_trip() {
+        let mut d = decision();
+        d.experiment = Some(ExperimentTag {
+            experiment: "exp-1".into(),
+            arm: "cheap".into(),
+            strategy: "cost_optimized".into(),
+            assignment_propensity: 0.45,
+            unit: u64::MAX - 7,
+        });
+        d.shadow = Some(ShadowPick {
+            name: "candidate".into(),
+            version: 300,
+            model: "a".into(),
+        });
+        let mut buf = Vec::new();
+        encode_decision(&d, &mut buf);
+        assert_eq!(decode_decision(&buf).unwrap(), d);
+        assert!(request_id_is(&buf, &d.request_id).unwrap());
+        for cut in 0..buf.len() {
+            assert!(decode_decision(&buf[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn v1_decisions_are_still_read() {
+        // A V1 record is V2's bytes without the two trailing option bytes.
+        let d = decision();
+        let mut buf = Vec::new();
+        encode_decision(&d, &mut buf);
+        assert_eq!(&buf[buf.len() - 2..], &[0, 0]);
+        buf.truncate(buf.len() - 2);
+        buf[0] = TAG_V1;
+        assert_eq!(decode_decision(&buf).unwrap(), d);
     }
 
     #[test]

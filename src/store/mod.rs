@@ -97,6 +97,6 @@ pub mod record;
 pub mod sled_store;
 pub mod writer;
 
-pub use record::{Answered, DecisionRecord, Experience, Feedback, FeedbackRecord, Outcome};
+pub use record::{Answered, DecisionRecord, Experience, ExperimentTag, Feedback, FeedbackRecord, Outcome, ShadowPick};
 pub use sled_store::{Sampling, SledStore};
 pub use writer::GroupWriter;

@@ -28,6 +28,40 @@ pub struct DecisionRecord {
     pub latency_weight: f32,
     #[serde(default)]
     pub task: Option<String>,
+    /// The experiment arm that made this decision, when the request was
+    /// enrolled in one. `propensities` are then the arm's own distribution.
+    #[serde(default)]
+    pub experiment: Option<ExperimentTag>,
+    /// What a shadow policy would have chosen (scored, never acted on).
+    #[serde(default)]
+    pub shadow: Option<ShadowPick>,
+}
+
+/// Which experiment and arm a decision was made under.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentTag {
+    pub experiment: String,
+    /// The arm's name, or `holdout` for a held-out unit (served by the
+    /// gateway's default strategy).
+    pub arm: String,
+    /// The strategy that drew the action (`learned`, `cost_optimized`, ...).
+    pub strategy: String,
+    /// Probability that a random unit is assigned this arm.
+    pub assignment_propensity: f32,
+    /// Stable hash of the unit key (the raw key, which may be an API key or
+    /// a user id, is never stored). Requests of one unit are correlated, so
+    /// per-arm intervals cluster on it.
+    pub unit: u64,
+}
+
+/// A shadow policy's would-be choice for a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowPick {
+    /// The shadow's configured name.
+    pub name: String,
+    pub version: u64,
+    /// The candidate it scored highest at the request's operating point.
+    pub model: String,
 }
 
 /// What happened when one chosen model ran; joined to its decision by

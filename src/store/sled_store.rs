@@ -662,6 +662,24 @@ impl SledStore {
         (from..).map_while(move |seq| self.get_seq(seq).transpose())
     }
 
+    /// Saves a small JSON document under `key` in the tree named `kind`
+    /// (experiments' definitions live beside the experience they produce).
+    /// Flushed before returning: a saved document survives a crash.
+    pub fn put_doc<T: serde::Serialize>(&self, kind: &str, key: &str, value: &T) -> Result<()> {
+        self.db.open_tree(kind)?.insert(key.as_bytes(), json_encode(value))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every document saved with [`SledStore::put_doc`] under `kind`, in key order.
+    pub fn docs<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>> {
+        self.db
+            .open_tree(kind)?
+            .iter()
+            .map(|kv| json_decode(&kv?.1, kind))
+            .collect()
+    }
+
     /// Forces everything written so far to disk.
     pub fn flush(&self) -> Result<()> {
         self.data.sync()?;
@@ -719,6 +737,8 @@ mod tests {
             cost_weight: 0.1,
             latency_weight: 0.01,
             task: i.is_multiple_of(2).then(|| "mmlu/anatomy".to_string()),
+            experiment: None,
+            shadow: None,
         }
     }
 

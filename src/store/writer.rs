@@ -233,6 +233,8 @@ mod tests {
             cost_weight: 0.0,
             latency_weight: 0.0,
             task: None,
+            experiment: None,
+            shadow: None,
         }
     }
 

@@ -1,0 +1,1 @@
+//! `qroute experiment report`: an experiment's results as Markdown and PNG.
