@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::experiment::ExperimentSpec;
 use crate::policy::{Exploration, Strategy};
 use crate::{Error, Result};
 
@@ -45,6 +46,10 @@ pub struct Config {
     pub variations: VariationsConfig,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
+    /// Experiments created at start-up unless the store already has them
+    /// (more can be created through `/v1/experiments`).
+    #[serde(default)]
+    pub experiments: Vec<ExperimentSpec>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -76,6 +81,21 @@ pub struct PolicyConfig {
     /// Answer tokens assumed when pricing a model the policy has not seen.
     #[serde(default = "default_expected_output_tokens")]
     pub expected_output_tokens: f64,
+    /// A candidate policy that scores live traffic without acting on it.
+    #[serde(default)]
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// Shadow mode: a candidate policy's would-be choice is logged with every
+/// decision (and counted against the choice made), so its agreement rate
+/// and its off-policy value are known before it takes traffic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// Logged with each pick, e.g. `candidate-2026-11`.
+    pub name: String,
+    /// Its policy directory.
+    pub path: PathBuf,
 }
 
 fn learned() -> Strategy {
@@ -101,6 +121,7 @@ impl Default for PolicyConfig {
             budget: None,
             default_cost_weight: default_cost_weight(),
             expected_output_tokens: default_expected_output_tokens(),
+            shadow: None,
         }
     }
 }
@@ -543,6 +564,15 @@ impl Config {
         }
         if self.learning.batch == 0 || self.learning.publish_every == 0 {
             return Err("learning: batch and publish_every must be positive".into());
+        }
+        let mut experiments = HashSet::new();
+        for (i, e) in self.experiments.iter().enumerate() {
+            if let Err(Error::InvalidInput(m)) = e.validate() {
+                return Err(format!("experiments[{i}]: {m}"));
+            }
+            if !experiments.insert(e.id.as_str()) {
+                return Err(format!("experiments[{i}].id: {:?} is used twice", e.id));
+            }
         }
         Ok(())
     }

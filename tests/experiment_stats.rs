@@ -200,7 +200,15 @@ fn always_valid_difference_survives_peeking() {
     println!("always-valid difference: false discovery under peeking {rate:.4}");
     assert!(rate <= 0.07, "false discovery rate {rate}");
     // And it does detect a real difference.
-    let t = Summary { n: 2000, mean: 0.5, sd: 1.0 };
-    let c = Summary { n: 2000, mean: 0.2, sd: 1.0 };
+    let t = Summary {
+        n: 2000,
+        mean: 0.5,
+        sd: 1.0,
+    };
+    let c = Summary {
+        n: 2000,
+        mean: 0.2,
+        sd: 1.0,
+    };
     assert!(always_valid_difference(&t, &c, alpha, rho).0 > 0.0);
 }

@@ -33,7 +33,7 @@ pub struct Marker {
 
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (1000, 700);
-const FAMILY: &str = "sans-serif";
+pub(crate) const FAMILY: &str = "sans-serif";
 
 /// Tableau 10: distinct, readable on white.
 const COLORS: [RGBColor; 10] = [
@@ -49,12 +49,12 @@ const COLORS: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-fn color(i: usize) -> RGBColor {
+pub(crate) fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
 /// Registers the embedded font once per process.
-fn ensure_font() -> Result<()> {
+pub(crate) fn ensure_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     if *REGISTERED.get_or_init(|| register_font(FAMILY, FontStyle::Normal, FONT).is_ok()) {
         Ok(())
@@ -63,7 +63,7 @@ fn ensure_font() -> Result<()> {
     }
 }
 
-fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
+pub(crate) fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::io(
         format!("drawing plot {}", path.display()),
         std::io::Error::other(e.to_string()),
@@ -373,7 +373,7 @@ fn emptiest_corner(points: &[CostQuality], fx: impl Fn(f64) -> f64, y: &Range<f6
 }
 
 /// A tick label with about three significant digits.
-fn fmt_num(v: f64) -> String {
+pub(crate) fn fmt_num(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
         return if v == 0.0 { "0".into() } else { v.to_string() };
     }

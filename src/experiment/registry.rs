@@ -65,6 +65,16 @@ impl LiveExperiment {
     }
 }
 
+impl std::fmt::Debug for Enrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrollment")
+            .field("experiment", &self.experiment.experiment.spec.id)
+            .field("arm", &self.arm)
+            .field("propensity", &self.propensity)
+            .finish()
+    }
+}
+
 impl Enrollment {
     /// The strategy of the assigned arm; `None` for the holdout.
     pub fn arm(&self) -> Option<&LiveArm> {

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::errors::{ApiError, ApiJson};
+use super::experiments::enroll;
 use super::gateway::{Attempt, Gateway, Preference, RouteRequest, Timings};
 use super::metrics::{Received, UpstreamTime};
 use super::variations::Variation;
@@ -40,6 +42,9 @@ pub struct ExecuteRequest {
     /// Merge the variations' answers with the configured combine model.
     #[serde(default)]
     pub combine: bool,
+    /// The caller's end user: the unit of experiments keyed on `user`.
+    #[serde(default)]
+    pub user_id: Option<String>,
 }
 
 /// The operating point and limits of one request.
@@ -105,8 +110,10 @@ pub struct ExecuteResponse {
 pub async fn execute(
     State(gw): State<Arc<Gateway>>,
     received: Option<Extension<Received>>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ExecuteRequest>,
 ) -> Result<Response, ApiError> {
+    let enrollment = enroll(&gw, &headers, body.user_id.as_deref());
     let mut messages = Vec::with_capacity(2);
     if let Some(system) = body.system {
         messages.push(ChatMessage {
@@ -132,6 +139,7 @@ pub async fn execute(
                 pinned: None,
                 variations: body.variations,
                 combine: body.combine,
+                enrollment,
             },
             Received::instant(received),
         )

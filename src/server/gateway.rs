@@ -33,10 +33,12 @@ use crate::dataset::Dataset;
 use crate::exec::judge::{Judge, LlmJudge};
 use crate::exec::providers::{self, Anthropic, ChatRequest, Completion, Gemini, OpenAiCompat, Provider, Simulated};
 use crate::exec::resilience::{call_with_retries, Attempted, BreakerState, CircuitBreaker};
+use crate::experiment::{ArmSpec, Enrollment, Experiments, LiveArm};
+use crate::features::FeatureSpec;
 use crate::features::{Features, Featurizer, RequestContext};
-use crate::policy::explore::draw_without_replacement;
-use crate::policy::{checkpoint, DqnPolicy, Explorer, OperatingPoint, Policy};
-use crate::store::{Answered, DecisionRecord, GroupWriter, Outcome, SledStore};
+use crate::policy::explore::{argmax, draw_without_replacement};
+use crate::policy::{checkpoint, DqnPolicy, Explorer, OperatingPoint, Policy, Prediction, Strategy};
+use crate::store::{Answered, DecisionRecord, ExperimentTag, GroupWriter, Outcome, ShadowPick, SledStore};
 use crate::train::learner::{Learner, LearnerConfig};
 use crate::train::online::{Labels, OnlineConfig, OnlineTrainer};
 use crate::{Error, Result};
@@ -81,6 +83,8 @@ pub struct RouteRequest {
     /// Merge the variations' answers with `variations.combine_model`
     /// instead of returning the judged best.
     pub combine: bool,
+    /// The experiment arm (or holdout) this request's unit is assigned to.
+    pub enrollment: Option<Arc<Enrollment>>,
 }
 
 /// One model tried for a request.
@@ -158,6 +162,17 @@ pub(super) struct Prepared {
     pub cost_weight: f32,
     pub latency_weight: f32,
     pub decision_us: f64,
+    pub experiment: Option<ExperimentTag>,
+    pub shadow: Option<ShadowPick>,
+}
+
+/// A candidate policy scoring live traffic without acting on it.
+pub struct Shadow {
+    pub name: String,
+    pub policy: Arc<DqnPolicy>,
+    /// Decisions it scored, and how many of them it would have made the same.
+    pub decisions: std::sync::atomic::AtomicU64,
+    pub agreements: std::sync::atomic::AtomicU64,
 }
 
 /// Everything a request needs, shared by all handlers.
@@ -170,6 +185,8 @@ pub struct Gateway {
     explorer: Explorer,
     /// Round-robin's turn counter.
     turn: std::sync::atomic::AtomicU64,
+    pub experiments: Experiments,
+    pub shadow: Option<Shadow>,
     /// Scores the answers of variations.
     pub(super) judge: Judge,
     /// Declared before `trainer` and `store` so it drains first on drop.
@@ -237,6 +254,22 @@ impl Gateway {
             .map_err(|e| Error::io(format!("creating {}", config.store.path.display()), e))?;
         let store = Arc::new(SledStore::open(&config.store.path)?);
         let featurizer = Featurizer::new(policy.spec.clone())?;
+        let shadow = match &config.policy.shadow {
+            None => None,
+            Some(s) => Some(Shadow {
+                name: s.name.clone(),
+                policy: load_matching(&s.path, &policy.spec)
+                    .map_err(|e| Error::InvalidInput(format!("policy.shadow: {e}")))?,
+                decisions: Default::default(),
+                agreements: Default::default(),
+            }),
+        };
+        let experiments = {
+            let ids: std::collections::HashSet<String> = models.iter().map(|m| m.config.id.clone()).collect();
+            let spec = policy.spec.clone();
+            let resolve = move |arm: &ArmSpec| resolve_arm(arm, &ids, &spec);
+            Experiments::open(store.clone(), &config.experiments, Box::new(resolve), unix_ms())?
+        };
         let explorer = Explorer::new(config.policy.exploration, config.policy.floor, config.policy.budget);
         let judge = match config.variations.judge {
             JudgeKind::Heuristic => Judge::Heuristic,
@@ -297,6 +330,8 @@ impl Gateway {
             policy,
             explorer,
             turn: std::sync::atomic::AtomicU64::new(0),
+            experiments,
+            shadow,
             judge,
             writer,
             trainer,
@@ -376,23 +411,26 @@ impl Gateway {
         }
         let candidates = self.candidates(req, prompt.chars().count() as f32)?;
 
-        let policy = self.policy.load_full();
+        let arm = req.enrollment.as_ref().and_then(|e| e.arm());
+        let strategy = arm.map_or(&self.config.policy.strategy, |a| &a.strategy);
+        let policy = match arm.and_then(|a| a.policy.clone()) {
+            Some(frozen) => frozen,
+            None => self.policy.load_full(),
+        };
         let features = self.featurizer.featurize(&RequestContext {
             prompt: &prompt,
             task_type: req.task_type.as_deref(),
             persona: req.persona.as_deref(),
             metadata: &[],
         });
-        let cards: Vec<&ModelCard> = candidates.iter().map(|&i| &self.models[i].card).collect();
         let point = OperatingPoint {
             cost_weight,
             latency_weight,
         };
-        let mut preds = Vec::with_capacity(cards.len());
-        policy.predict(&features, &cards, &mut preds)?;
-        let scores: Vec<f32> = preds.iter().map(|p| p.score(point)).collect();
         let ids: Vec<&str> = candidates.iter().map(|&i| self.models[i].config.id.as_str()).collect();
-        let rule = self.config.policy.strategy.distribution(&ids, &preds, &self.turn);
+        let preds = self.predict(&policy, &features, &candidates)?;
+        let scores: Vec<f32> = preds.iter().map(|p| p.score(point)).collect();
+        let rule = strategy.distribution(&ids, &preds, &self.turn);
         let (chosen, propensities) = match (&req.pinned, rule) {
             (Some(_), _) => (0, vec![1.0]),
             // A rule's own distribution is what was sampled: it is logged.
@@ -408,6 +446,24 @@ impl Gateway {
                 (c.chosen, c.propensities)
             }
         };
+        let shadow = match (&self.shadow, &req.pinned) {
+            (Some(s), None) => {
+                let preds = self.predict(&s.policy, &features, &candidates)?;
+                let pick = argmax(&preds.iter().map(|p| p.score(point)).collect::<Vec<_>>());
+                let agree = pick == chosen;
+                use std::sync::atomic::Ordering::Relaxed;
+                s.decisions.fetch_add(1, Relaxed);
+                s.agreements.fetch_add(agree as u64, Relaxed);
+                metrics::counter!("qroute_shadow_decisions_total", "agree" => if agree { "true" } else { "false" })
+                    .increment(1);
+                Some(ShadowPick {
+                    name: s.name.clone(),
+                    version: s.policy.version,
+                    model: ids[pick].to_string(),
+                })
+            }
+            _ => None,
+        };
         Ok(Prepared {
             request_id: new_request_id(),
             received,
@@ -420,7 +476,25 @@ impl Gateway {
             cost_weight,
             latency_weight,
             decision_us: received.elapsed().as_secs_f64() * 1e6,
+            experiment: req.enrollment.as_ref().map(|e| e.tag(&self.config.policy.strategy)),
+            shadow,
         })
+    }
+
+    /// `policy`'s predictions for `candidates`, each scored with the
+    /// policy's own card for the model when it has one (a frozen checkpoint
+    /// may know a model better, or differently, than the live policy).
+    fn predict(&self, policy: &DqnPolicy, features: &Features, candidates: &[usize]) -> Result<Vec<Prediction>> {
+        let cards: Vec<&ModelCard> = candidates
+            .iter()
+            .map(|&i| {
+                let served = &self.models[i].card;
+                policy.catalog.get(&served.id).unwrap_or(served)
+            })
+            .collect();
+        let mut preds = Vec::with_capacity(cards.len());
+        policy.predict(features, &cards, &mut preds)?;
+        Ok(preds)
     }
 
     /// The decision record of `prep` with `chosen` models.
@@ -440,8 +514,8 @@ impl Gateway {
             cost_weight: prep.cost_weight,
             latency_weight: prep.latency_weight,
             task: req.task_type.clone(),
-            experiment: None,
-            shadow: None,
+            experiment: prep.experiment.clone(),
+            shadow: prep.shadow.clone(),
         }
     }
 
@@ -688,6 +762,35 @@ impl Gateway {
 }
 
 /// Builds the client for one configured provider.
+/// A policy directory whose features are the serving policy's (requests are
+/// featurized once, for every policy that scores them).
+fn load_matching(path: &Path, spec: &FeatureSpec) -> Result<Arc<DqnPolicy>> {
+    let policy = checkpoint::load(path)?;
+    if &policy.spec != spec {
+        return Err(Error::InvalidInput(format!(
+            "checkpoint {} was trained on other features than the serving policy's (dim {} vs {})",
+            path.display(),
+            policy.spec.dim,
+            spec.dim
+        )));
+    }
+    Ok(Arc::new(policy))
+}
+
+/// Checks an experiment arm against this gateway and loads its checkpoint.
+fn resolve_arm(arm: &ArmSpec, models: &std::collections::HashSet<String>, spec: &FeatureSpec) -> Result<LiveArm> {
+    let unknown = |m: &String| (!models.contains(m)).then(|| Error::InvalidInput(format!("no model is named {m:?}")));
+    match &arm.strategy {
+        Strategy::Fixed { model } => unknown(model).map_or(Ok(()), Err)?,
+        Strategy::Weighted { weights } => weights.keys().find_map(unknown).map_or(Ok(()), Err)?,
+        _ => {}
+    }
+    Ok(LiveArm {
+        strategy: arm.strategy.clone(),
+        policy: arm.checkpoint.as_deref().map(|p| load_matching(p, spec)).transpose()?,
+    })
+}
+
 fn provider(p: &ProviderConfig, client: &reqwest::Client) -> Result<Provider> {
     let config_err = |message: String| Error::Config {
         path: format!("providers.{}", p.name).into(),

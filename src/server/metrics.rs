@@ -76,11 +76,7 @@ pub async fn track(mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     req.extensions_mut().insert(Received(start));
     let path = req.uri().path();
-    let endpoint = super::ENDPOINTS
-        .iter()
-        .find(|e| **e == path)
-        .copied()
-        .unwrap_or("other");
+    let endpoint = super::endpoint_of(path).unwrap_or("other");
     let mut resp = next.run(req).await;
     let elapsed = start.elapsed();
     if let Some(UpstreamTime(upstream)) = resp.extensions().get::<UpstreamTime>() {

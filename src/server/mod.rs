@@ -3,6 +3,7 @@
 
 pub mod errors;
 pub mod execute;
+pub mod experiments;
 pub mod feedback;
 pub mod gateway;
 pub mod health;
@@ -24,9 +25,9 @@ pub use gateway::Gateway;
 
 use errors::error_response;
 
-/// Every path served: listed by `/v1/capabilities`, and the only values of
-/// the `endpoint` metric label (anything else is `other`, so unknown paths
-/// cannot grow the label set).
+/// Every path served (`{id}` stands for one path segment): listed by
+/// `/v1/capabilities`, and the only values of the `endpoint` metric label
+/// (anything else is `other`, so unknown paths cannot grow the label set).
 pub const ENDPOINTS: &[&str] = &[
     "/v1/execute",
     "/v1/chat/completions",
@@ -34,6 +35,10 @@ pub const ENDPOINTS: &[&str] = &[
     "/v1/models",
     "/v1/health",
     "/v1/capabilities",
+    "/v1/experiments",
+    "/v1/experiments/{id}",
+    "/v1/experiments/{id}/stop",
+    "/v1/shadow",
     "/metrics",
     "/openapi.json",
 ];
@@ -53,6 +58,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/health", get(health::health))
         .route("/v1/capabilities", get(health::capabilities))
+        .route("/v1/experiments", get(experiments::list).post(experiments::create))
+        .route("/v1/experiments/{id}", get(experiments::show))
+        .route("/v1/experiments/{id}/stop", post(experiments::stop))
+        .route("/v1/shadow", get(experiments::shadow))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
@@ -92,4 +101,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(gw)).with_graceful_shutdown(shutdown).await
+}
+
+/// The [`ENDPOINTS`] entry `path` matches, where `{…}` matches any one segment.
+pub fn endpoint_of(path: &str) -> Option<&'static str> {
+    ENDPOINTS.iter().copied().find(|template| {
+        let mut want = template.split('/');
+        let mut got = path.split('/');
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w == g || (w.starts_with('{') && !g.is_empty()) => {}
+                _ => return false,
+            }
+        }
+    })
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::errors::{ApiError, ApiJson};
+use super::experiments::enroll;
 use super::gateway::{Gateway, Preference, RouteRequest, Routed};
 use super::metrics::{Received, UpstreamTime};
 use crate::exec::providers::{ChatMessage, ChatRequest};
@@ -47,6 +49,9 @@ pub struct ChatCompletionRequest {
     pub max_completion_tokens: Option<u32>,
     #[serde(default)]
     pub temperature: Option<f32>,
+    /// OpenAI's end-user id: the unit of experiments keyed on `user`.
+    #[serde(default)]
+    pub user: Option<String>,
     // qroute's extensions.
     #[serde(default)]
     pub cost_weight: Option<f32>,
@@ -134,6 +139,7 @@ impl Usage {
 pub async fn chat_completions(
     State(gw): State<Arc<Gateway>>,
     received: Option<Extension<Received>>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     if body.messages.is_empty() {
@@ -151,6 +157,11 @@ pub async fn chat_completions(
         });
     }
     let pinned = (body.model != AUTO).then(|| body.model.clone());
+    // A pinned model is the caller's choice, not an arm's.
+    let enrollment = match pinned {
+        None => enroll(&gw, &headers, body.user.as_deref()),
+        Some(_) => None,
+    };
     let routed = gw
         .route(
             RouteRequest {
@@ -170,6 +181,7 @@ pub async fn chat_completions(
                 pinned,
                 variations: body.variations,
                 combine: body.combine,
+                enrollment,
             },
             Received::instant(received),
         )

@@ -390,7 +390,11 @@ impl Reader<'_> {
     }
 
     fn opt_string(&mut self, field: &str) -> Result<Option<String>> {
-        Ok(if self.flag(field)? { Some(self.string(field)?) } else { None })
+        Ok(if self.flag(field)? {
+            Some(self.string(field)?)
+        } else {
+            None
+        })
     }
 
     fn features(&mut self) -> Result<Features> {
