@@ -56,6 +56,11 @@ pub struct BenchConfig {
     pub variations: usize,
     /// Standard deviation of the mock's latency, ms.
     pub upstream_jitter_ms: f64,
+    /// Enrol every request in a running experiment (two arms, 1,000 users):
+    /// the cost of reading the unit, assigning and tagging.
+    pub experiment: bool,
+    /// Score every request with a shadow policy too (the embedded default).
+    pub shadow: bool,
 }
 
 impl Default for BenchConfig {
@@ -70,6 +75,8 @@ impl Default for BenchConfig {
             durable_ack: true,
             variations: 1,
             upstream_jitter_ms: 0.0,
+            experiment: false,
+            shadow: false,
         }
     }
 }
@@ -138,7 +145,7 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&LevelResult)) -> Result<
         }))
         .map_err(|e| Error::io("starting the mock upstream", e))?;
     let dir = tempfile::tempdir().map_err(|e| Error::io("creating a temporary store", e))?;
-    let text = format!(
+    let mut text = format!(
         r#"[store]
 path = "{}"
 durable_ack = {}
@@ -166,6 +173,27 @@ output_per_mtok = 15.0
         cfg.durable_ack,
         mock.url()
     );
+    if cfg.experiment {
+        text.push_str(
+            r#"[[experiments]]
+id = "bench"
+unit = "user"
+arms = [
+  { name = "learned", strategy = { kind = "learned" } },
+  { name = "cheap", strategy = { kind = "cost_optimized" } },
+]
+"#,
+        );
+    }
+    if cfg.shadow {
+        let shadow = dir.path().join("shadow");
+        crate::policy::checkpoint::save(&crate::policy::checkpoint::embedded_default()?, &shadow, json!({}))?;
+        // `[policy]` is a table: it must come before the arrays of tables.
+        text = format!(
+            "[policy.shadow]\nname = \"bench\"\npath = \"{}\"\n{text}",
+            shadow.display()
+        );
+    }
     let gw = Arc::new(Gateway::build(Config::parse(Path::new("<bench>"), &text)?)?);
     let listener = gateway_rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -265,7 +293,9 @@ const PROMPTS: &[&str] = &[
 fn body(target: Target, i: usize) -> Value {
     let prompt = PROMPTS[i % PROMPTS.len()];
     match target {
-        Target::Gateway(k) => json!({"prompt": prompt, "preference": {"cost_weight": 0.5}, "variations": k}),
+        Target::Gateway(k) => json!({
+            "prompt": prompt, "preference": {"cost_weight": 0.5}, "variations": k, "user_id": format!("u{}", i % 1000)
+        }),
         Target::Direct => json!({"model": "mock-small", "messages": [{"role": "user", "content": prompt}]}),
     }
 }
@@ -351,14 +381,16 @@ async fn load(url: &str, target: Target, c: usize, cfg: &BenchConfig) -> Load {
 /// The results as a Markdown table.
 pub fn markdown(results: &[LevelResult], cfg: &BenchConfig) -> String {
     let mut s = format!(
-        "Gateway vs. mock upstream on loopback ({} ± {} ms upstream latency, {} variation(s), {} s per level, durable_ack {}).\n\n\
+        "Gateway vs. mock upstream on loopback ({} ± {} ms upstream latency, {} variation(s), {} s per level, durable_ack {}, experiment {}, shadow {}).\n\n\
          | clients | req/s via qroute | req/s direct | overhead p50 | overhead p99 | e2e p50 via / direct | e2e p99 via / direct | gateway CPU / req | errors |\n\
          |---|---|---|---|---|---|---|---|---|\n",
         cfg.upstream_latency_ms,
         cfg.upstream_jitter_ms,
         cfg.variations,
         cfg.duration.as_secs_f64(),
-        cfg.durable_ack
+        cfg.durable_ack,
+        cfg.experiment,
+        cfg.shadow
     );
     for r in results {
         s.push_str(&format!(

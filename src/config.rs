@@ -99,7 +99,7 @@ pub struct ShadowConfig {
 }
 
 fn learned() -> Strategy {
-    Strategy::Learned
+    Strategy::Learned {}
 }
 fn default_floor() -> f32 {
     0.005
@@ -115,7 +115,7 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             path: None,
-            strategy: Strategy::Learned,
+            strategy: Strategy::Learned {},
             exploration: Exploration::default(),
             floor: default_floor(),
             budget: None,
@@ -621,6 +621,36 @@ output_per_mtok = 2.0
         assert_eq!(c.provider("anthropic").unwrap().kind, ProviderKind::Anthropic);
         assert_eq!(c.model("claude-sonnet").unwrap().upstream(), "claude-3-5-sonnet-latest");
         assert_eq!(c.policy.budget, Some(0.2));
+
+        // Its commented-out shadow and experiment blocks parse once uncommented.
+        let uncomment = |from: &str, to: Option<&str>| {
+            let start = text.find(from).unwrap();
+            let end = to.map_or(text.len(), |t| start + text[start..].find(t).unwrap());
+            text[start..end]
+                .lines()
+                .map(|l| l.trim_start_matches("# ").split(" #").next().unwrap().to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let policy = uncomment("# [policy.shadow]", Some("\n\n"));
+        let experiments = uncomment("# [[experiments]]", None);
+        let text = text.replacen("[learning]", &format!("{policy}\n\n[learning]"), 1) + &experiments;
+        let c = parse(&text).unwrap();
+        assert_eq!(c.policy.shadow.unwrap().name, "candidate-2026-11");
+        let e = &c.experiments[0];
+        assert_eq!((e.id.as_str(), e.arms.len(), e.holdout), ("learned-vs-cheap", 3, 0.05));
+        assert_eq!(e.unit, crate::experiment::UnitKey::ApiKey);
+        assert!(e.arms[2].checkpoint.is_some());
+    }
+
+    #[test]
+    fn experiments_in_config_are_checked() {
+        let bad = format!(
+            "{MINIMAL}\n[[experiments]]\nid = \"e\"\nunit = \"user\"\nholdout = 2.0\n\
+             arms = [{{ name = \"a\", strategy = {{ kind = \"balanced\" }} }}]\n"
+        );
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("experiments[0]") && err.contains("holdout"), "{err}");
     }
 
     #[test]

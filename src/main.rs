@@ -103,10 +103,19 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Export an experience store as JSONL, one experience per line.
+    /// A/B experiments between routing strategies: list them, write their results.
+    Experiment {
+        #[command(subcommand)]
+        command: ExperimentCommand,
+    },
+    /// Export an experience store: JSONL, one experience per line (features
+    /// included), or, for an `--out` ending in `.parquet`, a flat Parquet
+    /// table with one row per outcome for pandas/DuckDB/Polars (features not
+    /// exported: use JSONL for them).
     Export {
         #[arg(long)]
         store: PathBuf,
+        /// Output file; `.parquet` writes Parquet, anything else JSONL.
         #[arg(long)]
         out: PathBuf,
     },
@@ -241,6 +250,169 @@ enum Command {
         #[arg(long)]
         points: Option<usize>,
     },
+}
+
+#[derive(Subcommand)]
+enum ExperimentCommand {
+    /// Write an experiment's per-arm results as OUT/ID.md and OUT/ID.png.
+    ///
+    /// Reads them from an experience store directory (--store; sled locks it,
+    /// so no gateway may be serving from it: ask a running gateway with --url
+    /// instead) or from a running gateway's `GET /v1/experiments/ID` (--url).
+    Report {
+        /// An experience store directory. The gateway must not be running on it.
+        #[arg(long, required_unless_present = "url", conflicts_with = "url")]
+        store: Option<PathBuf>,
+        /// A running gateway, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: Option<String>,
+        /// The experiment's id.
+        #[arg(long)]
+        id: String,
+        /// Directory for the report (created if needed).
+        #[arg(long)]
+        out: PathBuf,
+        /// With --store: the gateway's TOML config, for the reward's scales
+        /// (its policy's) and `learning.default_quality`; the embedded
+        /// default when absent.
+        #[arg(long, conflicts_with = "url")]
+        config: Option<PathBuf>,
+    },
+    /// Print each experiment in a store: id, status and arms, one per line.
+    /// The gateway must not be running on the store.
+    List {
+        #[arg(long)]
+        store: PathBuf,
+    },
+}
+
+/// `GET /v1/experiments/{id}`'s answer.
+#[derive(serde::Deserialize)]
+struct ExperimentAnswer {
+    experiment: qroute::experiment::Experiment,
+    #[allow(dead_code)]
+    status: qroute::experiment::Status,
+    results: qroute::experiment::results::Results,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Opens an existing store for reading (never creates one).
+fn open_store(dir: &Path) -> anyhow::Result<qroute::store::SledStore> {
+    if !dir.is_dir() {
+        anyhow::bail!("no experience store at {}", dir.display());
+    }
+    qroute::store::SledStore::open(dir).with_context(|| {
+        format!(
+            "opening {} (is a gateway serving from it? stop it, or use --url to ask it)",
+            dir.display()
+        )
+    })
+}
+
+fn stored_experiments(store: &qroute::store::SledStore) -> anyhow::Result<Vec<qroute::experiment::Experiment>> {
+    let mut all: Vec<qroute::experiment::Experiment> = store.docs("experiments")?;
+    all.sort_by_key(|e| e.created_ms);
+    Ok(all)
+}
+
+fn experiment_cmd(command: ExperimentCommand) -> anyhow::Result<()> {
+    use qroute::experiment::report::write;
+    use qroute::experiment::results::{self, Options};
+    match command {
+        ExperimentCommand::List { store } => {
+            let store = open_store(&store)?;
+            let now = now_ms();
+            let all = stored_experiments(&store)?;
+            if all.is_empty() {
+                eprintln!("no experiments in this store");
+            }
+            for e in all {
+                let arms: Vec<String> = e
+                    .spec
+                    .arms
+                    .iter()
+                    .map(|a| {
+                        let control = if a.name == e.spec.control() { " (control)" } else { "" };
+                        format!("{}={}{control}", a.name, a.strategy.name())
+                    })
+                    .collect();
+                let holdout = if e.spec.holdout > 0.0 {
+                    format!(" holdout={}", e.spec.holdout)
+                } else {
+                    String::new()
+                };
+                println!("{}\t{}\t{}{holdout}", e.spec.id, e.status(now).as_str(), arms.join(" "));
+            }
+            Ok(())
+        }
+        ExperimentCommand::Report {
+            store,
+            url,
+            id,
+            out,
+            config,
+        } => {
+            let (experiment, results) = match (store, url) {
+                (Some(dir), None) => {
+                    let cfg = match &config {
+                        Some(p) => Config::load(p)?,
+                        None => Config::embedded_default(),
+                    };
+                    let policy = match &cfg.policy.path {
+                        Some(p) => checkpoint::load(p)?,
+                        None => checkpoint::embedded_default()?,
+                    };
+                    let store = open_store(&dir)?;
+                    let all = stored_experiments(&store)?;
+                    let Some(experiment) = all.iter().find(|e| e.spec.id == id).cloned() else {
+                        let known: Vec<&str> = all.iter().map(|e| e.spec.id.as_str()).collect();
+                        let known = if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        };
+                        anyhow::bail!("no experiment {id:?} in {}; known: {known}", dir.display());
+                    };
+                    let opts = Options {
+                        level: 0.95,
+                        scales: policy.scales,
+                        default_quality: cfg.learning.default_quality,
+                    };
+                    let results = results::compute(&store, &experiment, &opts, now_ms())?;
+                    (experiment, results)
+                }
+                (None, Some(url)) => {
+                    let endpoint = format!("{}/v1/experiments/{id}", url.trim_end_matches('/'));
+                    let answer: ExperimentAnswer = runtime()?.block_on(async {
+                        let resp = reqwest::Client::builder()
+                            .timeout(std::time::Duration::from_secs(120))
+                            .build()?
+                            .get(&endpoint)
+                            .send()
+                            .await
+                            .with_context(|| format!("GET {endpoint}"))?;
+                        let status = resp.status();
+                        let body = resp.text().await.with_context(|| format!("GET {endpoint}"))?;
+                        if !status.is_success() {
+                            anyhow::bail!("GET {endpoint}: {status}: {}", body.trim());
+                        }
+                        serde_json::from_str(&body).with_context(|| format!("GET {endpoint}: unexpected answer"))
+                    })?;
+                    (answer.experiment, answer.results)
+                }
+                _ => anyhow::bail!("give exactly one of --store DIR or --url URL"),
+            };
+            let (md, png) = write(&results, &experiment, &out)?;
+            println!("{}", md.display());
+            println!("{}", png.display());
+            Ok(())
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -398,10 +570,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dataset,
             seed,
         } => ope_cmd(&logs, policy, fixed, uniform, scales_from, dataset, seed),
+        Command::Experiment { command } => experiment_cmd(command),
         Command::Export { store, out } => {
             let store = qroute::store::SledStore::open(&store)?;
-            let n = qroute::eval::ope::export_jsonl(&store, &out)?;
-            eprintln!("exported {n} experiences to {}", out.display());
+            if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) {
+                let n = qroute::eval::export::export_parquet(&store, &out)?;
+                eprintln!("exported {n} rows (one per outcome) to {}", out.display());
+            } else {
+                let n = qroute::eval::export::export_jsonl(&store, &out)?;
+                eprintln!("exported {n} experiences to {}", out.display());
+            }
             Ok(())
         }
         Command::MockProvider {

@@ -315,7 +315,7 @@ fn experiments_survive_a_restart_and_config_does_not_undo_a_stop() {
         arms: vec![ArmSpec {
             name: "a".into(),
             weight: 1.0,
-            strategy: Strategy::Balanced,
+            strategy: Strategy::Balanced {},
             checkpoint: None,
         }],
         control: None,

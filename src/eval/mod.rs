@@ -3,6 +3,7 @@
 
 pub mod bandits;
 pub mod evaluate;
+pub mod export;
 pub mod metrics;
 pub mod ope;
 pub mod plots;

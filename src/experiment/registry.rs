@@ -197,15 +197,16 @@ impl Experiments {
             stopped_ms: None,
             first_seq: self.store.len() as u64,
         };
-        if let Some(other) = all.iter().find(|l| l.experiment.overlaps(&experiment)) {
+        // The arms first: a spec that could never run is a 400 whatever else runs.
+        let live = Arc::new(build(experiment, &*self.resolve)?);
+        if let Some(other) = all.iter().find(|l| l.experiment.overlaps(&live.experiment)) {
             return Err(Error::Conflict(format!(
-                "experiment {:?} ({:?}) overlaps this one's window; one experiment enrols at a time, \
+                "experiment {:?} ({}) overlaps this one's window; one experiment enrols at a time, \
                  stop it or choose start_ms after it ends",
                 other.experiment.spec.id,
-                other.experiment.status(now_ms)
+                other.experiment.status(now_ms).as_str()
             )));
         }
-        let live = Arc::new(build(experiment, &*self.resolve)?);
         self.store.put_doc(TREE, &live.experiment.spec.id, &live.experiment)?;
         let mut next = (*all).clone();
         next.push(live.clone());

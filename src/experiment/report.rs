@@ -10,10 +10,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use super::results::{ArmResult, Comparison, Estimate, Results};
-use super::spec::{Experiment, Status};
+use super::spec::Experiment;
 use crate::eval::plots::{color, ensure_font, fmt_num, plot_err, FAMILY};
 use crate::{Error, Result};
 
@@ -22,6 +23,12 @@ const NONE: &str = "—";
 
 /// Size of the PNG: four panels, two by two.
 const SIZE: (u32, u32) = (1400, 1000);
+
+/// Formats a number for a table cell.
+type Fmt = fn(f64) -> String;
+
+/// One metric of an arm.
+type Metric = fn(&ArmResult) -> Option<Estimate>;
 
 /// The report as Markdown. It embeds nothing; [`write`] adds the plot.
 pub fn markdown(results: &Results, experiment: &Experiment) -> String {
@@ -37,7 +44,7 @@ pub fn markdown(results: &Results, experiment: &Experiment) -> String {
     let mut row = |k: &str, v: String| {
         let _ = writeln!(md, "| {k} | {} |", cell(&v));
     };
-    row("status", status_name(results.status).into());
+    row("status", results.status.as_str().into());
     row("unit", format!("`{}`", spec.unit));
     row("created", iso_utc(experiment.created_ms));
     row(
@@ -153,11 +160,11 @@ pub fn markdown(results: &Results, experiment: &Experiment) -> String {
         md.push_str("|---|---|---|---:|---|\n");
         for a in others {
             let vs = a.vs_control.as_ref();
-            let metrics: [(&str, Option<Comparison>, fn(f64) -> String); 5] = [
+            let metrics: [(&str, Option<Comparison>, Fmt); 5] = [
                 ("reward", vs.and_then(|v| v.reward), fmt_signed),
                 ("quality", vs.and_then(|v| v.quality), fmt_signed),
                 ("cost (USD)", vs.and_then(|v| v.cost_usd), fmt_signed_usd),
-                ("latency (ms)", vs.and_then(|v| v.latency_ms), fmt_signed),
+                ("latency (ms)", vs.and_then(|v| v.latency_ms), fmt_signed_ms),
                 ("error rate", vs.and_then(|v| v.error_rate), fmt_signed_pct),
             ];
             for (name, c, f) in metrics {
@@ -202,14 +209,14 @@ pub fn plot(results: &Results, path: &Path) -> Result<()> {
         let body = root
             .titled(
                 &format!(
-                    "Experiment {}: mean per request; bar: {level}% CI; shaded: always-valid {level}% CI",
+                    "Experiment {}: mean per request; bar: {level}% CI; shaded: always-valid {level}% CI; dashed: control",
                     results.experiment
                 ),
                 (FAMILY, 24),
             )
             .map_err(e)?;
         let panels = body.split_evenly((2, 2));
-        let metrics: [(&str, &str, fn(&ArmResult) -> Option<Estimate>); 4] = [
+        let metrics: [(&str, &str, Metric); 4] = [
             ("reward", "reward", |a| a.reward),
             ("quality", "quality", |a| a.quality),
             ("cost", "USD per request", |a| a.cost_usd),
@@ -290,7 +297,7 @@ fn panel(
             )))
             .map_err(e)?;
     }
-    // Control's mean across the panel, for reference.
+    // Control's mean across the panel (dashed), for reference.
     if let Some(m) = arms
         .iter()
         .find(|(a, _)| a.control)
@@ -298,9 +305,11 @@ fn panel(
         .filter(|m| m.is_finite())
     {
         chart
-            .draw_series(std::iter::once(PathElement::new(
+            .draw_series(std::iter::once(DashedPathElement::new(
                 vec![(-0.5, m), (n as f64 - 0.5, m)],
-                grey.mix(0.6).stroke_width(1),
+                6,
+                4,
+                grey.stroke_width(1),
             )))
             .map_err(e)?;
     }
@@ -384,16 +393,6 @@ pub fn write(results: &Results, experiment: &Experiment, dir: &Path) -> Result<(
     Ok((md_path, png))
 }
 
-/// How a status is spelled in the API.
-pub fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::Scheduled => "scheduled",
-        Status::Running => "running",
-        Status::Ended => "ended",
-        Status::Stopped => "stopped",
-    }
-}
-
 /// Unix milliseconds as an ISO 8601 UTC time, to the second.
 pub fn iso_utc(ms: u64) -> String {
     let secs = ms / 1000;
@@ -466,11 +465,11 @@ fn arm_label(a: &ArmResult) -> String {
     }
 }
 
-fn estimate(e: Option<Estimate>, f: fn(f64) -> String) -> String {
+fn estimate(e: Option<Estimate>, f: Fmt) -> String {
     e.map_or(NONE.into(), |e| format!("{} {}", f(e.mean), interval(e.ci, f)))
 }
 
-fn interval([lo, hi]: [f64; 2], f: fn(f64) -> String) -> String {
+fn interval([lo, hi]: [f64; 2], f: Fmt) -> String {
     format!("[{}, {}]", f(lo), f(hi))
 }
 
@@ -536,6 +535,14 @@ fn fmt_signed_usd(v: f64) -> String {
     }
 }
 
+/// Milliseconds, signed, without the unit (the row names it).
+fn fmt_signed_ms(v: f64) -> String {
+    if !v.is_finite() {
+        return finite_or(v);
+    }
+    format!("{v:+.1}")
+}
+
 fn fmt_ms(v: f64) -> String {
     if !v.is_finite() {
         return finite_or(v);
@@ -570,7 +577,7 @@ fn finite_or(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::results::VsControl;
-    use super::super::spec::ExperimentSpec;
+    use super::super::spec::{ExperimentSpec, Status};
     use super::*;
 
     fn experiment() -> Experiment {
@@ -664,7 +671,7 @@ mod tests {
             a.latency_ms = None;
             a.latency_p50_ms = None;
             a.latency_p99_ms = None;
-            a.vs_control = (!a.control).then(|| VsControl {
+            a.vs_control = (!a.control).then_some(VsControl {
                 reward: None,
                 quality: None,
                 cost_usd: None,
@@ -716,12 +723,13 @@ mod tests {
 
     #[test]
     fn plot_writes_png_with_and_without_estimates() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nested/exp.png");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let path = dir.join("nested/exp.png");
         plot(&results(), &path).unwrap();
         assert_png(&path);
 
-        let empty = dir.path().join("empty.png");
+        let empty = dir.join("empty.png");
         plot(&empty_results(), &empty).unwrap();
         assert_png(&empty);
 
@@ -729,11 +737,11 @@ mod tests {
         let mut r = results();
         r.arms[1].reward = None;
         r.arms[0].quality.as_mut().unwrap().always_valid_ci = [f64::NEG_INFINITY, f64::INFINITY];
-        let partial = dir.path().join("partial.png");
+        let partial = dir.join("partial.png");
         plot(&r, &partial).unwrap();
         assert_png(&partial);
         r.arms.truncate(1);
-        let one = dir.path().join("one.png");
+        let one = dir.join("one.png");
         plot(&r, &one).unwrap();
         assert_png(&one);
     }

@@ -134,6 +134,18 @@ pub enum Status {
     Stopped,
 }
 
+impl Status {
+    /// The name it is serialised as.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Scheduled => "scheduled",
+            Status::Running => "running",
+            Status::Ended => "ended",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
 /// An experiment as stored: the spec and its lifecycle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Experiment {

@@ -16,24 +16,27 @@ use serde::{Deserialize, Serialize};
 use super::dqn::{OperatingPoint, Prediction};
 use super::explore::argmax;
 
-/// A named way of choosing among candidates.
+/// A named way of choosing among candidates. The field-less kinds are empty
+/// struct variants (not unit variants) so that `deny_unknown_fields` holds
+/// for them too: `{kind = "learned", checkpoint = …}` is an error, not a
+/// silently ignored key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Strategy {
     /// The learned policy at the request's operating point, with its
     /// exploration (the gateway's default).
-    Learned,
+    Learned {},
     /// The best predicted `quality − cost − latency`, each normalised:
     /// the learned policy's greedy choice at λ = μ = 1.
-    Balanced,
+    Balanced {},
     /// The highest predicted quality.
-    QualityFirst,
+    QualityFirst {},
     /// The lowest predicted cost.
-    CostOptimized,
+    CostOptimized {},
     /// The lowest predicted latency.
-    SpeedPriority,
+    SpeedPriority {},
     /// Each candidate in turn.
-    RoundRobin,
+    RoundRobin {},
     /// At random with these relative weights (a candidate not named gets 0;
     /// if none is named, uniform).
     Weighted { weights: BTreeMap<String, f32> },
@@ -56,19 +59,19 @@ pub const STRATEGIES: &[&str] = &[
 impl Strategy {
     pub fn name(&self) -> &'static str {
         match self {
-            Strategy::Learned => "learned",
-            Strategy::Balanced => "balanced",
-            Strategy::QualityFirst => "quality_first",
-            Strategy::CostOptimized => "cost_optimized",
-            Strategy::SpeedPriority => "speed_priority",
-            Strategy::RoundRobin => "round_robin",
+            Strategy::Learned {} => "learned",
+            Strategy::Balanced {} => "balanced",
+            Strategy::QualityFirst {} => "quality_first",
+            Strategy::CostOptimized {} => "cost_optimized",
+            Strategy::SpeedPriority {} => "speed_priority",
+            Strategy::RoundRobin {} => "round_robin",
             Strategy::Weighted { .. } => "weighted",
             Strategy::Fixed { .. } => "fixed",
         }
     }
 
     /// The distribution over `candidates` (ids, with their predictions),
-    /// or `None` for [`Strategy::Learned`], whose distribution is the
+    /// or `None` for [`Strategy::Learned {}`], whose distribution is the
     /// explorer's. Rules give probability 1 to their pick; round-robin's
     /// pick is deterministic given `turn`, which it advances.
     pub fn distribution(&self, candidates: &[&str], preds: &[Prediction], turn: &AtomicU64) -> Option<Vec<f32>> {
@@ -83,17 +86,17 @@ impl Strategy {
         };
         let best_by = |f: &dyn Fn(&Prediction) -> f32| one_hot(argmax(&preds.iter().map(f).collect::<Vec<_>>()));
         Some(match self {
-            Strategy::Learned => return None,
-            Strategy::Balanced => best_by(&|p| {
+            Strategy::Learned {} => return None,
+            Strategy::Balanced {} => best_by(&|p| {
                 p.score(OperatingPoint {
                     cost_weight: 1.0,
                     latency_weight: 1.0,
                 })
             }),
-            Strategy::QualityFirst => best_by(&|p| p.quality),
-            Strategy::CostOptimized => best_by(&|p| -p.cost),
-            Strategy::SpeedPriority => best_by(&|p| -p.latency),
-            Strategy::RoundRobin => one_hot((turn.fetch_add(1, Ordering::Relaxed) % n as u64) as usize),
+            Strategy::QualityFirst {} => best_by(&|p| p.quality),
+            Strategy::CostOptimized {} => best_by(&|p| -p.cost),
+            Strategy::SpeedPriority {} => best_by(&|p| -p.latency),
+            Strategy::RoundRobin {} => one_hot((turn.fetch_add(1, Ordering::Relaxed) % n as u64) as usize),
             Strategy::Weighted { weights } => {
                 let w: Vec<f32> = candidates
                     .iter()
@@ -149,15 +152,15 @@ mod tests {
 
     #[test]
     fn rules_pick_by_their_criterion() {
-        assert_eq!(pick(&Strategy::QualityFirst), [1.0, 0.0, 0.0]);
-        assert_eq!(pick(&Strategy::CostOptimized), [0.0, 1.0, 0.0]);
-        assert_eq!(pick(&Strategy::SpeedPriority), [0.0, 1.0, 0.0]);
+        assert_eq!(pick(&Strategy::QualityFirst {}), [1.0, 0.0, 0.0]);
+        assert_eq!(pick(&Strategy::CostOptimized {}), [0.0, 1.0, 0.0]);
+        assert_eq!(pick(&Strategy::SpeedPriority {}), [0.0, 1.0, 0.0]);
         // 0.9−2−3 = −4.1, 0.5−0.1−0.2 = 0.2, 0.8−0.3−1 = −0.5
-        assert_eq!(pick(&Strategy::Balanced), [0.0, 1.0, 0.0]);
+        assert_eq!(pick(&Strategy::Balanced {}), [0.0, 1.0, 0.0]);
         assert_eq!(pick(&Strategy::Fixed { model: "mid".into() }), [0.0, 0.0, 1.0]);
         let absent = pick(&Strategy::Fixed { model: "gone".into() });
         assert!(absent.iter().all(|p| (p - 1.0 / 3.0).abs() < 1e-6));
-        assert!(Strategy::Learned
+        assert!(Strategy::Learned {}
             .distribution(C, &preds(), &AtomicU64::new(0))
             .is_none());
     }
@@ -166,7 +169,7 @@ mod tests {
     fn round_robin_takes_turns_and_weighted_normalises() {
         let turn = AtomicU64::new(0);
         let picks: Vec<usize> = (0..6)
-            .map(|_| argmax(&Strategy::RoundRobin.distribution(C, &preds(), &turn).unwrap()))
+            .map(|_| argmax(&Strategy::RoundRobin {}.distribution(C, &preds(), &turn).unwrap()))
             .collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
         let w = Strategy::Weighted {
@@ -191,6 +194,11 @@ mod tests {
         let s: Strategy = toml::from_str("kind = \"fixed\"\nmodel = \"a\"").unwrap();
         assert_eq!(s, Strategy::Fixed { model: "a".into() });
         assert!(toml::from_str::<Strategy>("kind = \"fixed\"\nmodle = \"a\"").is_err());
+        assert!(toml::from_str::<Strategy>("kind = \"learned\"\ncheckpoint = \"a\"").is_err());
+        assert_eq!(
+            toml::from_str::<Strategy>("kind = \"learned\"").unwrap(),
+            Strategy::Learned {}
+        );
         for name in STRATEGIES {
             assert!(
                 toml::from_str::<Strategy>(&format!("kind = \"{name}\"")).is_ok()

@@ -25,7 +25,8 @@ pub const MAX_GROUP: usize = 512;
 type Reply = Option<oneshot::Sender<std::result::Result<(), String>>>;
 
 enum Job {
-    Decision(DecisionRecord, Reply),
+    // Boxed: a decision is several times the size of the other jobs.
+    Decision(Box<DecisionRecord>, Reply),
     Outcome(Outcome, Reply),
     Answered(Answered),
 }
@@ -59,7 +60,7 @@ impl GroupWriter {
     /// Writes `record`; resolves once it is durable.
     pub async fn decision(&self, record: DecisionRecord) -> Result<()> {
         let (reply, wait) = oneshot::channel();
-        if !self.send(Job::Decision(record, Some(reply))) {
+        if !self.send(Job::Decision(Box::new(record), Some(reply))) {
             return Err(stopped());
         }
         answer(wait.await)
@@ -68,7 +69,7 @@ impl GroupWriter {
     /// Queues `record` without waiting for it: durable within one group
     /// commit. A failure is logged.
     pub fn decision_later(&self, record: DecisionRecord) {
-        if !self.send(Job::Decision(record, None)) {
+        if !self.send(Job::Decision(Box::new(record), None)) {
             tracing::error!("the store writer has stopped; a decision was dropped");
         }
     }
@@ -141,7 +142,7 @@ fn run(store: &SledStore, rx: mpsc::Receiver<Job>, on_commit: impl Fn(usize)) {
         while let Some(j) = job.take() {
             match j {
                 Job::Decision(d, r) => {
-                    decisions.push(d);
+                    decisions.push(*d);
                     decision_replies.push(r);
                 }
                 Job::Outcome(o, r) => {
