@@ -73,6 +73,12 @@ enum Command {
         /// Standard deviation of the mock's latency, in ms.
         #[arg(long, default_value_t = 0.0)]
         upstream_jitter_ms: f64,
+        /// Enrol every request in a running two-arm experiment (unit: user).
+        #[arg(long)]
+        experiment: bool,
+        /// Score every request with a shadow policy as well.
+        #[arg(long)]
+        shadow: bool,
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -457,6 +463,10 @@ fn ope_cmd(
         let (truth, n) = ope::replay_value(&experiences, target.as_ref(), &scales, &ds)?;
         out["replayed_truth"] = serde_json::json!({"value": truth, "decisions": n});
     }
+    let shadows = ope::shadow_agreement(&experiences);
+    if !shadows.is_empty() {
+        out["shadow_agreement"] = serde_json::to_value(shadows)?;
+    }
     println!("{}", serde_json::to_string_pretty(&out)?);
     for w in &report.warnings {
         eprintln!("warning: {w}");
@@ -533,6 +543,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             queued_ack,
             variations,
             upstream_jitter_ms,
+            experiment,
+            shadow,
             json,
         } => {
             let cfg = qroute::bench::BenchConfig {
@@ -547,6 +559,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 durable_ack: !queued_ack,
                 variations,
                 upstream_jitter_ms,
+                experiment,
+                shadow,
                 ..Default::default()
             };
             let results = qroute::bench::run(&cfg, |r| {

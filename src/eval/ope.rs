@@ -308,6 +308,40 @@ fn model_input(projection: &Projection, x: &Features, cost_weight: f32) -> Vec<f
 /// expected reward of the target's distribution over the candidates,
 /// replayed from the dataset's table. Returns the value and the number of
 /// decisions it covers; the estimators' errors are measured against it.
+/// How often a shadow policy's logged pick matched the model the serving
+/// policy chose: the apprentice-style agreement rate, from the logs, per
+/// shadow name and version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShadowAgreement {
+    pub name: String,
+    pub version: u64,
+    pub decisions: usize,
+    pub agreements: usize,
+    pub rate: f64,
+}
+
+/// [`ShadowAgreement`] of every shadow that left picks in `logs`.
+pub fn shadow_agreement(logs: &[Experience]) -> Vec<ShadowAgreement> {
+    let mut by: std::collections::BTreeMap<(String, u64), (usize, usize)> = Default::default();
+    for exp in logs {
+        let d = &exp.decision;
+        if let (Some(s), Some(chosen)) = (&d.shadow, d.chosen.first()) {
+            let e = by.entry((s.name.clone(), s.version)).or_default();
+            e.0 += 1;
+            e.1 += (s.model == *chosen) as usize;
+        }
+    }
+    by.into_iter()
+        .map(|((name, version), (decisions, agreements))| ShadowAgreement {
+            name,
+            version,
+            decisions,
+            agreements,
+            rate: agreements as f64 / decisions as f64,
+        })
+        .collect()
+}
+
 pub fn replay_value(
     logs: &[Experience],
     target: &dyn TargetPolicy,
@@ -563,6 +597,28 @@ pub fn evaluate(logs: &[Experience], target: &dyn TargetPolicy, scales: &Scales,
 mod tests {
     use super::*;
     use crate::store::{DecisionRecord, Outcome};
+
+    #[test]
+    fn shadow_agreement_counts_matching_picks() {
+        let pick = |model: &str, version| {
+            Some(crate::store::ShadowPick {
+                name: "cand".into(),
+                version,
+                model: model.into(),
+            })
+        };
+        let mut logs = vec![exp(vec![0.5, 0.5], "a", Some(1.0), false); 4];
+        logs[0].decision.shadow = pick("a", 1);
+        logs[1].decision.shadow = pick("b", 1);
+        logs[2].decision.shadow = pick("a", 1);
+        logs[3].decision.shadow = pick("a", 2);
+        let a = shadow_agreement(&logs);
+        assert_eq!(a.len(), 2);
+        assert_eq!((a[0].version, a[0].decisions, a[0].agreements), (1, 3, 2));
+        assert!((a[0].rate - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!((a[1].version, a[1].decisions, a[1].agreements), (2, 1, 1));
+        assert!(shadow_agreement(&logs[..0]).is_empty());
+    }
 
     fn exp(propensities: Vec<f32>, chosen: &str, quality: Option<f32>, error: bool) -> Experience {
         let candidates = vec!["a".to_string(), "b".to_string()];

@@ -197,12 +197,31 @@ impl SledStore {
     /// Opens (creating if needed) the store in directory `path`: loads the
     /// index of committed decisions and the rewarded set, and cuts off any
     /// uncommitted tail of the data file.
+    ///
+    /// sled's background threads can hold the directory's file lock for a
+    /// moment after the previous handle in this process was dropped (or
+    /// after the previous process exited), so a held lock is retried for up
+    /// to a second before it is an error (the error then says another
+    /// process has the store open).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|e| Error::Store(format!("opening experience store {}: {e}", path.display())))?;
+        let mut tries = 0;
+        let db = loop {
+            match sled::Config::new().path(&path).open() {
+                Ok(db) => break db,
+                // sled reports a held lock as an `Other` I/O error with this text.
+                Err(sled::Error::Io(e)) if tries < 100 && e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => {
+                    return Err(Error::Store(format!(
+                        "opening experience store {}: {e} (is another process using it?)",
+                        path.display()
+                    )))
+                }
+            }
+        };
         match db.get(FORMAT_KEY)? {
             None => {
                 db.insert(FORMAT_KEY, &FORMAT.to_be_bytes())?;
@@ -754,18 +773,9 @@ mod tests {
         }
     }
 
-    /// Opens the store at `path` again, waiting out sled's file lock: sled's
-    /// background I/O threads can hold it for a moment after the previous
-    /// handle was dropped.
+    /// Opens the store at `path` again ([`SledStore::open`] waits out the
+    /// file lock sled's threads may still hold).
     fn reopen(path: impl AsRef<Path>) -> Result<SledStore> {
-        for _ in 0..200 {
-            match SledStore::open(path.as_ref()) {
-                Err(Error::Store(m)) if m.contains("could not acquire lock") => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
-                }
-                r => return r,
-            }
-        }
         SledStore::open(path)
     }
 
