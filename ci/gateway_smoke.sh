@@ -119,6 +119,35 @@ print("ok   POST /v1/feedback:", r["model"], "late" if r["late"] else "in time")
 # The OpenAI SDK.
 python3 "$ROOT/ci/openai_client_check.py" --base-url "$BASE/v1" || fail "ci/openai_client_check.py"
 
+# An A/B experiment: create, enrol users, read per-arm results, stop, report.
+curl -sf --max-time 10 "$BASE/v1/experiments" -H 'content-type: application/json' -o "$TMP/exp.json" -d '{
+  "id": "smoke", "unit": "user", "holdout": 0.1,
+  "arms": [{"name": "learned", "strategy": {"kind": "learned"}},
+           {"name": "cheap", "strategy": {"kind": "cost_optimized"}}]}' || fail "POST /v1/experiments"
+python3 - "$BASE" "$ROOT/data/routellm_mmlu_gsm8k.jsonl" <<'EOF' || fail "experiment traffic and results"
+import json, sys, urllib.request
+base, data = sys.argv[1], sys.argv[2]
+def call(path, body=None):
+    req = urllib.request.Request(base + path, headers={"content-type": "application/json"},
+                                 data=None if body is None else json.dumps(body).encode())
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+rows = [json.loads(l) for _, l in zip(range(200), open(data))]
+for i, row in enumerate(rows):
+    call("/v1/execute", {"prompt": row["prompt"], "task_type": row["task"], "user_id": f"u{i % 40}"})
+res = call("/v1/experiments/smoke")["results"]
+arms = {a["arm"]: a for a in res["arms"]}
+assert res["requests"] == 200 and {"learned", "cheap"} <= set(arms), res
+assert arms["cheap"]["vs_control"]["cost_usd"]["difference"] < 0, arms["cheap"]
+stopped = call("/v1/experiments/smoke/stop", {})
+assert stopped["status"] == "stopped", stopped
+print("ok   /v1/experiments: 200 requests over", sorted(arms), "| cheap - learned cost/request:",
+      f'{arms["cheap"]["vs_control"]["cost_usd"]["difference"]:.2e} USD')
+EOF
+"$BIN" experiment report --url "$BASE" --id smoke --out "$TMP/report" >/dev/null || fail "qroute experiment report --url"
+grep -q 'cheap' "$TMP/report/smoke.md" && [[ -s "$TMP/report/smoke.png" ]] || fail "experiment report files"
+echo "ok   qroute experiment report: smoke.md, smoke.png"
+
 # Prometheus metrics (saved first: grep -q on a pipe would break it under pipefail).
 curl -sf --max-time 10 "$BASE/metrics" -o "$TMP/metrics.txt" || fail "GET /metrics"
 grep -q 'qroute_requests_total' "$TMP/metrics.txt" || fail "/metrics has no qroute_requests_total"
