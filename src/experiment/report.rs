@@ -273,7 +273,9 @@ fn panel(
         .disable_x_mesh()
         .x_labels(0)
         .y_desc(unit)
-        .y_label_formatter(&|v| fmt_num(*v))
+        // Tick positions are computed in floating point: one meant to be 0
+        // can come out as -2.7e-20; snap such noise to 0.
+        .y_label_formatter(&|v| fmt_num(if v.abs() < 1e-9 * (y.end - y.start) { 0.0 } else { *v }))
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 15))
         .light_line_style(RGBColor(235, 235, 235))
