@@ -7,7 +7,9 @@
 //! - latency adds up the decisions' latencies (the slowest of a decision's
 //!   parallel variations, then each fallback in turn);
 //! - it is an error when no model answered;
-//! - quality is the caller's feedback when sent, else the best recorded
+//! - quality is the caller's feedback when sent (late feedback too: it
+//!   still says how good the answer was, even if the trainer no longer
+//!   learns from it), else the best recorded
 //!   quality of an answer, else 0 for an error, else the configured default
 //!   quality (`learning.default_quality`), else unknown;
 //! - reward is `quality − λ·cost/C − μ·latency/L` at the request's own
@@ -336,5 +338,148 @@ impl ArmMetrics {
             latency: Summary::clustered(&values(&|e| Some(e.latency))),
             latencies: done.iter().map(|e| e.latency).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::Features;
+    use crate::store::{Answered, DecisionRecord, ExperimentTag, Feedback, Outcome};
+
+    fn decision(id: &str, experiment: Option<(&str, &str, u64)>) -> DecisionRecord {
+        DecisionRecord {
+            request_id: id.into(),
+            time_ms: 1,
+            features: Features {
+                dim: 8,
+                indices: vec![],
+                values: vec![],
+            },
+            candidates: vec!["m".into()],
+            propensities: vec![1.0],
+            chosen: vec!["m".into()],
+            policy_version: 1,
+            cost_weight: 0.0,
+            latency_weight: 0.0,
+            task: None,
+            experiment: experiment.map(|(e, arm, unit)| ExperimentTag {
+                experiment: e.into(),
+                arm: arm.into(),
+                strategy: "fixed".into(),
+                assignment_propensity: 0.5,
+                unit,
+            }),
+            shadow: None,
+        }
+    }
+
+    fn outcome(id: &str, quality: Option<f32>, cost: f64, latency: f64, error: bool) -> Outcome {
+        Outcome {
+            request_id: id.into(),
+            model: "m".into(),
+            quality,
+            cost_usd: cost,
+            latency_ms: latency,
+            error: error.then(|| "boom".into()),
+            time_ms: 2,
+        }
+    }
+
+    /// Episodes are grouped with their fallbacks, feedback beats recorded
+    /// quality, an error is quality 0, an unjudged answer gets the default,
+    /// a request with no outcome yet is pending, and other experiments'
+    /// and untagged decisions are left out.
+    #[test]
+    fn episodes_are_built_from_decisions_fallbacks_and_feedback() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let tag = |arm, unit| Some(("e", arm, unit));
+        store
+            .append_decisions(&[
+                decision("r1", tag("a", 1)),
+                decision("r2", tag("a", 2)),
+                decision("r2/fallback-1", tag("a", 2)),
+                decision("r3", tag("b", 3)),
+                decision("r4", tag("b", 4)),
+                decision("r5", tag("b", 5)),
+                decision("r6", Some(("other", "a", 6))),
+                decision("r7", None),
+                decision("r8", tag("b", 8)),
+            ])
+            .unwrap();
+        store
+            .record_outcomes(&[
+                outcome("r1", Some(0.8), 0.010, 100.0, false),
+                outcome("r2", None, 0.001, 50.0, true),
+                outcome("r2/fallback-1", Some(0.6), 0.002, 70.0, false),
+                outcome("r3", None, 0.004, 30.0, true),
+                outcome("r4", Some(0.2), 0.005, 10.0, false),
+                outcome("r6", Some(1.0), 9.0, 1.0, false),
+                outcome("r7", Some(1.0), 9.0, 1.0, false),
+                outcome("r8", None, 0.003, 20.0, false),
+            ])
+            .unwrap();
+        store
+            .record_answers(&[Answered {
+                request_id: "r4".into(),
+                decision_id: "r4".into(),
+                model: "m".into(),
+                time_ms: 2,
+            }])
+            .unwrap();
+        let feedback = Feedback {
+            quality: 0.9,
+            kind: "quality".into(),
+            value: 0.9,
+            time_ms: 3,
+        };
+        store.record_feedback("r4", feedback, 60_000).unwrap();
+
+        let spec: super::super::ExperimentSpec = serde_json::from_str(
+            r#"{"id":"e","unit":"user","arms":[{"name":"a","strategy":{"kind":"balanced"}},
+                {"name":"b","strategy":{"kind":"balanced"}}]}"#,
+        )
+        .unwrap();
+        let experiment = Experiment {
+            spec,
+            created_ms: 0,
+            stopped_ms: None,
+            first_seq: 0,
+        };
+        let opts = Options {
+            level: 0.95,
+            scales: Scales {
+                cost_usd: 1.0,
+                latency_ms: 1000.0,
+            },
+            default_quality: Some(0.5),
+        };
+        let r = compute(&store, &experiment, &opts, 10).unwrap();
+        assert_eq!(r.requests, 6);
+        let (a, b) = (&r.arms[0], &r.arms[1]);
+        assert_eq!(
+            (a.arm.as_str(), a.control, a.requests, a.units, a.errors),
+            ("a", true, 2, 2, 0)
+        );
+        assert_eq!((b.requests, b.pending, b.units, b.errors), (4, 1, 4, 1));
+        let close = |x: f64, y: f64| (x - y).abs() < 1e-6;
+        // r1 cost 0.010; r2 0.001 + 0.002 with the fallback.
+        assert!(close(a.cost_usd.unwrap().mean, 0.0065));
+        // r2's latency adds its failed call and its fallback: 120 ms.
+        let mut lat = [100.0, 120.0];
+        assert!(close(a.latency_p50_ms.unwrap(), quantile(&mut lat, 0.5)));
+        assert!(close(a.quality.unwrap().mean, 0.7));
+        // b: error 0, feedback 0.9 (over the recorded 0.2), default 0.5.
+        let q = b.quality.unwrap();
+        assert_eq!(q.n, 3);
+        assert!(close(q.mean, (0.0 + 0.9 + 0.5) / 3.0));
+        assert!(close(b.error_rate.unwrap().mean, 1.0 / 3.0));
+        // λ = μ = 0: the reward is the quality.
+        assert!(close(b.reward.unwrap().mean, q.mean));
+        let vs = b.vs_control.as_ref().unwrap();
+        assert!(close(vs.quality.unwrap().difference, q.mean - 0.7));
+        assert!(a.vs_control.is_none());
+        assert_eq!(r.status, Status::Running);
     }
 }
