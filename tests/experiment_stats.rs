@@ -5,7 +5,9 @@
 //! fixed-n interval does not; clustered intervals cover when requests of
 //! one unit are correlated, where the per-request interval does not.
 
-use qroute::experiment::stats::{always_valid_ci, always_valid_difference, mean_ci, welch, Summary};
+use qroute::experiment::stats::{
+    always_valid_ci, always_valid_difference, always_valid_p_value, mean_ci, welch, Summary,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -188,8 +190,12 @@ fn always_valid_difference_survives_peeking() {
             t.push(0.2 + 2.0 * std_normal(&mut rng));
             c.push(0.2 + std_normal(&mut rng));
             if i % 10 == 0 {
-                let (lo, hi) = always_valid_difference(&t.summary(), &c.summary(), alpha, rho);
-                if lo > 0.0 || hi < 0.0 {
+                let (ts, cs) = (t.summary(), c.summary());
+                let (lo, hi) = always_valid_difference(&ts, &cs, alpha, rho);
+                let excluded = lo > 0.0 || hi < 0.0;
+                // The p-value is the interval's dual.
+                assert_eq!(excluded, always_valid_p_value(&ts, &cs, rho) < alpha);
+                if excluded {
                     ever_out += 1;
                     break;
                 }
@@ -211,4 +217,6 @@ fn always_valid_difference_survives_peeking() {
         sd: 1.0,
     };
     assert!(always_valid_difference(&t, &c, alpha, rho).0 > 0.0);
+    assert!(always_valid_p_value(&t, &c, rho) < alpha);
+    assert_eq!(always_valid_p_value(&c, &c, rho), 1.0);
 }

@@ -155,9 +155,9 @@ pub fn markdown(results: &Results, experiment: &Experiment) -> String {
     } else {
         let _ = writeln!(
             md,
-            "| arm | metric | difference [{level} CI] | p-value | always-valid CI |"
+            "| arm | metric | difference [{level} CI] | p-value | always-valid CI | always-valid p |"
         );
-        md.push_str("|---|---|---|---:|---|\n");
+        md.push_str("|---|---|---|---:|---|---:|\n");
         for a in others {
             let vs = a.vs_control.as_ref();
             let metrics: [(&str, Option<Comparison>, Fmt); 5] = [
@@ -168,15 +168,16 @@ pub fn markdown(results: &Results, experiment: &Experiment) -> String {
                 ("error rate", vs.and_then(|v| v.error_rate), fmt_signed_pct),
             ];
             for (name, c, f) in metrics {
-                let (diff, p, av) = match c {
+                let (diff, p, av, avp) = match c {
                     Some(c) => (
                         format!("{} {}", f(c.difference), interval(c.ci, f)),
                         fmt_p(c.p_value),
                         interval(c.always_valid_ci, f),
+                        fmt_p(c.always_valid_p_value),
                     ),
-                    None => (NONE.into(), NONE.into(), NONE.into()),
+                    None => (NONE.into(), NONE.into(), NONE.into(), NONE.into()),
                 };
-                let _ = writeln!(md, "| {} | {name} | {diff} | {p} | {av} |", cell(&a.arm));
+                let _ = writeln!(md, "| {} | {name} | {diff} | {p} | {av} | {avp} |", cell(&a.arm));
             }
         }
         md.push('\n');
@@ -612,6 +613,7 @@ mod tests {
             ci: [d - 0.05, d + 0.05],
             p_value: 0.03,
             always_valid_ci: [d - 0.12, d + 0.12],
+            always_valid_p_value: 0.4,
         })
     }
 

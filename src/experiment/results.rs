@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::spec::{Experiment, Status, HOLDOUT};
-use super::stats::{always_valid_ci, always_valid_difference, mean_ci, quantile, welch, Summary};
+use super::stats::{always_valid_ci, always_valid_difference, always_valid_p_value, mean_ci, quantile, welch, Summary};
 use crate::policy::{OperatingPoint, Scales};
 use crate::store::SledStore;
 use crate::Result;
@@ -61,6 +61,9 @@ pub struct Comparison {
     /// Two-sided, for "no difference"; fixed-horizon.
     pub p_value: f64,
     pub always_valid_ci: [f64; 2],
+    /// For "no difference", valid however often it is looked at (below the
+    /// level's α exactly when `always_valid_ci` excludes 0).
+    pub always_valid_p_value: f64,
 }
 
 /// Every metric of an arm compared with control.
@@ -223,6 +226,7 @@ pub fn compute(store: &SledStore, experiment: &Experiment, opts: &Options, now_m
                 ci: [d.ci_low, d.ci_high],
                 p_value: d.p_value,
                 always_valid_ci: [alo, ahi],
+                always_valid_p_value: always_valid_p_value(t, c, rho),
             }
         })
     };

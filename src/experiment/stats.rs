@@ -196,6 +196,27 @@ pub fn always_valid_difference(treatment: &Summary, control: &Summary, alpha: f6
     (diff - h, diff + h)
 }
 
+/// The always-valid p-value of "no difference" that goes with
+/// [`always_valid_difference`]: `min(1, 1/Λ)` with the normal-mixture
+/// likelihood ratio `Λ = sqrt(V/(V+τ²)) · exp(τ² d² / (2 V (V+τ²)))`.
+/// It is dual to the interval (below `alpha` exactly when the interval at
+/// `alpha` excludes 0), and stopping the first time it drops below `alpha`
+/// keeps the false-positive rate under `alpha` however often it is checked.
+pub fn always_valid_p_value(treatment: &Summary, control: &Summary, rho: f64) -> f64 {
+    if treatment.n == 0 || control.n == 0 {
+        return 1.0;
+    }
+    let diff = treatment.mean - control.mean;
+    let (vt, vc) = (treatment.sd * treatment.sd, control.sd * control.sd);
+    let v = vt / treatment.n as f64 + vc / control.n as f64;
+    let tau2 = rho * rho * (vt + vc);
+    if v <= 0.0 || tau2 <= 0.0 {
+        return if diff == 0.0 { 1.0 } else { 0.0 };
+    }
+    let log_lambda = 0.5 * (v / (v + tau2)).ln() + tau2 * diff * diff / (2.0 * v * (v + tau2));
+    (-log_lambda).exp().min(1.0)
+}
+
 /// Standard normal CDF `Φ(x) = erfc(-x / √2) / 2`. Absolute error below
 /// 1e-13 (inherits [`erfc`]'s accuracy), and relative accuracy in the tails.
 pub fn normal_cdf(x: f64) -> f64 {
