@@ -298,7 +298,7 @@ async fn shadow_and_checkpoint_arms_score_with_their_own_policy() {
 }
 
 #[test]
-fn experiments_survive_a_restart_and_config_does_not_undo_a_stop() {
+fn experiments_survive_restarts_config_does_not_undo_a_stop_and_broken_ones_stop() {
     let dir = tempfile::tempdir().unwrap();
     let resolve = || {
         Box::new(|a: &ArmSpec| {
@@ -331,10 +331,24 @@ fn experiments_survive_a_restart_and_config_does_not_undo_a_stop() {
         reg.stop("cfg", 2_000).unwrap();
         assert!(reg.running(2_001).is_none());
     }
+    {
+        let store = Arc::new(SledStore::open(dir.path()).unwrap());
+        let reg = Experiments::open(store, std::slice::from_ref(&spec), resolve(), 3_000).unwrap();
+        let e = reg.get("cfg").unwrap();
+        assert_eq!(e.experiment.stopped_ms, Some(2_000));
+        assert_eq!(e.experiment.status(3_000), Status::Stopped);
+        assert!(reg.running(3_000).is_none());
+        let mut other = spec.clone();
+        other.id = "running".into();
+        reg.create(other, 4_000).unwrap();
+    }
+    // The gateway changed under a running experiment (its arms no longer
+    // resolve): the gateway still starts, and the experiment is stopped.
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
-    let reg = Experiments::open(store, &[spec], resolve(), 3_000).unwrap();
-    let e = reg.get("cfg").unwrap();
-    assert_eq!(e.experiment.stopped_ms, Some(2_000));
-    assert_eq!(e.experiment.status(3_000), Status::Stopped);
-    assert!(reg.running(3_000).is_none());
+    let failing = Box::new(|_: &ArmSpec| Err(qroute::Error::InvalidInput("no model is named \"gone\"".into())));
+    let reg = Experiments::open(store, &[spec], failing, 5_000).unwrap();
+    let e = reg.get("running").unwrap();
+    assert_eq!(e.experiment.stopped_ms, Some(5_000));
+    assert_eq!(reg.get("cfg").unwrap().experiment.stopped_ms, Some(2_000));
+    assert!(reg.running(5_001).is_none());
 }

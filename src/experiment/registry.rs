@@ -125,13 +125,22 @@ impl Experiments {
         let stored: Vec<Experiment> = store.docs(TREE)?;
         let mut live = Vec::with_capacity(stored.len());
         for e in stored {
-            let finished = e.end_ms().is_some_and(|end| end <= now_ms);
             let built = match build(e.clone(), &*resolve) {
                 Ok(b) => b,
-                // A finished experiment routes nothing: its results need
-                // only the names, even if a checkpoint it used is gone.
-                Err(err) if finished => {
-                    tracing::warn!(experiment = %e.spec.id, "arms no longer resolve ({err}); kept for results");
+                // The gateway changed under it (a model or checkpoint it
+                // names is gone). A finished experiment routes nothing and
+                // needs only the names for its results; an unfinished one
+                // cannot run as designed, so it is stopped now rather than
+                // keep the gateway from starting (its records stay).
+                Err(err) => {
+                    let mut e = e;
+                    if e.end_ms().is_none_or(|end| end > now_ms) {
+                        tracing::error!(experiment = %e.spec.id, "stopped: its arms no longer resolve ({err})");
+                        e.stopped_ms = Some(now_ms);
+                        store.put_doc(TREE, &e.spec.id, &e)?;
+                    } else {
+                        tracing::warn!(experiment = %e.spec.id, "arms no longer resolve ({err}); kept for results");
+                    }
                     LiveExperiment {
                         assigner: e.spec.assigner()?,
                         arms: e
@@ -146,7 +155,6 @@ impl Experiments {
                         experiment: e,
                     }
                 }
-                Err(err) => return Err(Error::InvalidInput(format!("stored experiment `{}`: {err}", e.spec.id))),
             };
             live.push(Arc::new(built));
         }
