@@ -92,13 +92,7 @@ pub async fn combine(
         ));
     }
     let req = combine_request(request, answers);
-    match tokio::time::timeout(timeout, provider.complete(upstream, &req)).await {
-        Ok(result) => result,
-        Err(_) => Err(ProviderError::new(
-            ErrorKind::Timeout,
-            format!("combine: {upstream} gave no answer within {} ms", timeout.as_millis()),
-        )),
-    }
+    provider.complete_within(upstream, &req, timeout).await
 }
 
 #[cfg(test)]

@@ -608,20 +608,9 @@ impl LlmJudge {
             }
         };
         let req = judge_request(request, answer.completion);
-        let called = tokio::time::timeout(self.timeout, self.provider.complete(&self.upstream, &req)).await;
-        let reply = match called {
-            Err(_) => {
-                return fallback(
-                    format!(
-                        "llm judge {} timed out after {} ms",
-                        self.upstream,
-                        self.timeout.as_millis()
-                    ),
-                    0.0,
-                )
-            }
-            Ok(Err(e)) => return fallback(format!("llm judge {} failed: {e}", self.upstream), 0.0),
-            Ok(Ok(reply)) => reply,
+        let reply = match self.provider.complete_within(&self.upstream, &req, self.timeout).await {
+            Err(e) => return fallback(format!("llm judge {} failed: {e}", self.upstream), 0.0),
+            Ok(reply) => reply,
         };
         let cost_usd = self.cost(&reply);
         match parse_score(&reply.text) {

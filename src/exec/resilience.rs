@@ -190,13 +190,7 @@ pub async fn call_with_retries(
         let result = if limit.is_zero() {
             Err(ProviderError::new(ErrorKind::Timeout, "the request deadline passed"))
         } else {
-            match tokio::time::timeout(limit, provider.complete(upstream, req)).await {
-                Ok(r) => r,
-                Err(_) => Err(ProviderError::new(
-                    ErrorKind::Timeout,
-                    format!("no answer within {} ms", limit.as_millis()),
-                )),
-            }
+            provider.complete_within(upstream, req, limit).await
         };
         let retry_after = match &result {
             Err(e) if e.retryable() && attempts < retry.attempts_per_model => {

@@ -142,6 +142,24 @@ impl Provider {
             Provider::Simulated(p) => p.complete(upstream_model, req).await,
         }
     }
+
+    /// [`Provider::complete`] cut off after `limit`: a timeout is a
+    /// retryable [`ErrorKind::Timeout`] ("no answer within N ms"), and the
+    /// dropped future drops its HTTP request.
+    pub async fn complete_within(
+        &self,
+        upstream_model: &str,
+        req: &ChatRequest,
+        limit: Duration,
+    ) -> Result<Completion, ProviderError> {
+        match tokio::time::timeout(limit, self.complete(upstream_model, req)).await {
+            Ok(result) => result,
+            Err(_) => Err(ProviderError::new(
+                ErrorKind::Timeout,
+                format!("no answer within {} ms", limit.as_millis()),
+            )),
+        }
+    }
 }
 
 /// The shared HTTP client: pooled keep-alive connections to every upstream.
