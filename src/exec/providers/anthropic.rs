@@ -4,11 +4,9 @@
 //! prompts live outside the message list, `max_tokens` is mandatory, and the
 //! answer is a list of typed content blocks.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
-use super::openai_compat::{bad_url, endpoint, send, trim_base};
+use super::openai_compat::{send, Upstream};
 use super::{ChatRequest, Completion, ProviderError};
 
 /// The API version this adapter's wire structs follow; Anthropic requires
@@ -20,23 +18,10 @@ const API_VERSION: &str = "2023-06-01";
 /// that still bounds the cost of a request that did not say.
 const DEFAULT_MAX_TOKENS: u32 = 1024;
 
+#[derive(Debug)]
 pub struct Anthropic {
-    client: reqwest::Client,
-    base_url: String,
-    /// The endpoint, parsed once: URL parsing is a measurable share of a
-    /// loopback call's CPU. `None` when the base URL is malformed.
+    upstream: Upstream,
     endpoint: Option<reqwest::Url>,
-    api_key: Option<String>,
-}
-
-// Manual, so that the key never lands in a log through `{:?}`.
-impl fmt::Debug for Anthropic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Anthropic")
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
 }
 
 #[derive(Serialize)]
@@ -88,12 +73,10 @@ impl Anthropic {
     /// `base_url` is the host, without `/v1`: `https://api.anthropic.com`.
     /// Without a key no `x-api-key` is sent, for a proxy that adds its own.
     pub fn new(client: reqwest::Client, base_url: impl Into<String>, api_key: Option<String>) -> Self {
-        let base_url = trim_base(base_url.into());
+        let upstream = Upstream::new(client, base_url.into(), api_key);
         Anthropic {
-            client,
-            endpoint: endpoint(&base_url, "/v1/messages"),
-            base_url,
-            api_key,
+            endpoint: upstream.endpoint("/v1/messages"),
+            upstream,
         }
     }
 
@@ -118,11 +101,11 @@ impl Anthropic {
             temperature: req.temperature,
         };
         let mut rb = self
-            .client
-            .post(self.endpoint.clone().ok_or_else(|| bad_url(&self.base_url))?)
+            .upstream
+            .post(&self.endpoint)?
             .header("anthropic-version", API_VERSION)
             .json(&body);
-        if let Some(key) = &self.api_key {
+        if let Some(key) = &self.upstream.api_key {
             rb = rb.header("x-api-key", key);
         }
         let resp: WireResponse = send("anthropic", rb).await?;

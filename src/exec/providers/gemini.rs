@@ -4,27 +4,15 @@
 //! URL, the assistant's role is `model`, text lives in `parts`, the system
 //! prompt is a separate `systemInstruction`, and fields are camelCase.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
-use super::openai_compat::{send, trim_base};
+use super::openai_compat::{send, Upstream};
 use super::{ChatRequest, Completion, ProviderError};
 
+#[derive(Debug)]
 pub struct Gemini {
-    client: reqwest::Client,
-    base_url: String,
-    api_key: Option<String>,
-}
-
-// Manual, so that the key never lands in a log through `{:?}`.
-impl fmt::Debug for Gemini {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Gemini")
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
+    /// The endpoint names the model, so it is built per call.
+    upstream: Upstream,
 }
 
 #[derive(Serialize)]
@@ -122,9 +110,7 @@ impl Gemini {
     /// `x-goog-api-key` is sent, for a proxy that adds its own.
     pub fn new(client: reqwest::Client, base_url: impl Into<String>, api_key: Option<String>) -> Self {
         Gemini {
-            client,
-            base_url: trim_base(base_url.into()),
-            api_key,
+            upstream: Upstream::new(client, base_url.into(), api_key),
         }
     }
 
@@ -161,11 +147,9 @@ impl Gemini {
         // Model names are accepted both bare and as the API lists them
         // (`models/gemini-…`).
         let model = upstream_model.strip_prefix("models/").unwrap_or(upstream_model);
-        let mut rb = self
-            .client
-            .post(format!("{}/v1beta/models/{model}:generateContent", self.base_url))
-            .json(&body);
-        if let Some(key) = &self.api_key {
+        let url = format!("{}/v1beta/models/{model}:generateContent", self.upstream.base_url);
+        let mut rb = self.upstream.client.post(url).json(&body);
+        if let Some(key) = &self.upstream.api_key {
             rb = rb.header("x-goog-api-key", key);
         }
         let resp: WireResponse = send("gemini", rb).await?;

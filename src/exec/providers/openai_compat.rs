@@ -2,8 +2,8 @@
 //! OpenAI, Groq, Together, vLLM, Ollama, GitHub Models, LiteLLM proxies.
 //!
 //! Also home to the request/response plumbing the other adapters share
-//! (`send`), since every format ends in the same place: one JSON answer or
-//! one [`ProviderError`].
+//! ([`Upstream`], `send`), since every format ends in the same place: one
+//! JSON answer or one [`ProviderError`].
 
 use std::fmt;
 
@@ -20,23 +20,56 @@ const BODY_SNIPPET_CHARS: usize = 300;
 /// the connection rather than waited for.
 const ERROR_BODY_LIMIT: usize = 16 * 1024;
 
-pub struct OpenAiCompat {
-    client: reqwest::Client,
-    base_url: String,
-    /// The endpoint, parsed once: URL parsing is a measurable share of a
-    /// loopback call's CPU. `None` when the base URL is malformed.
-    endpoint: Option<reqwest::Url>,
-    api_key: Option<String>,
+/// What every HTTP adapter holds: the pooled client, the base URL
+/// (trailing slashes trimmed) and the API key.
+pub(super) struct Upstream {
+    pub client: reqwest::Client,
+    pub base_url: String,
+    pub api_key: Option<String>,
+}
+
+impl Upstream {
+    pub fn new(client: reqwest::Client, base_url: String, api_key: Option<String>) -> Upstream {
+        Upstream {
+            client,
+            base_url: trim_base(base_url),
+            api_key,
+        }
+    }
+
+    /// `base_url` + `path`, parsed once at construction: URL parsing is a
+    /// measurable share of a loopback call's CPU. `None` when malformed.
+    pub fn endpoint(&self, path: &str) -> Option<reqwest::Url> {
+        reqwest::Url::parse(&format!("{}{path}", self.base_url)).ok()
+    }
+
+    /// A POST to an endpoint from [`Upstream::endpoint`], or a config error
+    /// naming the malformed base URL.
+    pub fn post(&self, endpoint: &Option<reqwest::Url>) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let url = endpoint.clone().ok_or_else(|| {
+            ProviderError::new(
+                ErrorKind::Config,
+                format!("base_url {:?} is not a valid URL", self.base_url),
+            )
+        })?;
+        Ok(self.client.post(url))
+    }
 }
 
 // Manual, so that the key never lands in a log through `{:?}`.
-impl fmt::Debug for OpenAiCompat {
+impl fmt::Debug for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OpenAiCompat")
+        f.debug_struct("Upstream")
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
+}
+
+#[derive(Debug)]
+pub struct OpenAiCompat {
+    upstream: Upstream,
+    endpoint: Option<reqwest::Url>,
 }
 
 #[derive(Serialize)]
@@ -86,12 +119,10 @@ impl OpenAiCompat {
     /// `https://api.openai.com/v1` or `http://localhost:11434/v1`. No key
     /// suits local servers (vLLM, Ollama) that need none.
     pub fn new(client: reqwest::Client, base_url: impl Into<String>, api_key: Option<String>) -> Self {
-        let base_url = trim_base(base_url.into());
+        let upstream = Upstream::new(client, base_url.into(), api_key);
         OpenAiCompat {
-            client,
-            endpoint: endpoint(&base_url, "/chat/completions"),
-            base_url,
-            api_key,
+            endpoint: upstream.endpoint("/chat/completions"),
+            upstream,
         }
     }
 
@@ -102,11 +133,8 @@ impl OpenAiCompat {
             max_tokens: req.max_tokens,
             temperature: req.temperature,
         };
-        let mut rb = self
-            .client
-            .post(self.endpoint.clone().ok_or_else(|| bad_url(&self.base_url))?)
-            .json(&body);
-        if let Some(key) = &self.api_key {
+        let mut rb = self.upstream.post(&self.endpoint)?.json(&body);
+        if let Some(key) = &self.upstream.api_key {
             rb = rb.bearer_auth(key);
         }
         let resp: WireResponse = send("openai", rb).await?;
@@ -133,7 +161,7 @@ impl OpenAiCompat {
 
 /// A base URL without its trailing slashes, so that paths can be appended
 /// with `format!("{base}/path")` whichever way the user wrote it.
-pub(super) fn trim_base(mut base: String) -> String {
+fn trim_base(mut base: String) -> String {
     while base.ends_with('/') {
         base.pop();
     }
@@ -174,14 +202,6 @@ pub(super) async fn send<T: DeserializeOwned>(provider: &str, rb: reqwest::Reque
 }
 
 /// `base` (already trimmed) joined with `path`, parsed.
-pub(super) fn endpoint(base: &str, path: &str) -> Option<reqwest::Url> {
-    reqwest::Url::parse(&format!("{base}{path}")).ok()
-}
-
-pub(super) fn bad_url(base: &str) -> ProviderError {
-    ProviderError::new(ErrorKind::Config, format!("base_url {base:?} is not a valid URL"))
-}
-
 fn with_context(provider: &str, e: reqwest::Error) -> ProviderError {
     let mut err = ProviderError::from_reqwest(e);
     err.message = format!("{provider}: {}", err.message);
@@ -226,4 +246,25 @@ pub(super) fn snippet(body: &[u8]) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Anthropic, Gemini};
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_key() {
+        let key = Some("sk-secret-123".to_string());
+        let client = reqwest::Client::new();
+        let shown = [
+            format!("{:?}", OpenAiCompat::new(client.clone(), "http://h/v1/", key.clone())),
+            format!("{:?}", Anthropic::new(client.clone(), "http://h", key.clone())),
+            format!("{:?}", Gemini::new(client, "http://h", key)),
+        ];
+        for s in shown {
+            assert!(!s.contains("sk-secret"), "{s}");
+            assert!(s.contains("<redacted>") && s.contains("\"http://h"), "{s}");
+        }
+    }
 }
