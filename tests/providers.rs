@@ -17,12 +17,12 @@ struct Adapters {
 }
 
 impl Adapters {
-    fn new(mock: &MockServer) -> Adapters {
+    /// One adapter per format for the server at `url` (host and port).
+    fn at(url: &str) -> Adapters {
         let client = http_client(Duration::from_secs(2));
-        let url = mock.url();
         Adapters {
             openai: OpenAiCompat::new(client.clone(), format!("{url}/v1"), Some("sk-test".into())),
-            anthropic: Anthropic::new(client.clone(), url.clone(), Some("ak-test".into())),
+            anthropic: Anthropic::new(client.clone(), url, Some("ak-test".into())),
             gemini: Gemini::new(client, url, Some("gk-test".into())),
         }
     }
@@ -40,7 +40,7 @@ impl Adapters {
 
 async fn mock() -> (MockServer, Adapters) {
     let server = spawn(MockConfig::default()).await.expect("mock starts");
-    let adapters = Adapters::new(&server);
+    let adapters = Adapters::at(&server.url());
     (server, adapters)
 }
 
@@ -236,18 +236,9 @@ async fn connection_refused_is_a_retryable_connect_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let client = http_client(Duration::from_secs(2));
-    let url = format!("http://127.0.0.1:{port}");
-    let req = ChatRequest::user("hi");
-    let results = [
-        OpenAiCompat::new(client.clone(), format!("{url}/v1"), None)
-            .complete("m", &req)
-            .await,
-        Anthropic::new(client.clone(), url.clone(), None)
-            .complete("m", &req)
-            .await,
-        Gemini::new(client, url, None).complete("m", &req).await,
-    ];
+    let results = Adapters::at(&format!("http://127.0.0.1:{port}"))
+        .all("m", &ChatRequest::user("hi"))
+        .await;
     for result in results {
         let e = result.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Connect, "{e}");
@@ -289,17 +280,7 @@ async fn garbage_upstream() -> String {
 #[tokio::test]
 async fn unreadable_answers_are_decode_errors() {
     let url = garbage_upstream().await;
-    let client = http_client(Duration::from_secs(2));
-    let req = ChatRequest::user("hi");
-    let results = [
-        OpenAiCompat::new(client.clone(), format!("{url}/v1"), None)
-            .complete("m", &req)
-            .await,
-        Anthropic::new(client.clone(), url.clone(), None)
-            .complete("m", &req)
-            .await,
-        Gemini::new(client, url, None).complete("m", &req).await,
-    ];
+    let results = Adapters::at(&url).all("m", &ChatRequest::user("hi")).await;
     for result in results {
         let e = result.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Decode, "{e}");
