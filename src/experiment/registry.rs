@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 
 use super::assign::{Assigner, Assignment};
 use super::spec::{ArmSpec, Experiment, ExperimentSpec, HOLDOUT};
-use crate::policy::{DqnPolicy, Strategy};
+use crate::policy::{FrozenPolicy, Strategy};
 use crate::store::{ExperimentTag, SledStore};
 use crate::{Error, Result};
 
@@ -27,7 +27,7 @@ const TREE: &str = "experiments";
 pub struct LiveArm {
     pub strategy: Strategy,
     /// The frozen checkpoint it scores with; `None`: the live policy.
-    pub policy: Option<Arc<DqnPolicy>>,
+    pub policy: Option<Arc<FrozenPolicy>>,
 }
 
 /// An experiment with its assigner and arms.

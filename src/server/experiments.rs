@@ -101,7 +101,7 @@ pub async fn shadow(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiEr
     let agreements = s.agreements.load(Ordering::Relaxed);
     Ok(Json(json!({
         "name": s.name,
-        "version": s.policy.version,
+        "version": s.policy.policy.version,
         "decisions": decisions,
         "agreements": agreements,
         "agreement_rate": (decisions > 0).then(|| agreements as f64 / decisions as f64),

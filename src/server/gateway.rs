@@ -37,7 +37,7 @@ use crate::experiment::{ArmSpec, Enrollment, Experiments, LiveArm};
 use crate::features::FeatureSpec;
 use crate::features::{Features, Featurizer, RequestContext};
 use crate::policy::explore::{argmax, draw_without_replacement};
-use crate::policy::{checkpoint, DqnPolicy, Explorer, OperatingPoint, Policy, Prediction, Strategy};
+use crate::policy::{checkpoint, DqnPolicy, Explorer, FrozenPolicy, OperatingPoint, Policy, Prediction, Strategy};
 use crate::store::{Answered, DecisionRecord, ExperimentTag, GroupWriter, Outcome, ShadowPick, SledStore};
 use crate::train::learner::{Learner, LearnerConfig};
 use crate::train::online::{Labels, OnlineConfig, OnlineTrainer};
@@ -169,7 +169,7 @@ pub(super) struct Prepared {
 /// A candidate policy scoring live traffic without acting on it.
 pub struct Shadow {
     pub name: String,
-    pub policy: Arc<DqnPolicy>,
+    pub policy: FrozenPolicy,
     /// Decisions it scored, and how many of them it would have made the same.
     pub decisions: std::sync::atomic::AtomicU64,
     pub agreements: std::sync::atomic::AtomicU64,
@@ -254,20 +254,20 @@ impl Gateway {
             .map_err(|e| Error::io(format!("creating {}", config.store.path.display()), e))?;
         let store = Arc::new(SledStore::open(&config.store.path)?);
         let featurizer = Featurizer::new(policy.spec.clone())?;
+        let served: Vec<ModelCard> = models.iter().map(|m| m.card.clone()).collect();
         let shadow = match &config.policy.shadow {
             None => None,
             Some(s) => Some(Shadow {
                 name: s.name.clone(),
-                policy: load_matching(&s.path, &policy.spec)
+                policy: FrozenPolicy::load(&s.path, &policy.spec, &served)
                     .map_err(|e| Error::InvalidInput(format!("policy.shadow: {e}")))?,
                 decisions: Default::default(),
                 agreements: Default::default(),
             }),
         };
         let experiments = {
-            let ids: std::collections::HashSet<String> = models.iter().map(|m| m.config.id.clone()).collect();
             let spec = policy.spec.clone();
-            let resolve = move |arm: &ArmSpec| resolve_arm(arm, &ids, &spec);
+            let resolve = move |arm: &ArmSpec| resolve_arm(arm, &served, &spec);
             Experiments::open(store.clone(), &config.experiments, Box::new(resolve), unix_ms())?
         };
         let explorer = Explorer::new(config.policy.exploration, config.policy.floor, config.policy.budget);
@@ -413,10 +413,8 @@ impl Gateway {
 
         let arm = req.enrollment.as_ref().and_then(|e| e.arm());
         let strategy = arm.map_or(&self.config.policy.strategy, |a| &a.strategy);
-        let policy = match arm.and_then(|a| a.policy.clone()) {
-            Some(frozen) => frozen,
-            None => self.policy.load_full(),
-        };
+        let frozen = arm.and_then(|a| a.policy.as_deref());
+        let policy = frozen.map_or_else(|| self.policy.load_full(), |f| f.policy.clone());
         let features = self.featurizer.featurize(&RequestContext {
             prompt: &prompt,
             task_type: req.task_type.as_deref(),
@@ -428,7 +426,7 @@ impl Gateway {
             latency_weight,
         };
         let ids: Vec<&str> = candidates.iter().map(|&i| self.models[i].config.id.as_str()).collect();
-        let preds = self.predict(&policy, &features, &candidates)?;
+        let preds = self.predict(&policy, frozen.map(|f| &f.cards[..]), &features, &candidates)?;
         let scores: Vec<f32> = preds.iter().map(|p| p.score(point)).collect();
         let rule = strategy.distribution(&ids, &preds, &self.turn);
         let (chosen, propensities) = match (&req.pinned, rule) {
@@ -448,7 +446,7 @@ impl Gateway {
         };
         let shadow = match (&self.shadow, &req.pinned) {
             (Some(s), None) => {
-                let preds = self.predict(&s.policy, &features, &candidates)?;
+                let preds = self.predict(&s.policy.policy, Some(&s.policy.cards), &features, &candidates)?;
                 let pick = argmax(&preds.iter().map(|p| p.score(point)).collect::<Vec<_>>());
                 let agree = pick == chosen;
                 use std::sync::atomic::Ordering::Relaxed;
@@ -458,7 +456,7 @@ impl Gateway {
                     .increment(1);
                 Some(ShadowPick {
                     name: s.name.clone(),
-                    version: s.policy.version,
+                    version: s.policy.policy.version,
                     model: ids[pick].to_string(),
                 })
             }
@@ -481,16 +479,19 @@ impl Gateway {
         })
     }
 
-    /// `policy`'s predictions for `candidates`, each scored with the
-    /// policy's own card for the model when it has one (a frozen checkpoint
-    /// may know a model better, or differently, than the live policy).
-    fn predict(&self, policy: &DqnPolicy, features: &Features, candidates: &[usize]) -> Result<Vec<Prediction>> {
+    /// `policy`'s predictions for `candidates`, with a frozen policy's own
+    /// `cards` (see [`FrozenPolicy::cards`]) or, for the live one, the
+    /// served cards.
+    fn predict(
+        &self,
+        policy: &DqnPolicy,
+        cards: Option<&[ModelCard]>,
+        features: &Features,
+        candidates: &[usize],
+    ) -> Result<Vec<Prediction>> {
         let cards: Vec<&ModelCard> = candidates
             .iter()
-            .map(|&i| {
-                let served = &self.models[i].card;
-                policy.catalog.get(&served.id).unwrap_or(served)
-            })
+            .map(|&i| cards.map_or(&self.models[i].card, |c| &c[i]))
             .collect();
         let mut preds = Vec::with_capacity(cards.len());
         policy.predict(features, &cards, &mut preds)?;
@@ -761,25 +762,11 @@ impl Gateway {
     }
 }
 
-/// Builds the client for one configured provider.
-/// A policy directory whose features are the serving policy's (requests are
-/// featurized once, for every policy that scores them).
-fn load_matching(path: &Path, spec: &FeatureSpec) -> Result<Arc<DqnPolicy>> {
-    let policy = checkpoint::load(path)?;
-    if &policy.spec != spec {
-        return Err(Error::InvalidInput(format!(
-            "checkpoint {} was trained on other features than the serving policy's (dim {} vs {})",
-            path.display(),
-            policy.spec.dim,
-            spec.dim
-        )));
-    }
-    Ok(Arc::new(policy))
-}
-
-/// Checks an experiment arm against this gateway and loads its checkpoint.
-fn resolve_arm(arm: &ArmSpec, models: &std::collections::HashSet<String>, spec: &FeatureSpec) -> Result<LiveArm> {
-    let unknown = |m: &String| (!models.contains(m)).then(|| Error::InvalidInput(format!("no model is named {m:?}")));
+/// Checks an experiment arm against the served models and loads its checkpoint.
+fn resolve_arm(arm: &ArmSpec, served: &[ModelCard], spec: &FeatureSpec) -> Result<LiveArm> {
+    let unknown = |m: &String| {
+        (!served.iter().any(|c| &c.id == m)).then(|| Error::InvalidInput(format!("no model is named {m:?}")))
+    };
     match &arm.strategy {
         Strategy::Fixed { model } => unknown(model).map_or(Ok(()), Err)?,
         Strategy::Weighted { weights } => weights.keys().find_map(unknown).map_or(Ok(()), Err)?,
@@ -787,10 +774,15 @@ fn resolve_arm(arm: &ArmSpec, models: &std::collections::HashSet<String>, spec: 
     }
     Ok(LiveArm {
         strategy: arm.strategy.clone(),
-        policy: arm.checkpoint.as_deref().map(|p| load_matching(p, spec)).transpose()?,
+        policy: arm
+            .checkpoint
+            .as_deref()
+            .map(|p| FrozenPolicy::load(p, spec, served).map(Arc::new))
+            .transpose()?,
     })
 }
 
+/// Builds the client for one configured provider.
 fn provider(p: &ProviderConfig, client: &reqwest::Client) -> Result<Provider> {
     let config_err = |message: String| Error::Config {
         path: format!("providers.{}", p.name).into(),

@@ -73,7 +73,7 @@ pub async fn capabilities(State(gw): State<Arc<Gateway>>) -> Json<Value> {
             "running": gw.experiments.running(super::gateway::unix_ms()).map(|l| l.experiment.spec.id.clone()),
             "units": ["user", "api_key", "header:<name>"],
         },
-        "shadow": gw.shadow.as_ref().map(|s| json!({"name": s.name, "version": s.policy.version})),
+        "shadow": gw.shadow.as_ref().map(|s| json!({"name": s.name, "version": s.policy.policy.version})),
         "endpoints": super::ENDPOINTS,
     }))
 }
