@@ -29,3 +29,10 @@ pub mod store;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// Unix time now, in milliseconds: the clock of every record's `time_ms`.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -301,12 +301,6 @@ struct ExperimentAnswer {
     results: qroute::experiment::results::Results,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Opens an existing store for reading (never creates one).
 fn open_store(dir: &Path) -> anyhow::Result<qroute::store::SledStore> {
     if !dir.is_dir() {
@@ -332,7 +326,7 @@ fn experiment_cmd(command: ExperimentCommand) -> anyhow::Result<()> {
     match command {
         ExperimentCommand::List { store } => {
             let store = open_store(&store)?;
-            let now = now_ms();
+            let now = qroute::unix_ms();
             let all = stored_experiments(&store)?;
             if all.is_empty() {
                 eprintln!("no experiments in this store");
@@ -389,7 +383,7 @@ fn experiment_cmd(command: ExperimentCommand) -> anyhow::Result<()> {
                         scales: policy.scales,
                         default_quality: cfg.learning.default_quality,
                     };
-                    let results = results::compute(&store, &experiment, &opts, now_ms())?;
+                    let results = results::compute(&store, &experiment, &opts, qroute::unix_ms())?;
                     (experiment, results)
                 }
                 (None, Some(url)) => {

@@ -13,9 +13,10 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::errors::{ApiError, ApiJson};
-use super::gateway::{unix_ms, Gateway};
+use super::gateway::Gateway;
 use crate::experiment::results::{self, Options};
 use crate::experiment::{Enrollment, ExperimentSpec, LiveExperiment, UnitKey};
+use crate::unix_ms;
 use crate::Error;
 
 /// The running experiment's assignment for a request, when there is one and

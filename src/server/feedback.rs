@@ -22,8 +22,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::errors::{ApiError, ApiJson};
-use super::gateway::{unix_ms, Gateway};
+use super::gateway::Gateway;
 use crate::store::Feedback;
+use crate::unix_ms;
 use crate::Error;
 
 #[derive(Debug, Deserialize)]

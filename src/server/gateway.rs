@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -41,7 +41,7 @@ use crate::policy::{checkpoint, DqnPolicy, Explorer, FrozenPolicy, OperatingPoin
 use crate::store::{Answered, DecisionRecord, ExperimentTag, GroupWriter, Outcome, ShadowPick, SledStore};
 use crate::train::learner::{Learner, LearnerConfig};
 use crate::train::online::{Labels, OnlineConfig, OnlineTrainer};
-use crate::{Error, Result};
+use crate::{unix_ms, Error, Result};
 
 /// The bundled dataset behind [`EMBEDDED_DATASET`].
 const EMBEDDED_DATASET_BYTES: &[u8] = include_bytes!("../../data/routellm_mmlu_gsm8k.jsonl");
@@ -823,10 +823,4 @@ fn feature_text(chat: &ChatRequest) -> String {
 /// 128 random bits in hex: unique without coordination.
 fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
-}
-
-pub(super) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -70,7 +70,7 @@ pub async fn capabilities(State(gw): State<Arc<Gateway>>) -> Json<Value> {
         "features": {"dim": policy.spec.dim, "spec": policy.spec},
         "learning": {"enabled": gw.config.learning.enabled, "steps": gw.trainer_steps()},
         "experiments": {
-            "running": gw.experiments.running(super::gateway::unix_ms()).map(|l| l.experiment.spec.id.clone()),
+            "running": gw.experiments.running(crate::unix_ms()).map(|l| l.experiment.spec.id.clone()),
             "units": ["user", "api_key", "header:<name>"],
         },
         "shadow": gw.shadow.as_ref().map(|s| json!({"name": s.name, "version": s.policy.policy.version})),

@@ -257,7 +257,7 @@ impl Gateway {
             request_id: prep.request_id.clone(),
             decision_id: prep.request_id.clone(),
             model: model.clone(),
-            time_ms: super::gateway::unix_ms(),
+            time_ms: crate::unix_ms(),
         });
         Ok(Routed {
             request_id: prep.request_id.clone(),

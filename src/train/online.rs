@@ -87,19 +87,12 @@ impl Labels {
     }
 }
 
-/// Unix time now, in milliseconds.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Turns experiences into one training batch and takes a step. Outcomes of
 /// models missing from the policy's catalog, features of another spec, and
 /// outcomes [`Labels::quality`] has no label for yet are skipped. A failed
 /// call delivered nothing: quality 0. Returns `None` when nothing was usable.
 pub fn learn_from(learner: &mut Learner, experiences: &[Experience], labels: &Labels) -> Option<StepStats> {
-    learn_from_at(learner, experiences, labels, now_ms())
+    learn_from_at(learner, experiences, labels, crate::unix_ms())
 }
 
 /// [`learn_from`] at a given time (tests pass their own clock).
