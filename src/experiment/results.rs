@@ -267,7 +267,6 @@ pub fn compute(store: &SledStore, experiment: &Experiment, opts: &Options, now_m
                 ));
             }
         }
-        let mut latencies = m.latencies.clone();
         results.push(ArmResult {
             arm: name.clone(),
             strategy: strategy.clone(),
@@ -282,8 +281,8 @@ pub fn compute(store: &SledStore, experiment: &Experiment, opts: &Options, now_m
             quality: ci(&m.quality),
             cost_usd: ci(&m.cost),
             latency_ms: ci(&m.latency),
-            latency_p50_ms: (!latencies.is_empty()).then(|| quantile(&mut latencies, 0.5)),
-            latency_p99_ms: (!latencies.is_empty()).then(|| quantile(&mut latencies, 0.99)),
+            latency_p50_ms: m.latency_p50,
+            latency_p99_ms: m.latency_p99,
             vs_control,
         });
     }
@@ -309,7 +308,8 @@ struct ArmMetrics {
     quality: Summary,
     cost: Summary,
     latency: Summary,
-    latencies: Vec<f64>,
+    latency_p50: Option<f64>,
+    latency_p99: Option<f64>,
 }
 
 impl ArmMetrics {
@@ -330,6 +330,7 @@ impl ArmMetrics {
                 ))
             })
         });
+        let mut latencies: Vec<f64> = done.iter().map(|e| e.latency).collect();
         ArmMetrics {
             requests: episodes.len(),
             pending: episodes.len() - done.len(),
@@ -340,7 +341,8 @@ impl ArmMetrics {
             quality: Summary::clustered(&quality),
             cost: Summary::clustered(&values(&|e| Some(e.cost))),
             latency: Summary::clustered(&values(&|e| Some(e.latency))),
-            latencies: done.iter().map(|e| e.latency).collect(),
+            latency_p50: (!latencies.is_empty()).then(|| quantile(&mut latencies, 0.5)),
+            latency_p99: (!latencies.is_empty()).then(|| quantile(&mut latencies, 0.99)),
         }
     }
 }
