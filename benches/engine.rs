@@ -1,16 +1,20 @@
 //! The engine's hot paths: one routing decision (featurize + score +
 //! explore) and one training step.
 
+// A bench is a harness like a test: it may unwrap and print.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use qroute::catalog::{Catalog, ModelCard};
-use qroute::dataset::Dataset;
-use qroute::features::{FeatureSpec, Features, Featurizer, RequestContext};
-use qroute::policy::network::{Batch, Network};
-use qroute::policy::{DqnPolicy, Exploration, Explorer, OperatingPoint, Scales};
-use qroute::train::{Learner, LearnerConfig, Observation};
+use qroute_core::catalog::{Catalog, ModelCard};
+use qroute_core::dataset::Dataset;
+use qroute_core::features::{FeatureSpec, Features, Featurizer, RequestContext};
+use qroute_core::policy::network::Network;
+use qroute_core::policy::{DqnPolicy, Exploration, Explorer, OperatingPoint, Scales};
+use qroute_learn::grad::Batch;
+use qroute_learn::{Learner, LearnerConfig, Observation};
 
 const PROMPT: &str = "A 45-year-old man presents with crushing chest pain radiating to his left arm, \
 diaphoresis and shortness of breath that began two hours ago while shovelling snow. His ECG shows \

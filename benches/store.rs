@@ -3,11 +3,16 @@
 //!
 //! `cargo bench --bench store -- --warm-up-time 1 --measurement-time 3`
 
+// A bench is a harness like a test: it may unwrap and print.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use qroute::features::Features;
-use qroute::store::{DecisionRecord, Outcome, Sampling, SledStore};
+use qroute_core::features::Features;
+use qroute_core::record::{DecisionRecord, Outcome};
+use qroute_core::store::{ExperienceStore, Sampling};
+use qroute_store::SledStore;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

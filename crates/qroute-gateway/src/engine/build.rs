@@ -1,0 +1,217 @@
+//! Wiring a [`Gateway`] from its config: the policy, the providers, the
+//! store and its writer, the online trainer, experiments and the shadow.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use super::{Decider, Gateway, ServedModel, Shadow};
+use crate::config::{Config, JudgeKind, ProviderConfig, ProviderKind, EMBEDDED_DATASET};
+use crate::exec::judge::{Judge, LlmJudge};
+use crate::exec::providers::{self, Anthropic, Gemini, OpenAiCompat, Provider, Simulated};
+use crate::exec::resilience::CircuitBreaker;
+use qroute_core::catalog::ModelCard;
+use qroute_core::dataset::Dataset;
+use qroute_core::features::FeatureSpec;
+use qroute_core::policy::{checkpoint, FrozenPolicy, Strategy};
+use qroute_core::store::ExperienceStore;
+use qroute_core::{unix_ms, Error, Result};
+use qroute_experiment::{ArmSpec, Experiments, LiveArm};
+use qroute_learn::learner::{Learner, LearnerConfig};
+use qroute_learn::online::{Labels, OnlineConfig, OnlineTrainer};
+use qroute_store::{GroupWriter, SledStore};
+
+impl Gateway {
+    /// Loads the policy, opens the store, builds the provider clients, and
+    /// starts the writer and (when enabled) the online trainer.
+    pub fn build(config: Config) -> Result<Gateway> {
+        let mut policy = match &config.policy.path {
+            Some(p) => checkpoint::load(p)?,
+            None => crate::embedded::policy()?,
+        };
+        let client = providers::http_client(Duration::from_millis(config.limits.connect_timeout_ms))?;
+        let mut built: HashMap<String, Arc<Provider>> = HashMap::new();
+        for p in &config.providers {
+            built.insert(p.name.clone(), Arc::new(provider(p, &client)?));
+        }
+
+        let mut models = Vec::with_capacity(config.models.len());
+        for m in &config.models {
+            let card = match policy.catalog.get(&m.id) {
+                Some(c) => c.clone(),
+                None => {
+                    let mut c = ModelCard::from_prices(
+                        &m.id,
+                        m.input_per_mtok,
+                        m.output_per_mtok,
+                        config.policy.expected_output_tokens,
+                        m.tags.clone(),
+                    );
+                    if let Provider::Simulated(sim) = &*built[&m.provider] {
+                        if let Some(fitted) = sim.cards().find(|f| f.id == m.upstream()) {
+                            c = ModelCard {
+                                id: m.id.clone(),
+                                tags: m.tags.clone(),
+                                ..fitted.clone()
+                            };
+                        }
+                    }
+                    // Known to the policy from now on, so the trainer learns it.
+                    policy.catalog.models.push(c.clone());
+                    c
+                }
+            };
+            models.push(ServedModel {
+                config: m.clone(),
+                card,
+                provider: built[&m.provider].clone(),
+                breaker: CircuitBreaker::new(&config.breaker),
+            });
+        }
+        policy.refresh_cache();
+        let index = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.config.id.clone(), i))
+            .collect();
+
+        std::fs::create_dir_all(&config.store.path)
+            .map_err(|e| Error::io(format!("creating {}", config.store.path.display()), e))?;
+        let store: Arc<dyn ExperienceStore> = Arc::new(SledStore::open(&config.store.path)?);
+        let decider = Decider::new(policy.spec.clone(), &config.policy)?;
+        let served: Vec<ModelCard> = models.iter().map(|m| m.card.clone()).collect();
+        let shadow = match &config.policy.shadow {
+            None => None,
+            Some(s) => Some(Shadow {
+                name: s.name.clone(),
+                policy: FrozenPolicy::load(&s.path, &policy.spec, &served)
+                    .map_err(|e| Error::InvalidInput(format!("policy.shadow: {e}")))?,
+                decisions: Default::default(),
+                agreements: Default::default(),
+            }),
+        };
+        let experiments = {
+            let spec = policy.spec.clone();
+            let resolve = move |arm: &ArmSpec| resolve_arm(arm, &served, &spec);
+            Experiments::open(store.clone(), &config.experiments, Box::new(resolve), unix_ms())?
+        };
+        let judge = match config.variations.judge {
+            JudgeKind::Heuristic => Judge::Heuristic,
+            JudgeKind::Agreement => Judge::Agreement,
+            JudgeKind::Dataset => Judge::Dataset,
+            JudgeKind::Llm => {
+                let id = config.variations.judge_model.as_deref().unwrap_or_default();
+                let m = models
+                    .iter()
+                    .find(|m| m.config.id == id)
+                    .ok_or_else(|| Error::InvalidInput(format!("variations.judge_model: no model is named {id:?}")))?;
+                Judge::Llm(LlmJudge {
+                    provider: m.provider.clone(),
+                    upstream: m.config.upstream().to_string(),
+                    input_per_mtok: m.config.input_per_mtok,
+                    output_per_mtok: m.config.output_per_mtok,
+                    timeout: config.limits.attempt_timeout(),
+                })
+            }
+        };
+
+        let (policy, trainer) = if config.learning.enabled {
+            let l = &config.learning;
+            let learner = Learner::new(policy, LearnerConfig::online(), rand::random());
+            let trainer = Arc::new(OnlineTrainer::spawn(
+                store.clone(),
+                learner,
+                OnlineConfig {
+                    batch: l.batch,
+                    publish_every: l.publish_every,
+                    labels: Labels {
+                        default_quality: l.default_quality,
+                        feedback_window_ms: l.feedback_window_ms,
+                    },
+                    steps_per_experience: Some(l.steps_per_experience),
+                    max_steps_per_sec: Some(l.max_steps_per_sec),
+                    ..OnlineConfig::default()
+                },
+            )?);
+            (trainer.current(), Some(trainer))
+        } else {
+            (Arc::new(ArcSwap::from_pointee(policy)), None)
+        };
+        let writer = {
+            let trainer = trainer.clone();
+            GroupWriter::spawn(store.clone(), move |n| {
+                metrics::counter!("qroute_outcomes_recorded_total").increment(n as u64);
+                if let Some(t) = &trainer {
+                    t.notify();
+                }
+            })?
+        };
+        Ok(Gateway {
+            config,
+            models,
+            index,
+            decider,
+            policy,
+            experiments,
+            shadow,
+            judge,
+            writer,
+            trainer,
+            store,
+            started: Instant::now(),
+        })
+    }
+}
+
+/// Checks an experiment arm against the served models and loads its checkpoint.
+fn resolve_arm(arm: &ArmSpec, served: &[ModelCard], spec: &FeatureSpec) -> Result<LiveArm> {
+    let unknown = |m: &String| {
+        (!served.iter().any(|c| &c.id == m)).then(|| Error::InvalidInput(format!("no model is named {m:?}")))
+    };
+    match &arm.strategy {
+        Strategy::Fixed { model } => unknown(model).map_or(Ok(()), Err)?,
+        Strategy::Weighted { weights } => weights.keys().find_map(unknown).map_or(Ok(()), Err)?,
+        _ => {}
+    }
+    Ok(LiveArm {
+        strategy: arm.strategy.clone(),
+        policy: arm
+            .checkpoint
+            .as_deref()
+            .map(|p| FrozenPolicy::load(p, spec, served).map(Arc::new))
+            .transpose()?,
+    })
+}
+
+/// Builds the client for one configured provider.
+fn provider(p: &ProviderConfig, client: &reqwest::Client) -> Result<Provider> {
+    let config_err = |message: String| Error::Config {
+        path: format!("providers.{}", p.name).into(),
+        message,
+    };
+    let api_key = match &p.api_key_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .map_err(|_| config_err(format!("api_key_env: environment variable {var} is not set")))?,
+        ),
+        None => None,
+    };
+    let url = p.base_url.clone().unwrap_or_default();
+    Ok(match p.kind {
+        ProviderKind::Openai => Provider::OpenAi(OpenAiCompat::new(client.clone(), url, api_key)),
+        ProviderKind::Anthropic => Provider::Anthropic(Anthropic::new(client.clone(), url, api_key)),
+        ProviderKind::Gemini => Provider::Gemini(Gemini::new(client.clone(), url, api_key)),
+        ProviderKind::Simulated => {
+            let name = p.dataset.as_deref().unwrap_or_default();
+            let ds = if name == EMBEDDED_DATASET {
+                Dataset::from_bytes(Path::new(EMBEDDED_DATASET), crate::embedded::DATASET)?
+            } else {
+                Dataset::load(name)?
+            };
+            Provider::Simulated(Simulated::new(&ds, p.simulate_latency))
+        }
+    })
+}

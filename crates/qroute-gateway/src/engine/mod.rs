@@ -1,0 +1,136 @@
+//! The gateway's core, independent of HTTP: choose a model for a request,
+//! run it with retries and fallback, and record what happened.
+//!
+//! One request, in order:
+//! 1. The candidate set: the configured models, narrowed by the request's
+//!    allowed list and cost cap, minus models whose circuit breaker is open.
+//! 2. The current policy snapshot (an `ArcSwap` load: never waits on the
+//!    trainer) scores every candidate at the request's operating point, and
+//!    the explorer draws one, with the propensity of every candidate.
+//! 3. The decision record is handed to the group-commit writer *while* the
+//!    chosen model is called, so its sync overlaps the upstream time; the
+//!    answer is returned only once the record is durable.
+//! 4. A failed model (after its retries) is a second decision in the same
+//!    episode (docs/design.md): the next-best candidate by score is tried under
+//!    its own decision record, `{request_id}/fallback-{n}`, with propensity 1
+//!    because the fallback order is deterministic.
+//! 5. Each model's outcome (quality when known, cost, latency, error) is
+//!    queued to the writer; it is durable within one group commit after the
+//!    response, and the online trainer learns from it.
+//!
+//! The files follow those steps: [`request`] (what comes in), [`decide`]
+//! (steps 1–2), [`single`] and [`variations`] (running models, steps 3–4),
+//! [`record`] (what is written, step 5), [`answer`] (what goes out);
+//! [`build`] wires a [`Gateway`] from its config.
+
+mod answer;
+mod build;
+mod decide;
+mod record;
+mod request;
+mod single;
+pub mod variations;
+
+pub use answer::{Attempt, Routed, Timings};
+pub use decide::{Choice, Decider, Shadow};
+pub use request::{Preference, RouteRequest};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{Config, ModelConfig};
+use crate::exec::judge::Judge;
+use crate::exec::providers::Provider;
+use crate::exec::resilience::{BreakerState, CircuitBreaker};
+use qroute_core::catalog::ModelCard;
+use qroute_core::policy::DqnPolicy;
+use qroute_core::store::ExperienceStore;
+use qroute_core::{Error, Result};
+use qroute_experiment::Experiments;
+use qroute_learn::online::OnlineTrainer;
+use qroute_store::GroupWriter;
+
+/// A configured model, ready to call.
+pub struct ServedModel {
+    pub config: ModelConfig,
+    /// What the policy scores: the trained card when the policy knows the
+    /// model, else one made from the configured prices.
+    pub card: ModelCard,
+    pub provider: Arc<Provider>,
+    pub breaker: CircuitBreaker,
+}
+
+/// Everything a request needs, shared by all handlers.
+pub struct Gateway {
+    pub config: Config,
+    pub models: Vec<ServedModel>,
+    index: HashMap<String, usize>,
+    decider: Decider,
+    policy: Arc<ArcSwap<DqnPolicy>>,
+    pub experiments: Experiments,
+    pub shadow: Option<Shadow>,
+    /// Scores the answers of variations.
+    pub(super) judge: Judge,
+    /// Declared before `trainer` and `store` so it drains first on drop.
+    pub(super) writer: GroupWriter,
+    trainer: Option<Arc<OnlineTrainer>>,
+    pub store: Arc<dyn ExperienceStore>,
+    pub started: Instant,
+}
+
+impl Gateway {
+    /// The policy serving right now.
+    pub fn policy(&self) -> Arc<DqnPolicy> {
+        self.policy.load_full()
+    }
+
+    /// Gradient steps the online trainer has taken (0 when learning is off).
+    pub fn trainer_steps(&self) -> u64 {
+        self.trainer
+            .as_ref()
+            .map_or(0, |t| t.stats().steps.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub fn model(&self, id: &str) -> Option<&ServedModel> {
+        self.index.get(id).map(|&i| &self.models[i])
+    }
+
+    /// Breaker state of every model, in config order.
+    pub fn breaker_states(&self) -> Vec<(&str, BreakerState)> {
+        let now = Instant::now();
+        self.models
+            .iter()
+            .map(|m| (m.config.id.as_str(), m.breaker.state(now)))
+            .collect()
+    }
+
+    /// Routes `req`, runs it, records it. See the module docs for the steps.
+    /// `received` is when the request arrived, so timings include reading
+    /// and parsing it.
+    pub async fn route(&self, req: RouteRequest, received: Instant) -> Result<Routed> {
+        let k = req.variations.unwrap_or(self.config.variations.default);
+        if k == 0 || k > self.config.variations.max {
+            return Err(Error::InvalidInput(format!(
+                "variations: must lie in 1..={}, got {k}",
+                self.config.variations.max
+            )));
+        }
+        if req.combine && k < 2 {
+            return Err(Error::InvalidInput("combine: needs at least 2 variations".into()));
+        }
+        if req.combine && self.config.variations.combine_model.is_none() {
+            return Err(Error::InvalidInput(
+                "combine: no variations.combine_model is configured on this gateway".into(),
+            ));
+        }
+        let prep = self.prepare(&req, received)?;
+        if k > 1 && req.pinned.is_none() && prep.candidates.len() > 1 {
+            self.run_variations(req, prep, k).await
+        } else {
+            self.run_single(req, prep).await
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! What each request leaves in the experience store: its decision record,
+//! and the outcome of every model it ran (breaker and metrics settled on
+//! the way).
+
+use std::time::Instant;
+
+use super::decide::Prepared;
+use super::{Gateway, RouteRequest, ServedModel};
+use crate::exec::resilience::Attempted;
+use qroute_core::record::{DecisionRecord, Outcome};
+use qroute_core::unix_ms;
+
+impl Gateway {
+    /// The decision record of `prep` with `chosen` models.
+    pub(super) fn record(&self, prep: &Prepared, req: &RouteRequest, chosen: Vec<String>) -> DecisionRecord {
+        DecisionRecord {
+            request_id: prep.request_id.clone(),
+            time_ms: unix_ms(),
+            features: prep.features.clone(),
+            candidates: prep
+                .candidates
+                .iter()
+                .map(|&i| self.models[i].config.id.clone())
+                .collect(),
+            propensities: prep.propensities.clone(),
+            chosen,
+            policy_version: prep.policy.version,
+            cost_weight: prep.cost_weight,
+            latency_weight: prep.latency_weight,
+            task: req.task_type.clone(),
+            experiment: prep.experiment.clone(),
+            shadow: prep.shadow.clone(),
+        }
+    }
+
+    /// Books one model's result: its breaker, metrics, and the outcome to
+    /// record (quality as the provider knows it, priced cost, latency or
+    /// the error).
+    /// A failure with `counts` false (a call cut by the variations'
+    /// deadline) says nothing about the model's health: its breaker only
+    /// gives back a probe it may have held.
+    pub(super) fn settle(
+        &self,
+        model: &ServedModel,
+        decision_id: &str,
+        attempted: &Attempted,
+        counts: bool,
+    ) -> Outcome {
+        let id = &model.config.id;
+        let latency_ms = attempted.upstream_time.as_secs_f64() * 1e3;
+        metrics::histogram!("qroute_upstream_duration_seconds", "model" => id.clone())
+            .record(attempted.upstream_time.as_secs_f64());
+        if attempted.calls > 1 {
+            metrics::counter!("qroute_retries_total", "model" => id.clone()).increment(attempted.calls as u64 - 1);
+        }
+        let mut outcome = Outcome {
+            request_id: decision_id.to_string(),
+            model: id.clone(),
+            quality: None,
+            cost_usd: 0.0,
+            latency_ms,
+            error: None,
+            time_ms: unix_ms(),
+        };
+        match &attempted.result {
+            Ok(c) => {
+                model.breaker.on_success();
+                let cost = c
+                    .known_cost_usd
+                    .unwrap_or_else(|| model.config.price(c.input_tokens, c.output_tokens));
+                outcome.quality = c.known_quality.map(|q| q.clamp(0.0, 1.0));
+                outcome.cost_usd = cost;
+                metrics::gauge!("qroute_cost_usd_total", "model" => id.clone()).increment(cost);
+            }
+            Err(e) if !counts => {
+                model.breaker.release();
+                outcome.error = Some(e.message.clone());
+            }
+            Err(e) => {
+                if model.breaker.on_failure(Instant::now()) {
+                    tracing::warn!(model = %id, "circuit breaker opened");
+                    metrics::counter!("qroute_breaker_opened_total", "model" => id.clone()).increment(1);
+                }
+                metrics::counter!("qroute_upstream_errors_total", "model" => id.clone()).increment(1);
+                outcome.error = Some(e.message.clone());
+            }
+        }
+        outcome
+    }
+}

@@ -1,0 +1,91 @@
+//! A provider simulated from a routing dataset, so that the embedded default
+//! set-up learns from real outcomes without any API key.
+//!
+//! A prompt found in the dataset gets the chosen model's recorded quality
+//! and cost (and, when asked, its recorded or mean latency as a delay). Any
+//! other prompt is answered with unknown quality and the cost the model's
+//! fitted price line predicts.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::{ChatRequest, Completion, ErrorKind, ProviderError};
+use qroute_core::catalog::ModelCard;
+use qroute_core::dataset::{Dataset, ModelOutcome};
+
+/// Characters per token, for the token counts a simulated answer reports.
+const CHARS_PER_TOKEN: usize = 4;
+
+#[derive(Debug)]
+pub struct Simulated {
+    /// Model name → its position in each row's outcomes, and its fitted card.
+    models: HashMap<String, (usize, ModelCard)>,
+    /// Prompt → outcomes of every model, indexed like `models`' positions.
+    prompts: HashMap<String, Vec<ModelOutcome>>,
+    /// Sleep for the recorded (or mean) latency before answering.
+    delay: bool,
+}
+
+impl Simulated {
+    pub fn new(dataset: &Dataset, delay: bool) -> Simulated {
+        let rows: Vec<_> = dataset.rows.iter().collect();
+        let models = dataset
+            .fit_catalog(&rows)
+            .models
+            .into_iter()
+            .enumerate()
+            .map(|(i, card)| (card.id.clone(), (i, card)))
+            .collect();
+        let prompts = dataset
+            .rows
+            .iter()
+            .map(|r| (r.prompt.clone(), r.outcomes.clone()))
+            .collect();
+        Simulated { models, prompts, delay }
+    }
+
+    /// The models this provider can answer as, with their fitted cards.
+    pub fn cards(&self) -> impl Iterator<Item = &ModelCard> {
+        self.models.values().map(|(_, c)| c)
+    }
+
+    pub async fn complete(&self, upstream_model: &str, req: &ChatRequest) -> Result<Completion, ProviderError> {
+        let Some((pos, card)) = self.models.get(upstream_model) else {
+            return Err(ProviderError::new(
+                ErrorKind::Status(404),
+                format!("simulated provider has no model {upstream_model:?}"),
+            ));
+        };
+        let prompt = req
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| m.content.as_str())
+            .unwrap_or("");
+        let chars = req.messages.iter().map(|m| m.content.chars().count()).sum::<usize>();
+        let recorded = self.prompts.get(prompt).map(|o| o[*pos]);
+        let latency = recorded.and_then(|o| o.latency_ms).or(card.mean_latency_ms);
+        if self.delay {
+            if let Some(ms) = latency {
+                tokio::time::sleep(Duration::from_secs_f64(ms / 1000.0)).await;
+            }
+        }
+        let text = match recorded {
+            Some(o) => format!(
+                "[simulated answer of {upstream_model} to a recorded prompt: quality {:.2}]",
+                o.quality
+            ),
+            None => format!("[simulated answer of {upstream_model}: this prompt is not in the dataset]"),
+        };
+        let output_tokens = (text.len() / CHARS_PER_TOKEN).max(1) as u64;
+        Ok(Completion {
+            text,
+            input_tokens: (chars / CHARS_PER_TOKEN).max(1) as u64,
+            output_tokens,
+            finish_reason: "stop".into(),
+            known_quality: recorded.map(|o| o.quality),
+            known_cost_usd: Some(recorded.map_or_else(|| card.estimate_cost(chars as f32), |o| o.cost_usd)),
+        })
+    }
+}

@@ -1,0 +1,170 @@
+//! `POST /v1/execute`: qroute's own API. A prompt and a preference in; the
+//! answer, the model that gave it and everything needed to audit the
+//! decision (request id, policy version, propensity, cost, timings) out.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+
+use super::errors::{ApiError, ApiJson};
+use super::experiments::enroll;
+use super::metrics::{Received, UpstreamTime};
+use crate::engine::variations::Variation;
+use crate::engine::{Attempt, Gateway, Preference, RouteRequest, Timings};
+use crate::exec::providers::{ChatMessage, ChatRequest};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    pub prompt: String,
+    /// Sent as a system message before the prompt.
+    #[serde(default)]
+    pub system: Option<String>,
+    #[serde(default)]
+    pub persona: Option<String>,
+    /// e.g. `gsm8k`, `mmlu/anatomy`, `code`: a feature the policy sees.
+    #[serde(default)]
+    pub task_type: Option<String>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub preference: PreferenceBody,
+    /// Models to run in parallel, the judged best answering (the config's
+    /// `variations.default` when absent).
+    #[serde(default)]
+    pub variations: Option<usize>,
+    /// Merge the variations' answers with the configured combine model.
+    #[serde(default)]
+    pub combine: bool,
+    /// The caller's end user: the unit of experiments keyed on `user`.
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+/// The operating point and limits of one request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferenceBody {
+    /// λ: how much one unit of normalised cost weighs against quality.
+    #[serde(default)]
+    pub cost_weight: Option<f32>,
+    /// μ: the same for latency.
+    #[serde(default)]
+    pub latency_weight: Option<f32>,
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
+    /// Restrict the choice to these model ids.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+}
+
+impl From<PreferenceBody> for Preference {
+    fn from(p: PreferenceBody) -> Self {
+        Preference {
+            cost_weight: p.cost_weight,
+            latency_weight: p.latency_weight,
+            max_cost_usd: p.max_cost_usd,
+            models: p.models,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExecuteResponse {
+    pub request_id: String,
+    pub response: String,
+    pub model: String,
+    pub finish_reason: String,
+    pub policy_version: u64,
+    /// Probability the policy gave the first model it chose.
+    pub propensity: f32,
+    pub cost_weight: f32,
+    pub cost_usd: f64,
+    pub usage: Usage,
+    pub timings: Timings,
+    /// Every model tried, in order; more than one means fallback happened.
+    pub attempts: Vec<Attempt>,
+    /// With variations: each model run, its judged score, cost and latency.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub variations: Vec<Variation>,
+    /// The judge that chose among variations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<&'static str>,
+    /// The model that merged the variations' answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub combined_by: Option<String>,
+}
+
+pub async fn execute(
+    State(gw): State<Arc<Gateway>>,
+    received: Option<Extension<Received>>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ExecuteRequest>,
+) -> Result<Response, ApiError> {
+    let enrollment = enroll(&gw, &headers, body.user_id.as_deref());
+    let mut messages = Vec::with_capacity(2);
+    if let Some(system) = body.system {
+        messages.push(ChatMessage {
+            role: "system".into(),
+            content: system,
+        });
+    }
+    messages.push(ChatMessage {
+        role: "user".into(),
+        content: body.prompt,
+    });
+    let routed = gw
+        .route(
+            RouteRequest {
+                chat: ChatRequest {
+                    messages,
+                    max_tokens: body.max_tokens,
+                    temperature: body.temperature,
+                },
+                task_type: body.task_type,
+                persona: body.persona,
+                preference: body.preference.into(),
+                pinned: None,
+                variations: body.variations,
+                combine: body.combine,
+                enrollment,
+            },
+            Received::instant(received),
+        )
+        .await?;
+    let upstream = UpstreamTime(routed.upstream);
+    let mut resp = Json(ExecuteResponse {
+        request_id: routed.request_id,
+        response: routed.completion.text,
+        model: routed.model,
+        finish_reason: routed.completion.finish_reason,
+        policy_version: routed.policy_version,
+        propensity: routed.propensity,
+        cost_weight: routed.cost_weight,
+        cost_usd: routed.cost_usd,
+        usage: Usage {
+            input_tokens: routed.completion.input_tokens,
+            output_tokens: routed.completion.output_tokens,
+        },
+        timings: routed.timings,
+        attempts: routed.attempts,
+        variations: routed.variations,
+        judge: routed.judge,
+        combined_by: routed.combined_by,
+    })
+    .into_response();
+    resp.extensions_mut().insert(upstream);
+    Ok(resp)
+}

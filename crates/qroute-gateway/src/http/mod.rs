@@ -1,0 +1,117 @@
+//! The HTTP layer: axum routes over the [`Gateway`]. Handlers only
+//! translate between HTTP and the engine; the engine does the work.
+
+pub mod errors;
+pub mod execute;
+pub mod experiments;
+pub mod feedback;
+pub mod health;
+pub mod metrics;
+pub mod openai;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::engine::Gateway;
+
+use errors::error_response;
+
+/// Every path served (`{id}` stands for one path segment): listed by
+/// `/v1/capabilities`, and the only values of the `endpoint` metric label
+/// (anything else is `other`, so unknown paths cannot grow the label set).
+pub const ENDPOINTS: &[&str] = &[
+    "/v1/execute",
+    "/v1/chat/completions",
+    "/v1/feedback",
+    "/v1/models",
+    "/v1/health",
+    "/v1/capabilities",
+    "/v1/experiments",
+    "/v1/experiments/{id}",
+    "/v1/experiments/{id}/stop",
+    "/v1/shadow",
+    "/metrics",
+    "/openapi.json",
+];
+
+/// The OpenAPI description of every endpoint, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// All routes, with the body limit, metrics, `X-Process-Time`, JSON 404/405
+/// answers and a panic guard that turns a bug into a JSON 500.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    metrics::handle();
+    let body_limit = gw.config.limits.body_bytes;
+    Router::new()
+        .route("/v1/execute", post(execute::execute))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/feedback", post(feedback::feedback))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/health", get(health::health))
+        .route("/v1/capabilities", get(health::capabilities))
+        .route("/v1/experiments", get(experiments::list).post(experiments::create))
+        .route("/v1/experiments/{id}", get(experiments::show))
+        .route("/v1/experiments/{id}/stop", post(experiments::stop))
+        .route("/v1/shadow", get(experiments::shadow))
+        .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(|_| {
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
+        }))
+        .layer(axum::middleware::from_fn(metrics::track))
+        .with_state(gw)
+}
+
+async fn openapi() -> Response {
+    ([("content-type", "application/json")], OPENAPI).into_response()
+}
+
+async fn not_found() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see /openapi.json",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint; see /openapi.json",
+    )
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    gw: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(gw)).with_graceful_shutdown(shutdown).await
+}
+
+/// The [`ENDPOINTS`] entry `path` matches, where `{…}` matches any one segment.
+pub fn endpoint_of(path: &str) -> Option<&'static str> {
+    ENDPOINTS.iter().copied().find(|template| {
+        let mut want = template.split('/');
+        let mut got = path.split('/');
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w == g || (w.starts_with('{') && !g.is_empty()) => {}
+                _ => return false,
+            }
+        }
+    })
+}

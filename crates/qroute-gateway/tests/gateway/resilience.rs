@@ -1,0 +1,151 @@
+//! Retries, fallback, circuit breakers and timeouts, against the mock
+//! upstream's fault injection (faults are chosen by model name).
+
+use std::time::Duration;
+
+use crate::harness::{error_type, start};
+use serde_json::json;
+
+/// Greedy choices: the policy's best is always tried first, so a test can
+/// put a model first by making it the cheapest at a high cost weight.
+const GREEDY: &str = "[policy]\nexploration = { kind = \"greedy\" }\nfloor = 0.0\n";
+
+fn execute(models: &[&str]) -> serde_json::Value {
+    json!({"prompt": "Summarise the plot of Hamlet.", "preference": {"models": models, "cost_weight": 50.0}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retryable_failure_is_retried() {
+    let extra = "[retry]\nattempts_per_model = 2\nbackoff_base_ms = 1\nbackoff_max_ms = 5\nmax_fallbacks = 0\n";
+    let t = start(&[("flaky-mock", "openai", 1.0)], extra).await;
+    let (s, b) = t.post("/v1/execute", &execute(&["flaky-mock"])).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["attempts"][0]["calls"], 2, "{b}");
+    assert_eq!(t.mock.stats.calls("flaky-mock"), 2);
+    // One decision, one successful outcome (retries are not separate decisions).
+    let e = t.experience(b["request_id"].as_str().unwrap(), 1).await;
+    assert!(e.outcomes[0].error.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_retryable_failure_is_not_retried() {
+    let extra = "[retry]\nattempts_per_model = 3\nbackoff_base_ms = 1\nmax_fallbacks = 0\n";
+    let t = start(&[("reject-mock", "openai", 1.0)], extra).await;
+    let (s, b) = t.post("/v1/execute", &execute(&["reject-mock"])).await;
+    assert_eq!((s, error_type(&b)), (502, "upstream_error"), "{b}");
+    assert_eq!(t.mock.stats.calls("reject-mock"), 1, "a 400 is not worth repeating");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_to_the_next_best_when_a_model_errors() {
+    let extra = format!("{GREEDY}[retry]\nattempts_per_model = 2\nbackoff_base_ms = 1\nbackoff_max_ms = 2\n");
+    // The erroring model is the cheapest, so at a high cost weight it is chosen first.
+    let t = start(&[("error-mock", "openai", 0.01), ("good-mock", "openai", 5.0)], &extra).await;
+    let (s, b) = t.post("/v1/execute", &execute(&["error-mock", "good-mock"])).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["model"], "good-mock");
+    let attempts = b["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0]["model"], "error-mock");
+    assert_eq!(attempts[0]["calls"], 2, "retried before falling back");
+    assert!(attempts[0]["error"].as_str().is_some());
+    assert!(attempts[1]["error"].is_null());
+
+    // Two decisions in one episode: the policy's (with the failure) and the fallback's.
+    let id = b["request_id"].as_str().unwrap();
+    let first = t.experience(id, 1).await;
+    assert_eq!(first.decision.chosen, vec!["error-mock".to_string()]);
+    assert!(first.outcomes[0].error.is_some());
+    let second = t.experience(&format!("{id}/fallback-1"), 1).await;
+    assert_eq!(second.decision.chosen, vec!["good-mock".to_string()]);
+    assert_eq!(second.decision.propensities, vec![1.0]);
+    assert!(second.outcomes[0].error.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_and_closes_again() {
+    let extra =
+        "[retry]\nattempts_per_model = 1\nmax_fallbacks = 0\n[breaker]\nfailure_threshold = 1\ncooldown_ms = 300\n";
+    let t = start(&[("flaky-mock", "openai", 1.0), ("other-mock", "openai", 1.0)], extra).await;
+    // Call 1 of a flaky model fails: the breaker (threshold 1) opens.
+    let (s, b) = t.post("/v1/execute", &execute(&["flaky-mock"])).await;
+    assert_eq!(s, 502, "{b}");
+    let h: serde_json::Value = t.get("/v1/health").await.json().await.unwrap();
+    assert_eq!(h["status"], "degraded");
+    assert_eq!(h["breakers_open"], json!(["flaky-mock"]));
+    // While open the model is out of the candidate set: no upstream call.
+    let (s, b) = t.post("/v1/execute", &execute(&["flaky-mock"])).await;
+    assert_eq!((s, error_type(&b)), (503, "unavailable"), "{b}");
+    assert_eq!(t.mock.stats.calls("flaky-mock"), 1);
+    // Other models still route, and the open one is never offered.
+    for _ in 0..5 {
+        let (s, b) = t.post("/v1/execute", &json!({"prompt": "hi"})).await;
+        assert_eq!(s, 200);
+        assert_eq!(b["model"], "other-mock");
+    }
+    // After the cool-down one probe goes through; call 2 succeeds and closes it.
+    let mut probed = None;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (s, b) = t.post("/v1/execute", &execute(&["flaky-mock"])).await;
+        if s == 200 {
+            probed = Some(b);
+            break;
+        }
+        assert_eq!(s, 503, "{b}");
+    }
+    let b = probed.expect("the breaker lets a probe through after its cool-down");
+    assert_eq!(b["model"], "flaky-mock");
+    assert_eq!(t.mock.stats.calls("flaky-mock"), 2);
+    let h: serde_json::Value = t.get("/v1/health").await.json().await.unwrap();
+    assert_eq!(h["status"], "ok");
+    let m = t.get("/metrics").await.text().await.unwrap();
+    assert!(m.contains("qroute_breaker_opened_total"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_upstream_times_out() {
+    let extra = "[limits]\nattempt_timeout_ms = 200\nrequest_timeout_ms = 5000\n[retry]\nattempts_per_model = 1\nmax_fallbacks = 0\n";
+    let t = start(&[("timeout-mock", "openai", 1.0)], extra).await;
+    let (s, b) = t.post("/v1/execute", &execute(&["timeout-mock"])).await;
+    assert_eq!((s, error_type(&b)), (504, "timeout"), "{b}");
+    // The decision was durable before the answer; its outcome follows.
+    let id = t.gw.store.iter_from(0).next().unwrap().unwrap().decision.request_id;
+    let e = t.experience(&id, 1).await;
+    assert!(e.outcomes[0].error.as_deref().unwrap().contains("no answer within"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_model_falls_back() {
+    let extra = format!(
+        "{GREEDY}[limits]\nattempt_timeout_ms = 200\nrequest_timeout_ms = 5000\n[retry]\nattempts_per_model = 1\n"
+    );
+    let t = start(
+        &[("timeout-mock", "openai", 0.01), ("good-mock", "anthropic", 5.0)],
+        &extra,
+    )
+    .await;
+    let (s, b) = t.post("/v1/execute", &execute(&["timeout-mock", "good-mock"])).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["model"], "good-mock");
+    assert_eq!(b["attempts"][0]["model"], "timeout-mock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_deadline_bounds_everything() {
+    // Each attempt may take 10 s but the request only 300 ms: retries and
+    // fallbacks stop at the deadline.
+    let extra = format!(
+        "{GREEDY}[limits]\nattempt_timeout_ms = 10000\nrequest_timeout_ms = 300\n[retry]\nattempts_per_model = 3\n"
+    );
+    let t = start(
+        &[("timeout-mock", "openai", 0.01), ("timeout2-mock", "openai", 5.0)],
+        &extra,
+    )
+    .await;
+    let (s, b) = t
+        .post("/v1/execute", &execute(&["timeout-mock", "timeout2-mock"]))
+        .await;
+    assert_eq!((s, error_type(&b)), (504, "timeout"), "{b}");
+    assert_eq!(t.mock.stats.calls("timeout-mock"), 1);
+}

@@ -1,0 +1,6 @@
+//! The lab's integration tests: one binary, one module per feature.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
+mod ope;
+mod simulate;

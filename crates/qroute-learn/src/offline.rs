@@ -1,0 +1,350 @@
+//! Offline training from a dataset with full information: every prompt
+//! carries the outcome of every model, so each prompt is K training items.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::learner::{Learner, LearnerConfig, Observation};
+use crate::grad::Batch;
+use qroute_core::catalog::ModelCard;
+use qroute_core::dataset::{Dataset, Row};
+use qroute_core::features::{FeatureSpec, Features, Featurizer, RequestContext};
+use qroute_core::policy::network::Network;
+use qroute_core::policy::{DqnPolicy, Policy, Prediction, Scales};
+use qroute_core::{Error, Result};
+
+/// Settings of an offline job (`training/*.toml`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineConfig {
+    pub epochs: usize,
+    /// Prompts per step; each contributes one item per model.
+    pub batch_prompts: usize,
+    pub seed: u64,
+    /// Share of the split held out (by id hash) to pick the best epoch.
+    pub val_fraction: f32,
+    /// Stop after this many epochs without a better validation loss.
+    pub patience: usize,
+    /// Operating points calibrated into the checkpoint (≥ 21).
+    pub points: usize,
+    pub hidden1: usize,
+    pub hidden2: usize,
+    /// Share of a prompt's hashed n-grams dropped at random from each
+    /// training presentation (scaled up to compensate): stops the sparse
+    /// layer from memorising rare n-grams of individual prompts.
+    pub input_dropout: f32,
+    pub features: FeatureSpec,
+    pub learner: LearnerConfig,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        OfflineConfig {
+            epochs: 40,
+            batch_prompts: 32,
+            seed: 1,
+            val_fraction: 0.1,
+            patience: 6,
+            points: 41,
+            hidden1: 64,
+            hidden2: 32,
+            input_dropout: 0.5,
+            features: FeatureSpec::default(),
+            learner: LearnerConfig {
+                lr: 1e-3,
+                weight_decay: 0.1,
+                ema_decay: Some(0.995),
+                ..LearnerConfig::default()
+            },
+        }
+    }
+}
+
+/// Loss per epoch.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub train_loss: f32,
+    /// Validation loss summed over the heads: the early-stopping criterion.
+    pub val_loss: f32,
+    /// Validation loss per head: quality, ln cost, ln latency.
+    pub val_heads: [f32; 3],
+}
+
+pub struct TrainOutcome {
+    pub policy: DqnPolicy,
+    pub history: Vec<EpochStats>,
+    pub best_epoch: usize,
+}
+
+/// The request a dataset row stands for.
+pub fn row_request(row: &Row) -> RequestContext<'_> {
+    RequestContext {
+        prompt: &row.prompt,
+        task_type: Some(&row.task),
+        persona: None,
+        metadata: &[],
+    }
+}
+
+/// Features of many rows, in parallel, in row order.
+pub fn featurize_rows(fz: &Featurizer, rows: &[&Row]) -> Vec<Features> {
+    rows.par_iter().map(|r| fz.featurize(&row_request(r))).collect()
+}
+
+/// A copy of `x` with each hashed entry dropped with probability `p` and
+/// the survivors scaled by `1/(1−p)`; dense slots are kept as they are.
+fn drop_ngrams(x: &Features, p: f32, rng: &mut impl rand::Rng) -> Features {
+    if p <= 0.0 {
+        return x.clone();
+    }
+    let dense_from = x.dim - qroute_core::features::DENSE_SLOTS;
+    let keep = 1.0 / (1.0 - p);
+    let mut out = Features {
+        dim: x.dim,
+        indices: Vec::with_capacity(x.nnz()),
+        values: Vec::with_capacity(x.nnz()),
+    };
+    for (&i, &v) in x.indices.iter().zip(&x.values) {
+        if i >= dense_from {
+            out.indices.push(i);
+            out.values.push(v);
+        } else if rng.gen::<f32>() >= p {
+            out.indices.push(i);
+            out.values.push(v * keep);
+        }
+    }
+    out
+}
+
+/// An untrained policy for `cfg`: random weights, and a catalog whose price
+/// lines are fitted to the rows' costs (prices are public; no quality is
+/// looked at).
+pub fn initial_policy(ds: &Dataset, rows: &[&Row], cfg: &OfflineConfig, rng: &mut impl rand::Rng) -> Result<DqnPolicy> {
+    let catalog = ds.fit_catalog(rows);
+    let scales = Scales {
+        cost_usd: catalog.cost_scale(),
+        latency_ms: catalog.latency_scale(),
+    };
+    let mut arch = DqnPolicy::arch_for(&cfg.features);
+    arch.hidden1 = cfg.hidden1;
+    arch.hidden2 = cfg.hidden2;
+    let net = Network::new(arch, rng);
+    DqnPolicy::new(1, net, catalog, cfg.features.clone(), scales, Vec::new())
+}
+
+/// Deterministic hold-out membership by id.
+fn is_validation(id: &str, fraction: f32) -> bool {
+    let h = qroute_core::features::hash_id(id);
+    (h % 10_000) as f32 / 10_000.0 < fraction
+}
+
+fn items_for<'a>(learner: &Learner, rows: &[&Row], feats: &'a [Features], idx: &[usize], batch: &mut Batch<'a>) {
+    batch.contexts.clear();
+    batch.items.clear();
+    let cards = &learner.policy().catalog.models;
+    for (c, &i) in idx.iter().enumerate() {
+        batch.contexts.push(&feats[i]);
+        for (m, card) in cards.iter().enumerate() {
+            let o = &rows[i].outcomes[m];
+            let obs = Observation {
+                quality: Some(o.quality),
+                cost_usd: o.cost_usd,
+                latency_ms: o.latency_ms,
+            };
+            batch.items.push(learner.item(c, &feats[i], card, &obs, 1.0));
+        }
+    }
+}
+
+/// Trains a fresh policy on `split` of `ds`.
+pub fn train(ds: &Dataset, split: &str, cfg: &OfflineConfig, progress: bool) -> Result<TrainOutcome> {
+    let rows = ds.split(split);
+    if rows.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "{}: no rows in split `{split}`",
+            ds.path.display()
+        )));
+    }
+    if cfg.points < 21 {
+        return Err(Error::InvalidInput(format!(
+            "points = {} (need at least 21)",
+            cfg.points
+        )));
+    }
+    let fz = Featurizer::new(cfg.features.clone())?;
+    let (val_rows, train_rows): (Vec<&Row>, Vec<&Row>) =
+        rows.iter().partition(|r| is_validation(&r.id, cfg.val_fraction));
+    let train_rows = if train_rows.is_empty() {
+        val_rows.clone()
+    } else {
+        train_rows
+    };
+    let train_feats = featurize_rows(&fz, &train_rows);
+    let val_feats = featurize_rows(&fz, &val_rows);
+
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let policy = initial_policy(ds, &train_rows, cfg, &mut rng)?;
+    let mut learner = Learner::new(policy, cfg.learner.clone(), cfg.seed);
+
+    let steps_per_epoch = train_rows.len().div_ceil(cfg.batch_prompts.max(1));
+    let bar = if progress {
+        let b = ProgressBar::new((steps_per_epoch * cfg.epochs) as u64);
+        if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} steps {msg} ({eta})") {
+            b.set_style(style.progress_chars("=> "));
+        }
+        b.set_prefix("train");
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let mut order: Vec<usize> = (0..train_rows.len()).collect();
+    let mut batch = Batch::default();
+    let mut history = Vec::new();
+    let mut best: Option<(f32, usize, DqnPolicy)> = None;
+    for epoch in 1..=cfg.epochs {
+        order.shuffle(&mut rng);
+        let mut total = 0.0;
+        for chunk in order.chunks(cfg.batch_prompts.max(1)) {
+            let dropped: Vec<Features> = chunk
+                .iter()
+                .map(|&i| drop_ngrams(&train_feats[i], cfg.input_dropout, &mut rng))
+                .collect();
+            let local: Vec<usize> = (0..chunk.len()).collect();
+            let rows_chunk: Vec<&Row> = chunk.iter().map(|&i| train_rows[i]).collect();
+            let mut step_batch = Batch::default();
+            items_for(&learner, &rows_chunk, &dropped, &local, &mut step_batch);
+            total += learner.step(&step_batch).loss;
+            bar.inc(1);
+        }
+        let train_loss = total / steps_per_epoch as f32;
+        let (val_rows_used, val_feats_used) = if val_rows.is_empty() {
+            (&train_rows, &train_feats)
+        } else {
+            (&val_rows, &val_feats)
+        };
+        let all: Vec<usize> = (0..val_rows_used.len()).collect();
+        items_for(&learner, val_rows_used, val_feats_used, &all, &mut batch);
+        let val_heads = learner.head_losses(&batch);
+        let val_loss = val_heads.iter().sum::<f32>();
+        bar.set_message(format!("epoch {epoch} train {train_loss:.4} val {val_loss:.4}"));
+        history.push(EpochStats {
+            epoch,
+            train_loss,
+            val_loss,
+            val_heads,
+        });
+        if best.as_ref().is_none_or(|b| val_loss < b.0) {
+            best = Some((val_loss, epoch, learner.snapshot(1)));
+        } else if epoch - best.as_ref().map_or(0, |b| b.1) >= cfg.patience {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let (_, best_epoch, mut policy) = best.ok_or_else(|| Error::InvalidInput("epochs: must be at least 1".into()))?;
+    let calib_feats: Vec<&Features> = train_feats.iter().chain(&val_feats).collect();
+    policy.operating_points = calibrate_points(&policy, &calib_feats, cfg.points)?;
+    Ok(TrainOutcome {
+        policy,
+        history,
+        best_epoch,
+    })
+}
+
+/// Cost weights at which some prompt's choice changes: the breakpoints of
+/// the upper envelope of the lines `q_m − λ·c_m`.
+pub fn breakpoints(preds: &[Prediction], out: &mut Vec<f32>) {
+    let better = |a: &Prediction, b: &Prediction| a.quality > b.quality || (a.quality == b.quality && a.cost < b.cost);
+    let mut cur = 0;
+    for (i, p) in preds.iter().enumerate() {
+        if better(p, &preds[cur]) {
+            cur = i;
+        }
+    }
+    let mut lambda = 0f32;
+    loop {
+        let c = preds[cur];
+        let mut next: Option<(f32, usize)> = None;
+        for (i, p) in preds.iter().enumerate() {
+            if p.cost < c.cost {
+                let l = ((c.quality - p.quality) / (c.cost - p.cost)).max(lambda);
+                if next.is_none_or(|(nl, ni)| l < nl || (l == nl && p.cost < preds[ni].cost)) {
+                    next = Some((l, i));
+                }
+            }
+        }
+        match next {
+            Some((l, i)) => {
+                out.push(l);
+                lambda = l;
+                cur = i;
+            }
+            None => break,
+        }
+    }
+}
+
+/// An operating-point grid of `n` cost weights, cheapest first: a λ past
+/// every breakpoint, then quantiles of the breakpoints of the given
+/// prompts' predictions, then λ = 0 (best quality). Only predictions are
+/// used, never outcomes, so calibrating on any prompts is fair.
+pub fn calibrate_points(policy: &DqnPolicy, feats: &[&Features], n: usize) -> Result<Vec<f32>> {
+    let cards: Vec<&ModelCard> = policy.catalog.models.iter().collect();
+    let mut bps: Vec<f32> = feats
+        .par_iter()
+        .map(|x| {
+            let mut preds = Vec::new();
+            let mut out = Vec::new();
+            if policy.predict(x, &cards, &mut preds).is_ok() {
+                breakpoints(&preds, &mut out);
+            }
+            out
+        })
+        .flatten()
+        .filter(|l| l.is_finite() && *l > 0.0)
+        .collect();
+    bps.sort_by(f32::total_cmp);
+    let interior = n.saturating_sub(2).max(1);
+    let mut grid = Vec::with_capacity(n);
+    let top = bps.last().copied().unwrap_or(1.0);
+    grid.push(top * 2.0 + 1.0);
+    for i in (0..interior).rev() {
+        let q = if bps.is_empty() {
+            top * (i as f32 + 0.5) / interior as f32
+        } else {
+            bps[((i as f32 + 0.5) / interior as f32 * bps.len() as f32) as usize]
+        };
+        grid.push(q);
+    }
+    grid.push(0.0);
+    Ok(grid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pred(q: f32, c: f32) -> Prediction {
+        Prediction {
+            quality: q,
+            cost: c,
+            latency: 0.0,
+        }
+    }
+
+    #[test]
+    fn breakpoints_follow_the_upper_envelope() {
+        // Lines: A = 0.9 − λ·1.0, B = 0.7 − λ·0.2, C = 0.3 − λ·0.0, D dominated.
+        let preds = [pred(0.9, 1.0), pred(0.7, 0.2), pred(0.3, 0.0), pred(0.5, 0.9)];
+        let mut out = Vec::new();
+        breakpoints(&preds, &mut out);
+        // A→B at (0.9−0.7)/(1.0−0.2) = 0.25; B→C at (0.7−0.3)/0.2 = 2.0.
+        assert_eq!(out.len(), 2);
+        assert!((out[0] - 0.25).abs() < 1e-6 && (out[1] - 2.0).abs() < 1e-6, "{out:?}");
+    }
+}

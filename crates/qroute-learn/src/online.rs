@@ -1,0 +1,350 @@
+//! The online trainer: a background thread that learns from the experience
+//! store while traffic flows, and publishes each new policy version through
+//! an atomic pointer.
+//!
+//! Serving reads the current policy with `ArcSwap::load`, which never waits
+//! on the trainer: the trainer works on its own copy of the weights and only
+//! swaps a finished, immutable snapshot in.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::learner::{Learner, Observation, StepStats};
+use crate::grad::Batch;
+use qroute_core::policy::DqnPolicy;
+use qroute_core::record::Experience;
+use qroute_core::store::ExperienceStore;
+use qroute_core::store::Sampling;
+
+/// How the online trainer samples, steps and publishes.
+#[derive(Debug, Clone)]
+pub struct OnlineConfig {
+    /// Experiences per gradient step.
+    pub batch: usize,
+    /// Replay sampling; recency-weighted by default so drift is followed.
+    pub sampling: Sampling,
+    /// Steps between published versions.
+    pub publish_every: u64,
+    /// What quality an unjudged outcome is learned with, and when.
+    pub labels: Labels,
+    /// How long to wait for new data when the store has none to learn from.
+    pub idle_wait: Duration,
+    /// Replay ratio: at most this many steps per decision stored since the
+    /// trainer started, so an idle server does not keep fitting old data.
+    /// `None`: step whenever there is data.
+    pub steps_per_experience: Option<f32>,
+    /// At most this many steps per second, so training leaves the cores to
+    /// serving. `None`: no limit.
+    pub max_steps_per_sec: Option<f32>,
+}
+
+impl Default for OnlineConfig {
+    fn default() -> Self {
+        OnlineConfig {
+            batch: 64,
+            sampling: Sampling::Recent { half_life: 5_000 },
+            publish_every: 25,
+            labels: Labels::default(),
+            idle_wait: Duration::from_millis(50),
+            steps_per_experience: None,
+            max_steps_per_sec: None,
+        }
+    }
+}
+
+/// The quality label of an outcome nobody judged (a real provider's answer
+/// with no judge and no feedback yet).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Labels {
+    /// Learned once the feedback window has passed with no feedback: the
+    /// default reward. `None` never learns such outcomes.
+    pub default_quality: Option<f32>,
+    /// How long to wait for feedback before the default applies, in ms.
+    /// Until then such an outcome is not learned from.
+    pub feedback_window_ms: u64,
+}
+
+impl Labels {
+    /// The quality to learn for `o` at `now_ms`, if any: the recorded one
+    /// (judged, or set by feedback) at once; otherwise the default once the
+    /// feedback window has passed, and nothing before. A failed call counts
+    /// as quality 0, at once when `judged` (another outcome of the same
+    /// decision has a quality: variations, simulated providers), else on the
+    /// same clock as unjudged answers, so that failures are not learned
+    /// ahead of the successes they compete with.
+    pub fn quality(&self, o: &qroute_core::record::Outcome, judged: bool, now_ms: u64) -> Option<f32> {
+        if o.quality.is_some() {
+            return o.quality;
+        }
+        let waited = now_ms.saturating_sub(o.time_ms) >= self.feedback_window_ms;
+        match &o.error {
+            Some(_) if judged => Some(0.0),
+            Some(_) => (waited && self.default_quality.is_some()).then_some(0.0),
+            None => self.default_quality.filter(|_| waited),
+        }
+    }
+}
+
+/// Turns experiences into one training batch and takes a step. Outcomes of
+/// models missing from the policy's catalog, features of another spec, and
+/// outcomes [`Labels::quality`] has no label for yet are skipped. A failed
+/// call delivered nothing: quality 0. Returns `None` when nothing was usable.
+pub fn learn_from(learner: &mut Learner, experiences: &[Experience], labels: &Labels) -> Option<StepStats> {
+    learn_from_at(learner, experiences, labels, qroute_core::unix_ms())
+}
+
+/// [`learn_from`] at a given time (tests pass their own clock).
+pub fn learn_from_at(
+    learner: &mut Learner,
+    experiences: &[Experience],
+    labels: &Labels,
+    now_ms: u64,
+) -> Option<StepStats> {
+    let dim = learner.policy().spec.dim;
+    let mut batch = Batch::default();
+    for exp in experiences {
+        let x = &exp.decision.features;
+        if x.dim != dim {
+            continue;
+        }
+        let ctx = batch.contexts.len();
+        let mut used = false;
+        let judged = exp.outcomes.iter().any(|o| o.quality.is_some());
+        for o in &exp.outcomes {
+            let quality = labels.quality(o, judged, now_ms);
+            let Some(card) = learner.policy().catalog.get(&o.model) else {
+                continue;
+            };
+            if quality.is_none() {
+                continue;
+            }
+            let obs = Observation {
+                quality,
+                cost_usd: o.cost_usd,
+                // No real call takes 0 ms: 0 means it was not measured.
+                latency_ms: (o.latency_ms > 0.0).then_some(o.latency_ms),
+            };
+            batch.items.push(learner.item(ctx, x, card, &obs, 1.0));
+            used = true;
+        }
+        if used {
+            batch.contexts.push(x);
+        }
+    }
+    (!batch.items.is_empty()).then(|| learner.step(&batch))
+}
+
+/// Counters the trainer thread updates and anyone may read.
+#[derive(Debug, Default)]
+pub struct TrainerStats {
+    pub steps: AtomicU64,
+    pub published: AtomicU64,
+    /// Last step's loss, as f32 bits.
+    pub last_loss_bits: AtomicU64,
+}
+
+impl TrainerStats {
+    pub fn last_loss(&self) -> f32 {
+        f32::from_bits(self.last_loss_bits.load(Ordering::Relaxed) as u32)
+    }
+}
+
+/// Handle to the background trainer. Dropping it stops the thread.
+pub struct OnlineTrainer {
+    current: Arc<ArcSwap<DqnPolicy>>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<TrainerStats>,
+    handle: Option<JoinHandle<Learner>>,
+}
+
+impl OnlineTrainer {
+    /// Starts training from `store`, serving `learner`'s snapshot until the
+    /// first new version is published.
+    pub fn spawn(
+        store: Arc<dyn ExperienceStore>,
+        learner: Learner,
+        cfg: OnlineConfig,
+    ) -> qroute_core::Result<OnlineTrainer> {
+        let start_version = learner.policy().version;
+        let current = Arc::new(ArcSwap::from_pointee(learner.snapshot(start_version)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(TrainerStats::default());
+        let handle = {
+            let (current, stop, stats) = (current.clone(), stop.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("qroute-trainer".into())
+                .spawn(move || run(store, learner, cfg, current, stop, stats, start_version))
+                .map_err(|e| qroute_core::Error::io("spawning the trainer thread", e))?
+        };
+        Ok(OnlineTrainer {
+            current,
+            stop,
+            stats,
+            handle: Some(handle),
+        })
+    }
+
+    /// The pointer serving reads from.
+    pub fn current(&self) -> Arc<ArcSwap<DqnPolicy>> {
+        self.current.clone()
+    }
+
+    /// The policy serving uses right now.
+    pub fn policy(&self) -> Arc<DqnPolicy> {
+        self.current.load_full()
+    }
+
+    pub fn stats(&self) -> &TrainerStats {
+        &self.stats
+    }
+
+    /// Wakes the trainer early (new experiences arrived).
+    pub fn notify(&self) {
+        if let Some(h) = &self.handle {
+            h.thread().unpark();
+        }
+    }
+
+    /// Stops the thread and returns the learner with its optimiser state
+    /// (`None` if the thread panicked).
+    pub fn stop(mut self) -> Option<Learner> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Option<Learner> {
+        self.stop.store(true, Ordering::Release);
+        let h = self.handle.take()?;
+        h.thread().unpark();
+        h.join().ok()
+    }
+}
+
+impl Drop for OnlineTrainer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(
+    store: Arc<dyn ExperienceStore>,
+    mut learner: Learner,
+    cfg: OnlineConfig,
+    current: Arc<ArcSwap<DqnPolicy>>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<TrainerStats>,
+    mut version: u64,
+) -> Learner {
+    let mut since_publish = 0;
+    let start_len = store.len();
+    let mut steps = 0u64;
+    let min_interval = cfg
+        .max_steps_per_sec
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .map(|r| Duration::from_secs_f64((1.0 / r as f64).min(3600.0)));
+    let mut last_step = std::time::Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        if let Some(ratio) = cfg.steps_per_experience {
+            let allowed = ratio as f64 * store.len().saturating_sub(start_len) as f64;
+            if steps as f64 >= allowed {
+                std::thread::park_timeout(cfg.idle_wait);
+                continue;
+            }
+        }
+        if let Some(gap) = min_interval {
+            let since = last_step.elapsed();
+            if since < gap {
+                // Parked, not slept: `stop` unparks it at once.
+                std::thread::park_timeout(gap - since);
+                continue;
+            }
+        }
+        last_step = std::time::Instant::now();
+        let exps = match store.sample(cfg.batch, &cfg.sampling, &mut learner.rng) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "trainer could not sample the store");
+                Vec::new()
+            }
+        };
+        let Some(step) = learn_from(&mut learner, &exps, &cfg.labels) else {
+            std::thread::park_timeout(cfg.idle_wait);
+            continue;
+        };
+        steps += 1;
+        stats.steps.fetch_add(1, Ordering::Relaxed);
+        stats
+            .last_loss_bits
+            .store(step.loss.to_bits() as u64, Ordering::Relaxed);
+        since_publish += 1;
+        if since_publish >= cfg.publish_every {
+            version += 1;
+            current.store(Arc::new(learner.snapshot(version)));
+            stats.published.fetch_add(1, Ordering::Relaxed);
+            since_publish = 0;
+        }
+    }
+    if since_publish > 0 {
+        current.store(Arc::new(learner.snapshot(version + 1)));
+        stats.published.fetch_add(1, Ordering::Relaxed);
+    }
+    learner
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qroute_core::record::Outcome;
+
+    fn outcome(quality: Option<f32>, error: Option<&str>, time_ms: u64) -> Outcome {
+        Outcome {
+            request_id: "r".into(),
+            model: "m".into(),
+            quality,
+            cost_usd: 0.01,
+            latency_ms: 100.0,
+            error: error.map(String::from),
+            time_ms,
+        }
+    }
+
+    #[test]
+    fn the_default_reward_applies_only_after_the_window() {
+        let labels = Labels {
+            default_quality: Some(0.6),
+            feedback_window_ms: 1_000,
+        };
+        let unjudged = outcome(None, None, 10_000);
+        assert_eq!(
+            labels.quality(&unjudged, false, 10_500),
+            None,
+            "still waiting for feedback"
+        );
+        assert_eq!(
+            labels.quality(&unjudged, false, 11_000),
+            Some(0.6),
+            "the window has passed"
+        );
+        // Judged or fed-back quality wins at any time.
+        assert_eq!(
+            labels.quality(&outcome(Some(0.9), None, 10_000), true, 10_001),
+            Some(0.9)
+        );
+        // A failure is 0: at once beside judged answers, else on the same
+        // clock as unjudged ones.
+        let failed = outcome(None, Some("500"), 10_000);
+        assert_eq!(labels.quality(&failed, true, 10_001), Some(0.0));
+        assert_eq!(labels.quality(&failed, false, 10_001), None);
+        assert_eq!(labels.quality(&failed, false, 11_000), Some(0.0));
+        // Without a default, unjudged answers and their failures are never learned.
+        let none = Labels {
+            default_quality: None,
+            feedback_window_ms: 0,
+        };
+        assert_eq!(none.quality(&unjudged, false, u64::MAX), None);
+        assert_eq!(none.quality(&failed, false, u64::MAX), None);
+    }
+}

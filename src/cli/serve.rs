@@ -1,0 +1,73 @@
+//! `qroute serve`: the gateway.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use qroute_gateway::config::Config;
+use qroute_gateway::{http, Gateway};
+
+/// Run the gateway: /v1/execute, /v1/chat/completions, health, metrics.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A TOML config (see config/example.toml); the embedded default when absent.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address, overriding the config's.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Keep the experience store under this directory (DIR/store),
+    /// overriding the config's store path.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded_default()?,
+    };
+    if let Some(addr) = args.listen {
+        cfg.listen = addr;
+    }
+    if let Some(dir) = args.data_dir {
+        cfg.store.path = dir.join("store");
+    }
+    let addr = cfg.listen;
+    let store = cfg.store.path.clone();
+    let gw = Arc::new(Gateway::build(cfg)?);
+    super::runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            store = %store.display(),
+            policy_version = gw.policy().version,
+            models = gw.models.len(),
+            "qroute serving"
+        );
+        http::serve(gw, listener, shutdown_signal()).await?;
+        tracing::info!("stopped; every acknowledged record is on disk");
+        anyhow::Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
