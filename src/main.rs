@@ -34,6 +34,11 @@ enum Command {
         command: cli::experiment::Command,
     },
     Export(cli::export::Args),
+    /// The policy registry: list, show, export and roll back versions.
+    Policy {
+        #[command(subcommand)]
+        command: cli::policy::Command,
+    },
     MockProvider(cli::mock::Args),
     Train(cli::train::Args),
     Simulate(cli::simulate::Args),
@@ -52,6 +57,7 @@ fn main() -> ExitCode {
         Command::Ope(a) => cli::ope::run(a),
         Command::Experiment { command } => cli::experiment::run(command),
         Command::Export(a) => cli::export::run(a),
+        Command::Policy { command } => cli::policy::run(command),
         Command::MockProvider(a) => cli::mock::run(a),
         Command::Train(a) => cli::train::run(a),
         Command::Simulate(a) => cli::simulate::run(a),

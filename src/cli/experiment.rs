@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use qroute_core::store::Documents;
 use qroute_experiment::results::{self, Options, Results};
 use qroute_experiment::{Experiment, Status};
@@ -10,6 +9,7 @@ use qroute_gateway::config::Config;
 use qroute_lab::experiment_report::write;
 
 use super::output::say;
+use super::remote::Remote;
 
 /// A/B experiments between routing strategies: list them, write their results.
 #[derive(clap::Subcommand)]
@@ -38,11 +38,14 @@ pub enum Command {
         #[arg(long, conflicts_with = "url")]
         config: Option<PathBuf>,
     },
-    /// Print each experiment in a store: id, status and arms, one per line.
-    /// The gateway must not be running on the store.
+    /// Print each experiment: id, status and arms, one per line.
     List {
+        /// An experience store directory (no gateway may be serving from it).
+        #[arg(long, required_unless_present = "url", conflicts_with = "url")]
+        store: Option<PathBuf>,
+        /// A running gateway, e.g. http://127.0.0.1:8080.
         #[arg(long)]
-        store: PathBuf,
+        url: Option<String>,
     },
 }
 
@@ -55,6 +58,17 @@ struct ExperimentAnswer {
     results: Results,
 }
 
+/// `GET /v1/experiments`'s answer.
+#[derive(serde::Deserialize)]
+struct ListAnswer {
+    experiments: Vec<Listed>,
+}
+
+#[derive(serde::Deserialize)]
+struct Listed {
+    experiment: Experiment,
+}
+
 fn stored_experiments(store: &qroute_store::SledStore) -> anyhow::Result<Vec<Experiment>> {
     let mut all: Vec<Experiment> = store.docs("experiments")?;
     all.sort_by_key(|e| e.created_ms);
@@ -63,12 +77,18 @@ fn stored_experiments(store: &qroute_store::SledStore) -> anyhow::Result<Vec<Exp
 
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::List { store } => {
-            let store = super::open_store(&store)?;
+        Command::List { store, url } => {
             let now = qroute_core::unix_ms();
-            let all = stored_experiments(&store)?;
+            let all = match (store, url) {
+                (Some(dir), None) => stored_experiments(&super::open_store(&dir)?)?,
+                (None, Some(url)) => {
+                    let answer: ListAnswer = Remote::new(&url)?.get_json("/v1/experiments")?;
+                    answer.experiments.into_iter().map(|e| e.experiment).collect()
+                }
+                _ => anyhow::bail!("give exactly one of --store DIR or --url URL"),
+            };
             if all.is_empty() {
-                eprintln!("no experiments in this store");
+                eprintln!("no experiments");
             }
             for e in all {
                 let arms: Vec<String> = e
@@ -126,22 +146,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                     (experiment, results)
                 }
                 (None, Some(url)) => {
-                    let endpoint = format!("{}/v1/experiments/{id}", url.trim_end_matches('/'));
-                    let answer: ExperimentAnswer = super::runtime()?.block_on(async {
-                        let resp = reqwest::Client::builder()
-                            .timeout(std::time::Duration::from_secs(120))
-                            .build()?
-                            .get(&endpoint)
-                            .send()
-                            .await
-                            .with_context(|| format!("GET {endpoint}"))?;
-                        let status = resp.status();
-                        let body = resp.text().await.with_context(|| format!("GET {endpoint}"))?;
-                        if !status.is_success() {
-                            anyhow::bail!("GET {endpoint}: {status}: {}", body.trim());
-                        }
-                        serde_json::from_str(&body).with_context(|| format!("GET {endpoint}: unexpected answer"))
-                    })?;
+                    let answer: ExperimentAnswer = Remote::new(&url)?.get_json(&format!("/v1/experiments/{id}"))?;
                     (answer.experiment, answer.results)
                 }
                 _ => anyhow::bail!("give exactly one of --store DIR or --url URL"),

@@ -8,6 +8,8 @@ pub mod export;
 pub mod mock;
 pub mod ope;
 pub mod output;
+pub mod policy;
+pub mod remote;
 pub mod route;
 pub mod serve;
 pub mod simulate;
@@ -25,10 +27,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Opens an existing experience store for reading. A path that is not an
 /// existing store is an error, and nothing is created.
 pub fn open_store(dir: &Path) -> anyhow::Result<qroute_store::SledStore> {
-    if !dir.is_dir() {
-        anyhow::bail!("no experience store at {}", dir.display());
-    }
-    qroute_store::SledStore::open(dir).with_context(|| {
+    qroute_store::SledStore::open_existing(dir).with_context(|| {
         format!(
             "opening {} (is a gateway serving from it? stop it, or use --url to ask it)",
             dir.display()

@@ -12,9 +12,14 @@ use super::output::say;
 /// SNIPS and doubly robust, each with a 95% interval (prints JSON).
 #[derive(clap::Args)]
 pub struct Args {
-    /// An experience store directory, or an exported JSONL file.
+    /// An experience store directory (no gateway serving from it), or an
+    /// exported JSONL file.
+    #[arg(long, required_unless_present = "url", conflicts_with = "url")]
+    logs: Option<PathBuf>,
+    /// A running gateway, e.g. http://127.0.0.1:8080: its experience log,
+    /// read while it serves.
     #[arg(long)]
-    logs: PathBuf,
+    url: Option<String>,
     /// The target: a policy directory (its greedy choice)…
     #[arg(long)]
     policy: Option<PathBuf>,
@@ -47,7 +52,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         (None, None, true) => Box::new(Uniform),
         _ => anyhow::bail!("give exactly one target: --policy DIR, --fixed MODEL or --uniform"),
     };
-    let experiences = ope::read_logs(&a.logs)?;
+    let experiences = match (&a.logs, &a.url) {
+        (Some(path), None) => ope::read_logs(path)?,
+        (None, Some(url)) => {
+            let bytes = super::remote::Remote::new(url)?.get_bytes("/v1/admin/experiences")?;
+            ope::read_jsonl(bytes.as_slice(), std::path::Path::new(url))?
+        }
+        _ => anyhow::bail!("give exactly one of --logs PATH or --url URL"),
+    };
     let report = ope::evaluate(&experiences, target.as_ref(), &scales, a.seed)?;
     let mut out = serde_json::to_value(&report)?;
     if let Some(path) = a.dataset {

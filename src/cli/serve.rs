@@ -16,8 +16,8 @@ pub struct Args {
     /// Listen address, overriding the config's.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
-    /// Keep the experience store under this directory (DIR/store),
-    /// overriding the config's store path.
+    /// Keep the experience store and the policy registry under this
+    /// directory (DIR/store, DIR/policies), overriding the config's paths.
     #[arg(long)]
     data_dir: Option<PathBuf>,
 }
@@ -32,6 +32,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(dir) = args.data_dir {
         cfg.store.path = dir.join("store");
+        cfg.learning.registry = Some(dir.join("policies"));
     }
     let addr = cfg.listen;
     let store = cfg.store.path.clone();
@@ -47,14 +48,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             models = gw.models.len(),
             "qroute serving"
         );
-        http::serve(gw, listener, shutdown_signal()).await?;
+        http::serve(gw.clone(), listener, shutdown_signal()).await?;
+        gw.stop_learning();
         tracing::info!("stopped; every acknowledged record is on disk");
         anyhow::Ok(())
     })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,26 +1,53 @@
-//! `qroute train`: offline training from a dataset with full information.
+//! `qroute train`: offline training from a dataset with full information,
+//! or (`--follow`) online training beside a running gateway.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use anyhow::Context;
 use qroute_core::dataset::Dataset;
 use qroute_core::policy::checkpoint;
+use qroute_gateway::config::Config;
+use qroute_learn::learner::{Learner, LearnerConfig};
 use qroute_learn::offline::{self, OfflineConfig};
+use qroute_learn::online::{Checkpoints, OnlineConfig, OnlineTrainer};
+use qroute_learn::registry::{Lineage, Registry};
 
-/// Train a policy offline from a dataset with full information.
+use super::output::say;
+use super::remote::{Remote, RemoteStore};
+
+/// Train a policy offline from a dataset with full information; or, with
+/// --follow, learn from a running gateway's experiences as they arrive and
+/// publish each version to its registry.
 #[derive(clap::Args)]
 pub struct Args {
     /// Dataset JSONL (see docs/design.md for the schema).
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "follow")]
+    data: Option<PathBuf>,
     #[arg(long, default_value = "train")]
     split: String,
     /// Output policy directory (model.safetensors + policy.json).
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "follow")]
+    out: Option<PathBuf>,
     /// A training job spec (TOML, the fields of OfflineConfig).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "follow")]
     config: Option<PathBuf>,
+    /// Train beside a running gateway (in `learning.mode = "external"`)
+    /// until interrupted: sample its experiences over --url, publish
+    /// versions into --registry, which it serves within a second.
+    #[arg(long, requires_all = ["url", "registry"], conflicts_with_all = ["data", "out"])]
+    follow: bool,
+    /// The gateway, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    url: Option<String>,
+    /// The gateway's policy registry (its DATA_DIR/policies).
+    #[arg(long)]
+    registry: Option<PathBuf>,
+    /// With --follow: the gateway's TOML config, for its `[learning]`
+    /// section (batch, replay ratio, labels, cadence); defaults otherwise.
+    #[arg(long, requires = "follow")]
+    gateway_config: Option<PathBuf>,
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long)]
@@ -31,6 +58,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.follow {
+        return follow(a);
+    }
+    let (Some(data), Some(out)) = (a.data, a.out) else {
+        anyhow::bail!("--data and --out are required");
+    };
     let mut cfg = match &a.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -44,13 +77,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(s) = a.seed {
         cfg.seed = s;
     }
-    let ds = Dataset::load(&a.data)?;
+    let ds = Dataset::load(&data)?;
     let started = std::time::Instant::now();
     let outcome = offline::train(&ds, &a.split, &cfg, !a.quiet)?;
     let secs = started.elapsed().as_secs_f64();
     let epochs_run = outcome.history.last().map_or(0, |e| e.epoch);
     let training = serde_json::json!({
-        "data": a.data.display().to_string(),
+        "data": data.display().to_string(),
         "split": a.split,
         "rows": ds.split(&a.split).len(),
         "config": cfg,
@@ -59,13 +92,71 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "history": outcome.history,
         "seconds": secs,
     });
-    checkpoint::save(&outcome.policy, &a.out, training)?;
+    checkpoint::save(&outcome.policy, &out, training)?;
     eprintln!(
         "trained on {} prompts × {} models in {secs:.1}s; best epoch {} of {epochs_run}; wrote {}",
         ds.split(&a.split).len(),
         ds.models.len(),
         outcome.best_epoch,
-        a.out.display()
+        out.display()
     );
+    Ok(())
+}
+
+/// `train --follow`: the online trainer's loop in its own process, sampling
+/// the gateway's store over HTTP and checkpointing every published version.
+fn follow(a: Args) -> anyhow::Result<()> {
+    let (Some(url), Some(dir)) = (a.url, a.registry) else {
+        anyhow::bail!("--follow needs --url and --registry");
+    };
+    let learning = match &a.gateway_config {
+        Some(p) => Config::load(p)?.learning,
+        None => Default::default(),
+    };
+    let registry = Registry::open_existing(&dir)?;
+    let _lock = registry.lock_trainer()?;
+    let latest = registry.latest()?.with_context(|| {
+        format!(
+            "{} has no registered version yet: start the gateway first",
+            dir.display()
+        )
+    })?;
+    let policy = registry.load(latest)?;
+    let lineage = registry.entry(latest)?.lineage.unwrap_or_else(|| Lineage {
+        parent: None,
+        base: qroute_learn::registry::fingerprint(&policy),
+        source: "follow".into(),
+        steps: 0,
+        experiences: 0,
+        created_ms: qroute_core::unix_ms(),
+        writer: String::new(),
+    });
+    let mut checkpoints = Checkpoints::from_section(&learning, registry, lineage, "follow");
+    // The gateway only sees what is registered: every version is.
+    checkpoints.every = std::time::Duration::ZERO;
+    let store = Arc::new(RemoteStore::new(Remote::new(&url)?));
+    let learner = Learner::new(policy, LearnerConfig::online(), rand::random());
+    let trainer = OnlineTrainer::spawn(store, learner, OnlineConfig::from_section(&learning, Some(checkpoints)))?;
+    eprintln!("following {url} from v{latest}; publishing into {}", dir.display());
+    let runtime = super::runtime()?;
+    let mut served = latest;
+    runtime.block_on(async {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = super::serve::shutdown_signal() => break,
+                _ = tick.tick() => {
+                    let v = trainer.policy().version;
+                    if v != served {
+                        served = v;
+                        say!("v{v}	steps={}", trainer.stats().steps.load(Ordering::Relaxed))?;
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    trainer.stop();
+    eprintln!("stopped at v{}", trainer.policy().version);
     Ok(())
 }

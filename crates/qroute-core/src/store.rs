@@ -24,10 +24,55 @@ pub enum Sampling {
     Recent { half_life: usize },
 }
 
+/// How much experience a store keeps (`[store.retention]`): an experience
+/// past any limit that is set may be removed by
+/// [`ExperienceStore::apply_retention`]. `None` everywhere keeps everything.
+///
+/// The limits are lower bounds on what is kept, not exact sizes: a backend
+/// may remove old experiences in blocks (the sled store drops whole data
+/// segments), so it keeps everything within the limits and somewhat more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Remove experiences whose decision is more than this many milliseconds
+    /// older (by its `time_ms`) than the `now_ms` given to `apply_retention`.
+    pub max_age_ms: Option<u64>,
+    /// Keep the newest this many decisions; older ones may be removed.
+    pub max_experiences: Option<u64>,
+    /// Keep the newest decisions up to this many bytes of stored decision
+    /// data (outcomes and indexes not counted); older ones may be removed.
+    pub max_bytes: Option<u64>,
+}
+
+/// What one [`ExperienceStore::apply_retention`] call removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Decisions removed by this call (with their outcomes, answers and
+    /// feedback).
+    pub removed: u64,
+    /// Sequence number of the oldest decision still stored after the call.
+    pub first_kept: u64,
+}
+
+/// What retention has removed over the store's whole life, so reports built
+/// on the store (off-policy evaluation, experiment results) can say they
+/// only cover what was kept: "truncated: `removed` experiences before
+/// `pruned_before_ms` removed by retention".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Truncation {
+    /// Decisions removed so far, all calls together.
+    pub removed: u64,
+    /// Sequence number of the oldest decision still stored.
+    pub first_kept: u64,
+    /// The `time_ms` of the newest decision removed (Unix milliseconds).
+    pub pruned_before_ms: u64,
+}
+
 /// A log of routing decisions with their outcomes, answers and feedback.
 ///
 /// Decisions are numbered in insertion order (sequence numbers, from 0);
-/// [`ExperienceStore::iter_from`] walks them in that order.
+/// [`ExperienceStore::iter_from`] walks them in that order. Sequence numbers
+/// never change: retention removes the oldest decisions, after which the
+/// stored ones are `first_kept()..len()`.
 pub trait ExperienceStore: Send + Sync {
     /// Appends decisions; durable on `Ok`. A decision whose request id is
     /// already stored with the same content is skipped.
@@ -58,7 +103,8 @@ pub trait ExperienceStore: Send + Sync {
     /// `{request_id}/fallback-n`).
     fn get(&self, request_id: &str) -> Result<Option<Experience>>;
 
-    /// Sequence number one past the newest decision.
+    /// Sequence number one past the newest decision. Not a count once
+    /// retention has removed decisions: see [`ExperienceStore::retained`].
     fn len(&self) -> usize;
 
     fn is_empty(&self) -> bool {
@@ -82,6 +128,31 @@ pub trait ExperienceStore: Send + Sync {
 
     /// Forces everything written so far to disk.
     fn flush(&self) -> Result<()>;
+
+    /// Removes the experiences past `keep` at time `now_ms` (Unix
+    /// milliseconds): the oldest decisions, with their outcomes, answers and
+    /// feedback. Documents are never removed. Durable on `Ok`; afterwards
+    /// [`ExperienceStore::get`] no longer finds them, sampling never returns
+    /// them and [`ExperienceStore::iter_from`] starts after them. A server
+    /// calls it now and then (it is cheap when nothing is due).
+    fn apply_retention(&self, keep: &Retention, now_ms: u64) -> Result<Pruned>;
+
+    /// Sequence number of the oldest decision still stored (0 until
+    /// retention removed any; `len()` when it removed all).
+    fn first_kept(&self) -> u64 {
+        0
+    }
+
+    /// Number of decisions stored: `len() - first_kept()`.
+    fn retained(&self) -> u64 {
+        (self.len() as u64).saturating_sub(self.first_kept())
+    }
+
+    /// What retention has removed so far, or `None` if it never removed
+    /// anything.
+    fn truncation(&self) -> Result<Option<Truncation>> {
+        Ok(None)
+    }
 }
 
 /// Typed access to [`ExperienceStore`]'s documents.

@@ -61,12 +61,17 @@ const MIN_PROPENSITY_WARN: f64 = 1e-3;
 /// line (blank lines skipped), as written by [`export_jsonl`].
 pub fn read_logs(path: &Path) -> Result<Vec<Experience>> {
     if path.is_dir() {
-        let store = SledStore::open(path)?;
+        let store = SledStore::open_existing(path)?;
         return store.iter_from(0).collect();
     }
     let file = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    read_jsonl(BufReader::new(file), path)
+}
+
+/// Reads JSONL experiences from `reader`; `path` names it in errors.
+pub fn read_jsonl(reader: impl BufRead, path: &Path) -> Result<Vec<Experience>> {
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
+    for (i, line) in reader.lines().enumerate() {
         let line_no = i + 1;
         let line = line.map_err(|e| Error::io(format!("reading {}:{line_no}", path.display()), e))?;
         if line.trim().is_empty() {

@@ -2,7 +2,9 @@
 //! the serving path. The backward pass ([`grad`]), the optimiser
 //! ([`adam`]), the one learning rule every trainer drives ([`learner`]),
 //! offline jobs from datasets ([`offline`]) and the online trainer that
-//! learns from the experience store while traffic flows ([`online`]).
+//! learns from the experience store while traffic flows ([`online`]), and
+//! the registry its versions are checkpointed in ([`registry`]), which a
+//! gateway that does not train follows ([`watch`]).
 
 pub mod adam;
 pub mod config;
@@ -10,6 +12,8 @@ pub mod grad;
 pub mod learner;
 pub mod offline;
 pub mod online;
+pub mod registry;
+pub mod watch;
 
-pub use config::LearningConfig;
+pub use config::{LearningConfig, LearningMode};
 pub use learner::{Learner, LearnerConfig, Observation, StepStats};

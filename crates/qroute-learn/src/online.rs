@@ -5,16 +5,25 @@
 //! Serving reads the current policy with `ArcSwap::load`, which never waits
 //! on the trainer: the trainer works on its own copy of the weights and only
 //! swaps a finished, immutable snapshot in.
+//!
+//! With a [`Checkpoints`] registry the trainer's work survives the process:
+//! version numbers come from the registry (never reused), the serving
+//! version is checkpointed at most every `every` and again when the trainer
+//! stops, and a newer version another process registers (a rollback) is
+//! adopted and trained on from then on. The same loop runs in the gateway
+//! (`learning.mode = "online"`) and out of process (`qroute train --follow`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
 use super::learner::{Learner, Observation, StepStats};
+use crate::config::LearningConfig;
 use crate::grad::Batch;
+use crate::registry::{writer_id, Lineage, Registry};
 use qroute_core::policy::DqnPolicy;
 use qroute_core::record::Experience;
 use qroute_core::store::ExperienceStore;
@@ -29,6 +38,10 @@ pub struct OnlineConfig {
     pub sampling: Sampling,
     /// Steps between published versions.
     pub publish_every: u64,
+    /// At least this long between published versions.
+    pub publish_interval: Duration,
+    /// Where versions are checkpointed; `None` keeps them in memory only.
+    pub checkpoints: Option<Checkpoints>,
     /// What quality an unjudged outcome is learned with, and when.
     pub labels: Labels,
     /// How long to wait for new data when the store has none to learn from.
@@ -48,6 +61,8 @@ impl Default for OnlineConfig {
             batch: 64,
             sampling: Sampling::Recent { half_life: 5_000 },
             publish_every: 25,
+            publish_interval: Duration::ZERO,
+            checkpoints: None,
             labels: Labels::default(),
             idle_wait: Duration::from_millis(50),
             steps_per_experience: None,
@@ -55,6 +70,60 @@ impl Default for OnlineConfig {
         }
     }
 }
+
+impl OnlineConfig {
+    /// The trainer `[learning]` describes, checkpointing into `checkpoints`.
+    pub fn from_section(l: &LearningConfig, checkpoints: Option<Checkpoints>) -> OnlineConfig {
+        OnlineConfig {
+            batch: l.batch,
+            publish_every: l.publish_every,
+            publish_interval: Duration::from_secs_f64(l.publish_every_s),
+            checkpoints,
+            labels: Labels {
+                default_quality: l.default_quality,
+                feedback_window_ms: l.feedback_window_ms,
+            },
+            steps_per_experience: Some(l.steps_per_experience),
+            max_steps_per_sec: Some(l.max_steps_per_sec),
+            ..OnlineConfig::default()
+        }
+    }
+}
+
+impl Checkpoints {
+    /// Checkpoints as `[learning]` says, into `registry`, continuing
+    /// `lineage`; `source` names the trainer in what it writes (`online`
+    /// for the gateway's, `follow` for `qroute train --follow`).
+    pub fn from_section(l: &LearningConfig, registry: Registry, lineage: Lineage, source: &str) -> Checkpoints {
+        Checkpoints {
+            registry,
+            every: Duration::from_secs_f64(l.checkpoint_every_s),
+            keep: l.keep_versions,
+            lineage: Lineage {
+                source: source.into(),
+                writer: writer_id(),
+                ..lineage
+            },
+        }
+    }
+}
+
+/// Checkpointing into a policy registry.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    pub registry: Registry,
+    /// At most this often (`Duration::ZERO`: every published version, as
+    /// the external trainer does so that the gateway sees each one).
+    pub every: Duration,
+    /// Versions kept in the registry (older ones are removed).
+    pub keep: usize,
+    /// Lineage of the version the trainer starts from: its `base`, `steps`
+    /// and `source` carry over to what it checkpoints.
+    pub lineage: Lineage,
+}
+
+/// How often the trainer looks for a version another process registered.
+const ADOPT_POLL: Duration = Duration::from_millis(250);
 
 /// The quality label of an outcome nobody judged (a real provider's answer
 /// with no judge and no feedback yet).
@@ -158,7 +227,7 @@ pub struct OnlineTrainer {
     current: Arc<ArcSwap<DqnPolicy>>,
     stop: Arc<AtomicBool>,
     stats: Arc<TrainerStats>,
-    handle: Option<JoinHandle<Learner>>,
+    handle: Mutex<Option<JoinHandle<Learner>>>,
 }
 
 impl OnlineTrainer {
@@ -175,16 +244,25 @@ impl OnlineTrainer {
         let stats = Arc::new(TrainerStats::default());
         let handle = {
             let (current, stop, stats) = (current.clone(), stop.clone(), stats.clone());
+            let state = Loop {
+                version: start_version,
+                checkpointed: start_version,
+                store,
+                cfg,
+                current,
+                stop,
+                stats,
+            };
             std::thread::Builder::new()
                 .name("qroute-trainer".into())
-                .spawn(move || run(store, learner, cfg, current, stop, stats, start_version))
+                .spawn(move || state.run(learner))
                 .map_err(|e| qroute_core::Error::io("spawning the trainer thread", e))?
         };
         Ok(OnlineTrainer {
             current,
             stop,
             stats,
-            handle: Some(handle),
+            handle: Mutex::new(Some(handle)),
         })
     }
 
@@ -204,20 +282,19 @@ impl OnlineTrainer {
 
     /// Wakes the trainer early (new experiences arrived).
     pub fn notify(&self) {
-        if let Some(h) = &self.handle {
-            h.thread().unpark();
+        if let Ok(h) = self.handle.try_lock() {
+            if let Some(h) = h.as_ref() {
+                h.thread().unpark();
+            }
         }
     }
 
-    /// Stops the thread and returns the learner with its optimiser state
-    /// (`None` if the thread panicked).
-    pub fn stop(mut self) -> Option<Learner> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> Option<Learner> {
+    /// Stops the thread (publishing and checkpointing what it learned since
+    /// the last version) and returns the learner with its optimiser state;
+    /// `None` if the thread panicked or was already stopped.
+    pub fn stop(&self) -> Option<Learner> {
         self.stop.store(true, Ordering::Release);
-        let h = self.handle.take()?;
+        let h = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take()?;
         h.thread().unpark();
         h.join().ok()
     }
@@ -225,73 +302,172 @@ impl OnlineTrainer {
 
 impl Drop for OnlineTrainer {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop();
     }
 }
 
-fn run(
+/// The trainer thread's state.
+struct Loop {
     store: Arc<dyn ExperienceStore>,
-    mut learner: Learner,
     cfg: OnlineConfig,
     current: Arc<ArcSwap<DqnPolicy>>,
     stop: Arc<AtomicBool>,
     stats: Arc<TrainerStats>,
-    mut version: u64,
-) -> Learner {
-    let mut since_publish = 0;
-    let start_len = store.len();
-    let mut steps = 0u64;
-    let min_interval = cfg
-        .max_steps_per_sec
-        .filter(|r| r.is_finite() && *r > 0.0)
-        .map(|r| Duration::from_secs_f64((1.0 / r as f64).min(3600.0)));
-    let mut last_step = std::time::Instant::now();
-    while !stop.load(Ordering::Acquire) {
-        if let Some(ratio) = cfg.steps_per_experience {
-            let allowed = ratio as f64 * store.len().saturating_sub(start_len) as f64;
-            if steps as f64 >= allowed {
+    /// The version serving now.
+    version: u64,
+    /// The newest version in the registry that this loop wrote or adopted.
+    checkpointed: u64,
+}
+
+impl Loop {
+    fn run(mut self, mut learner: Learner) -> Learner {
+        let cfg = self.cfg.clone();
+        let mut since_publish = 0;
+        let mut start_len = self.store.len();
+        let mut steps = 0u64;
+        let min_interval = cfg
+            .max_steps_per_sec
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .map(|r| Duration::from_secs_f64((1.0 / r as f64).min(3600.0)));
+        let mut last_step = Instant::now();
+        let mut last_publish = Instant::now();
+        let mut last_checkpoint = Instant::now();
+        let mut last_poll = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            if last_poll.elapsed() >= ADOPT_POLL {
+                last_poll = Instant::now();
+                if let Some(adopted) = self.adopt_newer(&learner) {
+                    learner = adopted;
+                    since_publish = 0;
+                    start_len = self.store.len();
+                    steps = 0;
+                }
+            }
+            if since_publish >= cfg.publish_every && last_publish.elapsed() >= cfg.publish_interval {
+                self.publish(&learner);
+                since_publish = 0;
+                last_publish = Instant::now();
+            }
+            if let Some(c) = &cfg.checkpoints {
+                if self.checkpointed != self.version && last_checkpoint.elapsed() >= c.every {
+                    self.checkpoint(c);
+                    last_checkpoint = Instant::now();
+                }
+            }
+            if let Some(ratio) = cfg.steps_per_experience {
+                let allowed = ratio as f64 * self.store.len().saturating_sub(start_len) as f64;
+                if steps as f64 >= allowed {
+                    std::thread::park_timeout(cfg.idle_wait);
+                    continue;
+                }
+            }
+            if let Some(gap) = min_interval {
+                let since = last_step.elapsed();
+                if since < gap {
+                    // Parked, not slept: `stop` unparks it at once.
+                    std::thread::park_timeout(gap - since);
+                    continue;
+                }
+            }
+            last_step = Instant::now();
+            let exps = match self.store.sample(cfg.batch, &cfg.sampling, &mut learner.rng) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "trainer could not sample the store");
+                    Vec::new()
+                }
+            };
+            let Some(step) = learn_from(&mut learner, &exps, &cfg.labels) else {
                 std::thread::park_timeout(cfg.idle_wait);
                 continue;
+            };
+            steps += 1;
+            self.stats.steps.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .last_loss_bits
+                .store(step.loss.to_bits() as u64, Ordering::Relaxed);
+            since_publish += 1;
+        }
+        if since_publish > 0 {
+            self.publish(&learner);
+        }
+        if let Some(c) = &cfg.checkpoints {
+            if self.checkpointed != self.version {
+                self.checkpoint(c);
             }
         }
-        if let Some(gap) = min_interval {
-            let since = last_step.elapsed();
-            if since < gap {
-                // Parked, not slept: `stop` unparks it at once.
-                std::thread::park_timeout(gap - since);
-                continue;
+        learner
+    }
+
+    /// Serves the learner's weights as a new version: the next number from
+    /// the registry when there is one (so it is never reused), else one up.
+    fn publish(&mut self, learner: &Learner) {
+        let next = match &self.cfg.checkpoints {
+            Some(c) => match c.registry.allocate(self.version + 1) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not take a version number; not publishing");
+                    return;
+                }
+            },
+            None => self.version + 1,
+        };
+        self.version = next;
+        self.current.store(Arc::new(learner.snapshot(next)));
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Registers the serving version and trims the registry.
+    fn checkpoint(&mut self, c: &Checkpoints) {
+        let policy = self.current.load_full();
+        let lineage = Lineage {
+            parent: Some(self.checkpointed),
+            steps: c.lineage.steps + self.stats.steps.load(Ordering::Relaxed),
+            experiences: self.store.len() as u64,
+            created_ms: qroute_core::unix_ms(),
+            ..c.lineage.clone()
+        };
+        match c.registry.save(&policy, &lineage) {
+            Ok(_) => {
+                self.checkpointed = policy.version;
+                if let Err(e) = c.registry.prune(c.keep) {
+                    tracing::warn!(error = %e, "could not trim the policy registry");
+                }
             }
+            Err(e) => tracing::warn!(error = %e, version = policy.version, "checkpoint failed"),
         }
-        last_step = std::time::Instant::now();
-        let exps = match store.sample(cfg.batch, &cfg.sampling, &mut learner.rng) {
-            Ok(e) => e,
+    }
+
+    /// A version newer than the serving one that another process registered
+    /// (`qroute policy rollback`): serve it at once and train on from it.
+    fn adopt_newer(&mut self, learner: &Learner) -> Option<Learner> {
+        let registry = &self.cfg.checkpoints.as_ref()?.registry;
+        let newer = match registry.newer_than(self.version) {
+            Ok(p) => p?,
             Err(e) => {
-                tracing::warn!(error = %e, "trainer could not sample the store");
-                Vec::new()
+                tracing::warn!(error = %e, "could not read the policy registry");
+                return None;
             }
         };
-        let Some(step) = learn_from(&mut learner, &exps, &cfg.labels) else {
-            std::thread::park_timeout(cfg.idle_wait);
-            continue;
-        };
-        steps += 1;
-        stats.steps.fetch_add(1, Ordering::Relaxed);
-        stats
-            .last_loss_bits
-            .store(step.loss.to_bits() as u64, Ordering::Relaxed);
-        since_publish += 1;
-        if since_publish >= cfg.publish_every {
-            version += 1;
-            current.store(Arc::new(learner.snapshot(version)));
-            stats.published.fetch_add(1, Ordering::Relaxed);
-            since_publish = 0;
+        if newer.spec != learner.policy().spec {
+            tracing::warn!(
+                version = newer.version,
+                "ignoring a registered version with another feature spec"
+            );
+            return None;
         }
+        tracing::info!(
+            version = newer.version,
+            "adopting a version registered by another process"
+        );
+        self.version = newer.version;
+        self.checkpointed = newer.version;
+        let seed = rand::RngCore::next_u64(&mut learner.rng.clone());
+        let adopted = Learner::new(newer, learner.config().clone(), seed);
+        self.current.store(Arc::new(adopted.snapshot(self.version)));
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        Some(adopted)
     }
-    if since_publish > 0 {
-        current.store(Arc::new(learner.snapshot(version + 1)));
-        stats.published.fetch_add(1, Ordering::Relaxed);
-    }
-    learner
 }
 
 #[cfg(test)]

@@ -208,6 +208,19 @@ pub(crate) fn request_id_is(bytes: &[u8], id: &str) -> Result<bool> {
     }
 }
 
+/// The request id and `time_ms` of the encoded decision `bytes`, without
+/// decoding the rest (retention reads these of every decision it removes).
+pub(crate) fn decision_id_and_time(bytes: &[u8]) -> Result<(String, u64)> {
+    match bytes.first() {
+        Some(&(TAG_V1 | TAG_V2)) => {
+            let mut r = Reader { buf: bytes, pos: 1 };
+            let id = r.string("request_id")?;
+            Ok((id, r.varint("time_ms")?))
+        }
+        _ => decode_decision(bytes).map(|d| (d.request_id, d.time_ms)),
+    }
+}
+
 /// One entry of the store's sled `index` tree: where up to a few hundred
 /// consecutive decisions lie in the data file. The first decision starts at
 /// byte `offset`; each `(len, id_hash)` pair gives one decision's encoded
@@ -553,6 +566,18 @@ mod tests {
         assert!(request_id_is(&json, "req-ü-1").unwrap());
         assert!(request_id_is(&[], "x").is_err());
         assert!(request_id_is(&[TAG_V1, 5, b'a'], "a").is_err());
+    }
+
+    #[test]
+    fn id_and_time_are_read_without_the_rest() {
+        let d = decision();
+        let mut buf = Vec::new();
+        encode_decision(&d, &mut buf);
+        assert_eq!(decision_id_and_time(&buf).unwrap(), (d.request_id.clone(), d.time_ms));
+        let json = serde_json::to_vec(&d).unwrap();
+        assert_eq!(decision_id_and_time(&json).unwrap(), (d.request_id, d.time_ms));
+        assert!(decision_id_and_time(&buf[..3]).is_err());
+        assert!(decision_id_and_time(&[]).is_err());
     }
 
     #[test]

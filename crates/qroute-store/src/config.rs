@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use qroute_core::store::Retention;
+
 /// Where the experience store lives and when a write counts as durable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +20,71 @@ pub struct StoreConfig {
     /// a crash in that window can lose them.
     #[serde(default = "yes")]
     pub durable_ack: bool,
+    /// `[store.retention]`: how much experience to keep. Absent (the
+    /// default): everything is kept and the store grows by each decision's
+    /// size (about 1.5–2 KB) for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionConfig>,
+}
+
+/// `[store.retention]`: experiences past either limit are removed, oldest
+/// first, in whole data segments (so somewhat more than the limits is kept;
+/// see the crate docs). Reports built on the store say what was removed.
+///
+/// ```toml
+/// [store.retention]
+/// max_age_s = 86400
+/// max_experiences = 1000000
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Remove experiences whose decision is older than this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_s: Option<u64>,
+    /// Keep (at least) the newest this many experiences; remove older ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_experiences: Option<u64>,
+    /// Keep (at least) the newest experiences up to this many bytes of
+    /// decision data (outcomes and indexes come on top); remove older ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+}
+
+impl RetentionConfig {
+    /// Checks that at least one limit is set and every limit set is positive;
+    /// the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_age_s.is_none() && self.max_experiences.is_none() && self.max_bytes.is_none() {
+            return Err("store.retention: set max_age_s, max_experiences and/or max_bytes".into());
+        }
+        for (field, value) in [
+            ("max_age_s", self.max_age_s),
+            ("max_experiences", self.max_experiences),
+            ("max_bytes", self.max_bytes),
+        ] {
+            if value == Some(0) {
+                return Err(format!("store.retention.{field}: must be positive"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits as the store applies them.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            max_age_ms: self.max_age_s.map(|s| s.saturating_mul(1000)),
+            max_experiences: self.max_experiences,
+            max_bytes: self.max_bytes,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks the section (its retention limits); the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        self.retention.as_ref().map_or(Ok(()), RetentionConfig::validate)
+    }
 }
 
 fn yes() -> bool {
@@ -33,6 +100,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: default_store_path(),
             durable_ack: true,
+            retention: None,
         }
     }
 }

@@ -101,6 +101,6 @@ mod data_file;
 pub mod sled_store;
 pub mod writer;
 
-pub use config::StoreConfig;
-pub use sled_store::SledStore;
+pub use config::{RetentionConfig, StoreConfig};
+pub use sled_store::{SledStore, StoreOptions, DEFAULT_SEGMENT_BYTES};
 pub use writer::GroupWriter;

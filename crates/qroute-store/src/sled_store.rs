@@ -1,37 +1,76 @@
-//! [`SledStore`]: the experience store on sled plus an append-only data file.
-//! See the module docs of [the crate docs](crate) for the layout, the flush policy
-//! and what a crash can leave behind.
+//! [`SledStore`]: the experience store on sled plus append-only data segments.
+//! See the module docs of [the crate docs](crate) for the layout, the flush
+//! policy, retention and what a crash can leave behind.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rand::{Rng, RngCore};
 use sled::{Batch, Tree};
 
 use qroute_core::error::{Error, Result};
-use qroute_core::store::{ExperienceStore, Sampling};
+use qroute_core::store::{ExperienceStore, Pruned, Retention, Sampling, Truncation};
 
 use super::codec;
-use super::data_file::DataFile;
+use super::data_file::{self, DataFile};
 use qroute_core::record::{
     validate_request_id, Answered, DecisionRecord, Experience, Feedback, FeedbackRecord, Outcome,
 };
 
 /// The key in sled's default tree that records the store format.
 const FORMAT_KEY: &[u8] = b"qroute.store.format";
-/// The store format this code writes and reads (1 kept decisions in sled).
-const FORMAT: u64 = 2;
+/// The store format this code writes: decisions in segments, retention.
+const FORMAT: u64 = 3;
+/// The format before segments (one `decisions.dat`): still read, and
+/// marked [`FORMAT`] on open (its data file is read as the first segment).
+/// Format 1 kept decisions in sled and is refused.
+const FORMAT_SINGLE_FILE: u64 = 2;
+/// The key in sled's default tree that records what retention removed: the
+/// encoded [`Truncation`]. Its `first_kept` is the commit point of a prune.
+const TRUNCATION_KEY: &[u8] = b"qroute.store.truncation";
 /// Decisions per entry of the `index` tree. Keeps entries at a few KB: sled
 /// rewrites whole leaves (up to 17 entries), and a leaf written as one log
 /// message over a quarter of sled's segment size (128 KB by default) goes to
 /// a separate "blob" file, which sled 0.34 never fsyncs.
 const INDEX_CHUNK: usize = 256;
+/// Pruned decisions whose rows are deleted per sled batch.
+const PURGE_BATCH: usize = 1024;
 
-/// The experience store: decisions in an append-only data file, their index,
-/// outcomes and the rewarded set in sled. Cheap to share across threads
-/// (`&self` everywhere).
+/// Default size at which the store starts a new data segment: retention
+/// frees disk a whole segment at a time, so this is its granularity (about
+/// 35,000 decisions of 1.8 KB), while keeping the number of files small.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// How [`SledStore::open_with`] opens a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Create the store when `path` holds none (`true`, as
+    /// [`SledStore::open`]); `false` refuses instead and creates nothing (as
+    /// [`SledStore::open_existing`]).
+    pub create: bool,
+    /// An append starts a new data segment once the current one holds this
+    /// many bytes ([`DEFAULT_SEGMENT_BYTES`]) ...
+    pub segment_bytes: u64,
+    /// ... or this many decisions (unlimited by default). Smaller segments
+    /// let retention follow its limits more closely, at one file each.
+    pub segment_decisions: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            create: true,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            segment_decisions: u64::MAX,
+        }
+    }
+}
+
+/// The experience store: decisions in append-only data segments, their
+/// index, outcomes and the rewarded set in sled. Cheap to share across
+/// threads (`&self` everywhere).
 pub struct SledStore {
     path: PathBuf,
     db: sled::Db,
@@ -47,12 +86,21 @@ pub struct SledStore {
     /// decision id → JSON [`FeedbackRecord`] (keyed by the decision that
     /// answered, so joining it to an experience is one lookup).
     feedback: Tree,
-    /// The encoded decisions, back to back in sequence order.
-    data: DataFile,
-    /// Serialises appends.
+    /// When an append starts a new segment.
+    segment_bytes: u64,
+    segment_decisions: u64,
+    /// Serialises appends (and the commit of a prune).
     writer: Mutex<Writer>,
     /// Serialises `record_feedback`'s read-modify-write.
     feedback_lock: Mutex<()>,
+    /// Serialises `apply_retention` calls.
+    prune_lock: Mutex<()>,
+    /// Held (shared) by writes that join rows to a decision (outcomes,
+    /// feedback) from finding the decision until their rows are written, and
+    /// (exclusive) by a prune while it removes decisions from the index: a
+    /// row is either written before the prune deletes the rows of its
+    /// decision, or its decision is no longer found.
+    join_gate: RwLock<()>,
     /// Where each decision lies and which seq each request id has.
     index: RwLock<Index>,
     /// Number of committed decisions, for `len` without a lock.
@@ -66,6 +114,7 @@ impl std::fmt::Debug for SledStore {
         f.debug_struct("SledStore")
             .field("path", &self.path)
             .field("len", &self.len())
+            .field("first_kept", &self.first_kept())
             .finish_non_exhaustive()
     }
 }
@@ -84,35 +133,107 @@ struct Writer {
 /// Largest encoding buffer kept between appends.
 const KEEP_BUF: usize = 16 << 20;
 
-/// The in-memory index of committed decisions, rebuilt from the `index` tree
-/// on open: about 40 bytes per decision.
-#[derive(Default)]
+/// One data segment: the decisions from `first_seq` up to the next segment's
+/// first (or the newest), back to back.
+struct Segment {
+    first_seq: u64,
+    /// Position of its first byte in the store's "logical" data stream: the
+    /// concatenation of every segment ever written, in which the `index`
+    /// tree's offsets count (so a single-file store's offsets stay valid).
+    start: u64,
+    file: DataFile,
+    /// The newest `time_ms` of its decisions; `None` until retention first
+    /// needs it (read from the file once; appends keep it up to date).
+    max_time: Mutex<Option<u64>>,
+}
+
+/// The in-memory index of the stored decisions, rebuilt from the `index`
+/// tree on open: about 40 bytes per decision.
 struct Index {
-    /// `ends[seq]`: the data-file offset just past decision `seq` (it starts
-    /// where `seq - 1` ends, or at 0). Its last element is the committed end.
+    /// Sequence number of `ends[0]`: the oldest decision retention kept.
+    base: u64,
+    /// Logical offset where decision `base` starts.
+    start: u64,
+    /// `ends[seq - base]`: the logical offset just past decision `seq` (it
+    /// starts where `seq - 1` ends, or at `start`). Its last element is the
+    /// committed end.
     ends: Vec<u64>,
     /// id hash → seq of the first decision whose request id has that hash.
     by_hash: HashMap<u64, u64>,
     /// Request ids whose hash an earlier, different id already took (rare:
     /// a 64-bit hash collision) → seq.
     collided: HashMap<String, u64>,
+    /// The data segments holding `base..len()`, oldest first; the last one is
+    /// where appends go (it may be empty).
+    segments: Vec<Arc<Segment>>,
+}
+
+/// Where one segment's decisions lie: seqs `first..end_seq`, ending at
+/// logical offset `end`.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    first: u64,
+    end_seq: u64,
+    end: u64,
+}
+
+/// What a prune took out of the [`Index`]: enough to find the request ids
+/// of the removed decisions (their rows are deleted after the commit).
+struct Removed {
+    /// (seq, logical start, logical end) of each removed decision.
+    spans: Vec<(u64, u64, u64)>,
+    segments: Vec<Arc<Segment>>,
 }
 
 impl Index {
+    fn new(base: u64) -> Index {
+        Index {
+            base,
+            start: 0,
+            ends: Vec::new(),
+            by_hash: HashMap::new(),
+            collided: HashMap::new(),
+            segments: Vec::new(),
+        }
+    }
+
+    /// One past the newest seq.
     fn len(&self) -> u64 {
-        self.ends.len() as u64
+        self.base + self.ends.len() as u64
     }
 
+    /// The committed end (logical).
     fn end(&self) -> u64 {
-        self.ends.last().copied().unwrap_or(0)
+        self.ends.last().copied().unwrap_or(self.start)
     }
 
-    /// Data-file offset and length of decision `seq`, if committed.
-    fn span(&self, seq: u64) -> Option<(u64, usize)> {
-        let i = usize::try_from(seq).ok()?;
+    /// Logical start and end of decision `seq`, if stored.
+    fn logical_span(&self, seq: u64) -> Option<(u64, u64)> {
+        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
         let end = *self.ends.get(i)?;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        Some((start, (end - start) as usize))
+        let start = if i == 0 { self.start } else { self.ends[i - 1] };
+        Some((start, end))
+    }
+
+    /// The segment, offset in its file and length of decision `seq`, if
+    /// stored.
+    fn span(&self, seq: u64) -> Option<(Arc<Segment>, u64, usize)> {
+        let (start, end) = self.logical_span(seq)?;
+        let seg = segment_of(&self.segments, seq)?;
+        Some((seg.clone(), start.checked_sub(seg.start)?, (end - start) as usize))
+    }
+
+    fn bounds(&self, i: usize) -> Bounds {
+        let seg = &self.segments[i];
+        let (end_seq, end) = match self.segments.get(i + 1) {
+            Some(next) => (next.first_seq, next.start),
+            None => (self.len(), self.end()),
+        };
+        Bounds {
+            first: seg.first_seq,
+            end_seq,
+            end,
+        }
     }
 
     /// Appends the next decision; returns `false` if `hash` is taken, in which
@@ -132,6 +253,33 @@ impl Index {
     fn add_collided(&mut self, id: String, seq: u64) {
         self.collided.entry(id).or_insert(seq);
     }
+
+    /// Forgets the decisions before `new_base` (a segment boundary, or
+    /// `len()`) and the segments holding them.
+    fn prune_to(&mut self, new_base: u64) -> Removed {
+        let k = (new_base.saturating_sub(self.base) as usize).min(self.ends.len());
+        let mut spans = Vec::with_capacity(k);
+        let mut start = self.start;
+        for (i, &end) in self.ends[..k].iter().enumerate() {
+            spans.push((self.base + i as u64, start, end));
+            start = end;
+        }
+        self.ends.drain(..k);
+        self.start = start;
+        self.base += k as u64;
+        let base = self.base;
+        self.by_hash.retain(|_, seq| *seq >= base);
+        self.collided.retain(|_, seq| *seq >= base);
+        let keep_from = self.segments.partition_point(|s| s.first_seq < base);
+        let segments = self.segments.drain(..keep_from).collect();
+        Removed { spans, segments }
+    }
+}
+
+/// The segment of `segments` (sorted) that holds `seq`.
+fn segment_of(segments: &[Arc<Segment>], seq: u64) -> Option<&Arc<Segment>> {
+    let pos = segments.partition_point(|s| s.first_seq <= seq);
+    segments.get(pos.checked_sub(1)?)
 }
 
 /// The 64-bit hash of a request id kept in the index (on disk, so it must
@@ -178,6 +326,35 @@ fn outcome_key(request_id: &str, model: &str) -> Vec<u8> {
     k
 }
 
+fn encode_truncation(t: &Truncation) -> [u8; 24] {
+    let mut b = [0u8; 24];
+    b[..8].copy_from_slice(&t.removed.to_be_bytes());
+    b[8..16].copy_from_slice(&t.first_kept.to_be_bytes());
+    b[16..].copy_from_slice(&t.pruned_before_ms.to_be_bytes());
+    b
+}
+
+fn decode_truncation(bytes: &[u8]) -> Result<Truncation> {
+    let field = |i: usize| -> Result<u64> {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| Error::Store(format!("corrupt truncation record of {} bytes", bytes.len())))
+    };
+    if bytes.len() != 24 {
+        return Err(Error::Store(format!(
+            "corrupt truncation record of {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(Truncation {
+        removed: field(0)?,
+        first_kept: field(1)?,
+        pruned_before_ms: field(2)?,
+    })
+}
+
 /// sled's errors as the store's.
 fn sled_err(e: sled::Error) -> Error {
     Error::Store(e.to_string())
@@ -189,10 +366,24 @@ fn lock_err<T>(e: std::sync::PoisonError<T>) -> T {
     e.into_inner()
 }
 
+/// Whether `path` holds a store (or at least a sled database): a directory
+/// with sled's `conf` and `db` files. Looks only; creates nothing.
+fn is_store_dir(path: &Path) -> bool {
+    path.is_dir() && path.join("conf").is_file() && path.join("db").is_file()
+}
+
+fn no_store(path: &Path) -> Error {
+    Error::InvalidInput(format!(
+        "no experience store at {} (expected a directory with the store's sled database)",
+        path.display()
+    ))
+}
+
 impl SledStore {
     /// Opens (creating if needed) the store in directory `path`: loads the
-    /// index of committed decisions and the rewarded set, and cuts off any
-    /// uncommitted tail of the data file.
+    /// index of committed decisions and the rewarded set, cuts off any
+    /// uncommitted tail of the data, and finishes a prune a crash
+    /// interrupted.
     ///
     /// sled's background threads can hold the directory's file lock for a
     /// moment after the previous handle in this process was dropped (or
@@ -200,7 +391,30 @@ impl SledStore {
     /// to a second before it is an error (the error then says another
     /// process has the store open).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, &StoreOptions::default())
+    }
+
+    /// Opens the store in directory `path` only if there is one: a missing
+    /// or empty directory, or one without the store's sled database, is
+    /// `Error::InvalidInput` ("no experience store at PATH") and nothing is
+    /// created on disk. For readers (reports, exports) that must not leave
+    /// an empty store behind a mistyped path.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(
+            path,
+            &StoreOptions {
+                create: false,
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    /// [`SledStore::open`] with explicit options.
+    pub fn open_with(path: impl AsRef<Path>, options: &StoreOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        if !options.create && !is_store_dir(&path) {
+            return Err(no_store(&path));
+        }
         let mut tries = 0;
         let db = loop {
             match sled::Config::new().path(&path).open() {
@@ -219,13 +433,22 @@ impl SledStore {
             }
         };
         match db.get(FORMAT_KEY).map_err(sled_err)? {
+            None if !options.create => return Err(no_store(&path)),
+            Some(v) if v.as_ref() == FORMAT.to_be_bytes() => {}
+            // A new store, or a single-file one (read as its first segment):
+            // from now on segments and retention may be written, which a
+            // build that reads format 2 would misread, so it is marked.
             None => {
                 db.insert(FORMAT_KEY, &FORMAT.to_be_bytes()).map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
             }
-            Some(v) if v.as_ref() == FORMAT.to_be_bytes() => {}
+            Some(v) if v.as_ref() == FORMAT_SINGLE_FILE.to_be_bytes() => {
+                db.insert(FORMAT_KEY, &FORMAT.to_be_bytes()).map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
+            }
             Some(v) => {
                 return Err(Error::Store(format!(
-                    "experience store {} has format {:?}, this build reads format {FORMAT}",
+                    "experience store {} has format {:?}, this build reads formats {FORMAT_SINGLE_FILE} and {FORMAT}",
                     path.display(),
                     v.as_ref()
                 )))
@@ -237,12 +460,38 @@ impl SledStore {
         let answers = db.open_tree("answers").map_err(sled_err)?;
         let feedback = db.open_tree("feedback").map_err(sled_err)?;
 
-        let mut index = Index::default();
+        let first_kept = match db.get(TRUNCATION_KEY).map_err(sled_err)? {
+            Some(v) => decode_truncation(&v)?.first_kept,
+            None => 0,
+        };
+        let files = data_file::list_segments(&path)?;
+        // Logical offsets of the index entries that start a data file.
+        let mut file_starts: HashMap<u64, Option<u64>> = files.iter().map(|&(seq, _)| (seq, None)).collect();
+
+        let mut index = Index::new(first_kept);
+        // Index entries of decisions a prune removed whose rows a crash kept
+        // it from deleting: (first seq, entry).
+        let mut pruned_chunks = Vec::new();
         let mut collisions = Vec::new();
         for kv in index_tree.iter() {
             let (k, v) = kv.map_err(sled_err)?;
             let first = parse_seq(&k)?;
             let chunk = codec::decode_index_chunk(&v)?;
+            if let Some(s) = file_starts.get_mut(&first) {
+                *s = Some(chunk.offset);
+            }
+            if first < first_kept {
+                if first + chunk.entries.len() as u64 > first_kept {
+                    return Err(Error::Store(format!(
+                        "corrupt index: entry for seq {first} spans the oldest kept decision {first_kept}"
+                    )));
+                }
+                pruned_chunks.push((first, chunk));
+                continue;
+            }
+            if index.ends.is_empty() {
+                index.start = chunk.offset;
+            }
             if first != index.len() || chunk.offset != index.end() {
                 return Err(Error::Store(format!(
                     "corrupt index: entry for seq {first} at offset {} follows {} decisions ending at {}",
@@ -258,18 +507,65 @@ impl SledStore {
                 }
             }
         }
-        let data = DataFile::open(&path, index.end())?;
+        let len = index.len();
+
+        // The data files: those of pruned decisions are deleted (below),
+        // those past the committed decisions were never committed (an append
+        // that started a segment and died before its commit was durable).
+        let mut below = Vec::new();
+        let mut beyond = Vec::new();
+        let mut kept = Vec::new();
+        for (first, file) in files {
+            if first < first_kept {
+                below.push((first, file));
+            } else if first > len {
+                beyond.push(file);
+            } else {
+                kept.push((first, file));
+            }
+        }
+        if len > first_kept && kept.first().is_none_or(|&(f, _)| f != first_kept) {
+            return Err(Error::Store(format!(
+                "experience store {}: no data file holds decisions {first_kept}.. (the index commits {}): decisions were lost",
+                path.display(),
+                len - first_kept
+            )));
+        }
+        let mut starts = Vec::with_capacity(kept.len());
+        for (first, file) in &kept {
+            let start = if *first == len {
+                index.end()
+            } else {
+                file_starts.get(first).copied().flatten().ok_or_else(|| {
+                    Error::Store(format!(
+                        "corrupt store: data file {} does not start at a committed decision",
+                        file.display()
+                    ))
+                })?
+            };
+            starts.push(start);
+        }
+        for (i, (first, file)) in kept.iter().enumerate() {
+            let start = starts[i];
+            let end = starts.get(i + 1).copied().unwrap_or(index.end());
+            let data = DataFile::open(file, end.saturating_sub(start))?;
+            index.segments.push(Arc::new(Segment {
+                first_seq: *first,
+                start,
+                file: data,
+                max_time: Mutex::new(None),
+            }));
+        }
         for seq in collisions {
-            let (offset, len) = index
+            let (seg, offset, len) = index
                 .span(seq)
                 .ok_or_else(|| Error::Store(format!("index has no decision {seq}")))?;
-            let decision = codec::decode_decision(&data.read(offset, len)?)?;
+            let decision = codec::decode_decision(&seg.file.read(offset, len)?)?;
             index.add_collided(decision.request_id, seq);
         }
 
-        let len = index.len();
         let mut rewarded_index = Vec::new();
-        for kv in rewarded.iter() {
+        for kv in rewarded.range(seq_key(first_kept)..) {
             let (k, _) = kv.map_err(sled_err)?;
             let seq = parse_seq(&k)?;
             // Outcomes are only recorded for committed decisions.
@@ -277,7 +573,7 @@ impl SledStore {
                 rewarded_index.push(seq);
             }
         }
-        Ok(SledStore {
+        let store = SledStore {
             path,
             db,
             index_tree,
@@ -285,13 +581,78 @@ impl SledStore {
             rewarded,
             answers,
             feedback,
-            data,
+            segment_bytes: options.segment_bytes.max(1),
+            segment_decisions: options.segment_decisions.max(1),
             writer: Mutex::new(Writer::default()),
             feedback_lock: Mutex::new(()),
+            prune_lock: Mutex::new(()),
+            join_gate: RwLock::new(()),
             index: RwLock::new(index),
             count: AtomicU64::new(len),
             rewarded_index: RwLock::new(rewarded_index),
-        })
+        };
+
+        // Finish a prune that a crash interrupted after its commit: the rows
+        // of the removed decisions (found through their index entries and
+        // data files, both deleted last), then the files.
+        let mut removed = Removed {
+            spans: Vec::new(),
+            segments: Vec::new(),
+        };
+        for (first, file) in &below {
+            if let Some(start) = file_starts.get(first).copied().flatten() {
+                removed.segments.push(Arc::new(Segment {
+                    first_seq: *first,
+                    start,
+                    file: DataFile::open_read(file)?,
+                    max_time: Mutex::new(None),
+                }));
+            }
+        }
+        for (first, chunk) in &pruned_chunks {
+            let mut at = chunk.offset;
+            for (i, &(len, _)) in chunk.entries.iter().enumerate() {
+                removed.spans.push((first + i as u64, at, at + len));
+                at += len;
+            }
+        }
+        store.purge(&removed, first_kept)?;
+        for file in below.iter().map(|(_, f)| f).chain(&beyond) {
+            data_file::remove(file)?;
+        }
+        if !below.is_empty() || !beyond.is_empty() {
+            data_file::sync_dir(&store.path)?;
+        }
+        Ok(store)
+    }
+
+    /// Sequence number of the oldest decision still stored.
+    fn base(&self) -> u64 {
+        self.index.read().unwrap_or_else(lock_err).base
+    }
+
+    /// The segment an append of decisions from `first_seq`, at logical
+    /// offset `offset`, goes to: the newest, or a new one once that is full.
+    fn segment_for_append(&self, first_seq: u64, offset: u64) -> Result<Arc<Segment>> {
+        let last = self.index.read().unwrap_or_else(lock_err).segments.last().cloned();
+        if let Some(seg) = last {
+            let decisions = first_seq - seg.first_seq;
+            let bytes = offset - seg.start;
+            if decisions == 0 || (bytes < self.segment_bytes && decisions < self.segment_decisions) {
+                return Ok(seg);
+            }
+        }
+        // A new, empty segment (its directory entry durable before any data
+        // in it is committed). If the append then fails, it stays the
+        // newest segment and the next append writes into it.
+        let seg = Arc::new(Segment {
+            first_seq,
+            start: offset,
+            file: DataFile::create(&self.path, &data_file::segment_name(first_seq))?,
+            max_time: Mutex::new(Some(0)),
+        });
+        self.index.write().unwrap_or_else(lock_err).segments.push(seg.clone());
+        Ok(seg)
     }
 
     /// The part of [`SledStore::append_decisions`] under the append lock:
@@ -324,9 +685,10 @@ impl SledStore {
                 let index = self.index.read().unwrap_or_else(lock_err);
                 (index.len(), index.end())
             };
+            let seg = self.segment_for_append(first_seq, offset)?;
             // 1. The records, synced. Past the committed end they are
             //    invisible until step 2 commits them.
-            self.data.write_synced(offset, buf)?;
+            seg.file.write_synced(offset - seg.start, buf)?;
             // 2. The commit: their index entries in one atomic sled batch.
             let mut batch = Batch::default();
             let mut chunk_seq = first_seq;
@@ -357,6 +719,11 @@ impl SledStore {
                 }
             }
             self.count.store(index.len(), Ordering::Release);
+            drop(index);
+            let mut max_time = seg.max_time.lock().unwrap_or_else(lock_err);
+            if let Some(t) = max_time.as_mut() {
+                *t = new.iter().map(|&(r, _, _)| r.time_ms).fold(*t, u64::max);
+            }
         }
         Ok(())
     }
@@ -381,10 +748,12 @@ impl SledStore {
         Ok(None)
     }
 
-    /// The encoded decision with sequence number `seq`, if committed.
+    /// The encoded decision with sequence number `seq`, if stored. The
+    /// segment's file stays readable while this holds it, even if a prune
+    /// deletes it meanwhile.
     fn read_decision(&self, seq: u64) -> Result<Option<Vec<u8>>> {
         let span = self.index.read().unwrap_or_else(lock_err).span(seq);
-        span.map(|(offset, len)| self.data.read(offset, len)).transpose()
+        span.map(|(seg, offset, len)| seg.file.read(offset, len)).transpose()
     }
 
     /// The experience with sequence number `seq`, or `None` if there is none.
@@ -412,64 +781,129 @@ impl SledStore {
             feedback,
         })
     }
-}
 
-impl ExperienceStore for SledStore {
-    /// Durable on return (flushed to disk): the group-commit unit. Many
-    /// records, one data write, one fdatasync and one sled flush.
-    ///
-    /// All or nothing: every record is checked first (`Error::InvalidInput`
-    /// for an empty request id or one with a NUL byte, `propensities` not the
-    /// length of `candidates`, features with unequal index and value counts, a
-    /// request id twice in `records`, or a request id already stored with a
-    /// different record), then all are written to the data file in one write,
-    /// synced, and committed by one atomic sled batch of index entries. A
-    /// record identical to the stored one is skipped, so retrying a call whose
-    /// result was lost is safe.
-    fn append_decisions(&self, records: &[DecisionRecord]) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
+    /// The newest `time_ms` in the segment with these bounds (read from its
+    /// file the first time, then kept).
+    fn max_time(&self, seg: &Segment, b: Bounds) -> Result<u64> {
+        if let Some(t) = *seg.max_time.lock().unwrap_or_else(lock_err) {
+            return Ok(t);
         }
-        let mut seen = HashSet::with_capacity(records.len());
-        for r in records {
-            r.validate()?;
-            if !seen.insert(r.request_id.as_str()) {
-                return Err(Error::InvalidInput(format!(
-                    "decision {:?}: request_id appears twice in one append",
-                    r.request_id
-                )));
+        let mut max = 0;
+        for seq in b.first..b.end_seq {
+            if let Some(bytes) = self.read_decision(seq)? {
+                max = max.max(codec::decision_id_and_time(&bytes)?.1);
             }
         }
+        let mut cached = seg.max_time.lock().unwrap_or_else(lock_err);
+        // An append may have set it meanwhile (only for the newest segment,
+        // whose bounds the caller holds the append lock for).
+        let t = cached.map_or(max, |t| t.max(max));
+        *cached = Some(t);
+        Ok(t)
+    }
 
-        let mut writer = self.writer.lock().unwrap_or_else(lock_err);
-        if writer.poisoned {
-            return Err(Error::Store(
-                "an earlier append failed part-way through its commit; reopen the store".into(),
-            ));
+    /// Whether the segment with bounds `b` is past retention, given the
+    /// store's current `len` and logical `end`: `Some(its newest time_ms)`
+    /// if so. A segment is removed only when every decision in it is past
+    /// at least one limit (the limits are monotone in age, so its newest
+    /// decision decides). An empty segment never is.
+    fn past_retention(&self, seg: &Segment, b: Bounds, keep: &Retention, now_ms: u64) -> Result<Option<u64>> {
+        if b.end_seq <= b.first {
+            return Ok(None);
         }
-        let mut buf = std::mem::take(&mut writer.buf);
-        buf.clear();
-        let result = self.append_locked(records, &mut buf, &mut writer.poisoned);
-        if buf.capacity() <= KEEP_BUF {
-            writer.buf = buf;
+        let (len, end) = {
+            let index = self.index.read().unwrap_or_else(lock_err);
+            (index.len(), index.end())
+        };
+        let by_count = keep.max_experiences.is_some_and(|m| len - b.end_seq >= m);
+        let by_bytes = keep.max_bytes.is_some_and(|m| end - b.end >= m);
+        if !by_count && !by_bytes && keep.max_age_ms.is_none() {
+            return Ok(None);
         }
-        drop(writer);
-        result?;
-        // 4. Make the commit durable (also when everything was a retried
-        //    duplicate whose first flush may have failed).
+        let newest = self.max_time(seg, b)?;
+        let by_age = keep
+            .max_age_ms
+            .is_some_and(|age| now_ms.checked_sub(age).is_some_and(|cutoff| newest < cutoff));
+        Ok((by_count || by_bytes || by_age).then_some(newest))
+    }
+
+    /// Deletes the rows of the decisions in `removed` (outcomes, answers,
+    /// feedback; reading their request ids from the segments in `removed`),
+    /// the `rewarded` and `index` entries before `first_kept`, then the
+    /// segments' files. Every step is idempotent, and the index entries and
+    /// files go last, so if a crash interrupts it, open finds what is left
+    /// and finishes it.
+    fn purge(&self, removed: &Removed, first_kept: u64) -> Result<()> {
+        let mut ids = Vec::with_capacity(PURGE_BATCH);
+        for &(seq, start, end) in &removed.spans {
+            let Some(seg) = segment_of(&removed.segments, seq).filter(|s| s.start <= start) else {
+                continue;
+            };
+            let read = seg
+                .file
+                .read(start - seg.start, (end - start) as usize)
+                .and_then(|bytes| codec::decision_id_and_time(&bytes));
+            match read {
+                Ok((id, _)) => ids.push(id),
+                // The decision is gone either way; only its rows stay behind.
+                Err(e) => tracing::warn!("experience store {}: pruned decision {seq}: {e}", self.path.display()),
+            }
+            if ids.len() >= PURGE_BATCH {
+                self.delete_rows(&ids)?;
+                ids.clear();
+            }
+        }
+        self.delete_rows(&ids)?;
+        let below = ..seq_key(first_kept);
+        let mut batch = Batch::default();
+        for kv in self.rewarded.range(below) {
+            batch.remove(kv.map_err(sled_err)?.0);
+        }
+        self.rewarded.apply_batch(batch).map_err(sled_err)?;
         self.db.flush().map_err(sled_err)?;
+        let mut batch = Batch::default();
+        let mut any = false;
+        for kv in self.index_tree.range(below) {
+            batch.remove(kv.map_err(sled_err)?.0);
+            any = true;
+        }
+        if any {
+            self.index_tree.apply_batch(batch).map_err(sled_err)?;
+            self.db.flush().map_err(sled_err)?;
+        }
+        for seg in &removed.segments {
+            data_file::remove(seg.file.path())?;
+        }
+        if !removed.segments.is_empty() {
+            data_file::sync_dir(&self.path)?;
+        }
         Ok(())
     }
 
-    /// Joins outcomes to their decision by request_id; an outcome for an
-    /// unknown request_id is `Error::NotFound`. Durable on return. A second
-    /// outcome for the same (request_id, model) replaces the first.
-    ///
-    /// All or nothing: besides `NotFound`, an outcome whose `model` is not
-    /// among the decision's `chosen` models, or whose `quality` lies outside
-    /// `[0, 1]`, is `Error::InvalidInput` and nothing is written. Within one
-    /// call, a later outcome for the same (request_id, model) wins.
-    fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<()> {
+    /// Deletes the outcomes, answer and feedback of each decision id.
+    fn delete_rows(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut outcomes = Batch::default();
+        let mut answers = Batch::default();
+        let mut feedback = Batch::default();
+        for id in ids {
+            for kv in self.outcomes.scan_prefix(outcome_prefix(id)) {
+                outcomes.remove(kv.map_err(sled_err)?.0);
+            }
+            answers.remove(id.as_bytes());
+            feedback.remove(id.as_bytes());
+        }
+        self.outcomes.apply_batch(outcomes).map_err(sled_err)?;
+        self.answers.apply_batch(answers).map_err(sled_err)?;
+        self.feedback.apply_batch(feedback).map_err(sled_err)?;
+        Ok(())
+    }
+
+    /// [`ExperienceStore::record_outcomes`] for a caller holding the join
+    /// gate.
+    fn record_outcomes_joined(&self, outcomes: &[Outcome]) -> Result<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
@@ -536,9 +970,73 @@ impl ExperienceStore for SledStore {
         self.db.flush().map_err(sled_err)?;
         Ok(())
     }
+}
+
+impl ExperienceStore for SledStore {
+    /// Durable on return (flushed to disk): the group-commit unit. Many
+    /// records, one data write, one fdatasync and one sled flush.
+    ///
+    /// All or nothing: every record is checked first (`Error::InvalidInput`
+    /// for an empty request id or one with a NUL byte, `propensities` not the
+    /// length of `candidates`, features with unequal index and value counts, a
+    /// request id twice in `records`, or a request id already stored with a
+    /// different record), then all are written to the newest data segment in
+    /// one write, synced, and committed by one atomic sled batch of index
+    /// entries. A record identical to the stored one is skipped, so retrying
+    /// a call whose result was lost is safe. (A request id whose decision
+    /// retention removed is new again.)
+    fn append_decisions(&self, records: &[DecisionRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut seen = HashSet::with_capacity(records.len());
+        for r in records {
+            r.validate()?;
+            if !seen.insert(r.request_id.as_str()) {
+                return Err(Error::InvalidInput(format!(
+                    "decision {:?}: request_id appears twice in one append",
+                    r.request_id
+                )));
+            }
+        }
+
+        let mut writer = self.writer.lock().unwrap_or_else(lock_err);
+        if writer.poisoned {
+            return Err(Error::Store(
+                "an earlier append failed part-way through its commit; reopen the store".into(),
+            ));
+        }
+        let mut buf = std::mem::take(&mut writer.buf);
+        buf.clear();
+        let result = self.append_locked(records, &mut buf, &mut writer.poisoned);
+        if buf.capacity() <= KEEP_BUF {
+            writer.buf = buf;
+        }
+        drop(writer);
+        result?;
+        // 4. Make the commit durable (also when everything was a retried
+        //    duplicate whose first flush may have failed).
+        self.db.flush().map_err(sled_err)?;
+        Ok(())
+    }
+
+    /// Joins outcomes to their decision by request_id; an outcome for an
+    /// unknown request_id (or one retention removed) is `Error::NotFound`.
+    /// Durable on return. A second outcome for the same (request_id, model)
+    /// replaces the first.
+    ///
+    /// All or nothing: besides `NotFound`, an outcome whose `model` is not
+    /// among the decision's `chosen` models, or whose `quality` lies outside
+    /// `[0, 1]`, is `Error::InvalidInput` and nothing is written. Within one
+    /// call, a later outcome for the same (request_id, model) wins.
+    fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<()> {
+        let _joining = self.join_gate.read().unwrap_or_else(lock_err);
+        self.record_outcomes_joined(outcomes)
+    }
 
     /// The decision with this request id and every outcome recorded for it
-    /// (ordered by model name), or `None` if no such decision was appended.
+    /// (ordered by model name), or `None` if no such decision was appended
+    /// (or retention removed it).
     fn get(&self, request_id: &str) -> Result<Option<Experience>> {
         if validate_request_id(request_id).is_err() {
             return Ok(None);
@@ -576,8 +1074,8 @@ impl ExperienceStore for SledStore {
 
     /// Joins feedback to the answer of `request_id`. Durable on return.
     ///
-    /// - An id with no recorded answer is `Error::NotFound` (unknown, or no
-    ///   model answered it).
+    /// - An id with no recorded answer is `Error::NotFound` (unknown, no
+    ///   model answered it, or retention removed it).
     /// - A repeat replaces the earlier feedback (its `revisions` count goes
     ///   up); the earlier record is returned.
     /// - Feedback that arrives more than `window_ms` after the answer is
@@ -599,6 +1097,7 @@ impl ExperienceStore for SledStore {
         // One feedback write at a time: read, relabel and record together,
         // so concurrent repeats cannot lose a revision or split the value.
         let _one_at_a_time = self.feedback_lock.lock().unwrap_or_else(lock_err);
+        let _joining = self.join_gate.read().unwrap_or_else(lock_err);
         let answered = self.answered(request_id)?.ok_or_else(|| {
             Error::NotFound(format!(
                 "request_id {request_id:?}: no answered request with that id (unknown, or every model failed)"
@@ -626,7 +1125,7 @@ impl ExperienceStore for SledStore {
                 .transpose()?;
             if let Some(mut o) = current {
                 o.quality = Some(record.feedback.quality);
-                self.record_outcomes(std::slice::from_ref(&o))?;
+                self.record_outcomes_joined(std::slice::from_ref(&o))?;
                 record.applied = true;
             }
         }
@@ -637,7 +1136,9 @@ impl ExperienceStore for SledStore {
         Ok((record, previous))
     }
 
-    /// Number of decisions.
+    /// Sequence number one past the newest decision: the number of decisions
+    /// ever appended, not the number stored once retention removed some
+    /// (that is [`ExperienceStore::retained`]).
     fn len(&self) -> usize {
         self.count.load(Ordering::Acquire) as usize
     }
@@ -647,8 +1148,9 @@ impl ExperienceStore for SledStore {
     }
 
     /// `n` experiences drawn with replacement; only experiences that have at
-    /// least one outcome are returned. Returns fewer than `n` only if the
-    /// store has none with outcomes (then an empty vector).
+    /// least one outcome (and that retention kept) are returned. Returns
+    /// fewer than `n` only if the store has none with outcomes (then an empty
+    /// vector).
     fn sample(&self, n: usize, how: &Sampling, rng: &mut dyn RngCore) -> Result<Vec<Experience>> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
@@ -666,9 +1168,10 @@ impl ExperienceStore for SledStore {
                 match self.get_seq(seq)? {
                     Some(e) if !e.outcomes.is_empty() => out.push(e),
                     // A rewarded entry whose outcomes never got written (a
-                    // crash between the two batches of `record_outcomes`):
-                    // drop it from the in-memory index and draw again. Each
-                    // round either fills `out` or shrinks the index.
+                    // crash between the two batches of `record_outcomes`), or
+                    // one a concurrent prune just removed: drop it from the
+                    // in-memory index and draw again. Each round either fills
+                    // `out` or shrinks the index.
                     _ => stale.push(seq),
                 }
             }
@@ -680,15 +1183,36 @@ impl ExperienceStore for SledStore {
         Ok(out)
     }
 
-    /// Experiences in insertion order, from sequence number `from` (for
-    /// export/iteration), up to the newest committed one.
+    /// Experiences in insertion order, from sequence number `from` (or the
+    /// oldest one retention kept, if later; also when a prune overtakes the
+    /// iteration), up to the newest committed one.
     fn iter_from(&self, from: u64) -> Box<dyn Iterator<Item = Result<Experience>> + '_> {
-        Box::new((from..).map_while(move |seq| self.get_seq(seq).transpose()))
+        let mut seq = from;
+        Box::new(std::iter::from_fn(move || loop {
+            match self.get_seq(seq) {
+                Ok(Some(e)) => {
+                    seq += 1;
+                    return Some(Ok(e));
+                }
+                Ok(None) => {
+                    let first_kept = self.base();
+                    if seq >= first_kept {
+                        return None;
+                    }
+                    seq = first_kept;
+                }
+                Err(e) => {
+                    seq += 1;
+                    return Some(Err(e));
+                }
+            }
+        }))
     }
 
     /// Saves a small JSON document under `key` in the tree named `kind`
     /// (experiments' definitions live beside the experience they produce).
     /// Flushed before returning: a saved document survives a crash.
+    /// Retention never removes documents.
     fn put_doc_json(&self, kind: &str, key: &str, json: &[u8]) -> Result<()> {
         self.db
             .open_tree(kind)
@@ -711,9 +1235,121 @@ impl ExperienceStore for SledStore {
 
     /// Forces everything written so far to disk.
     fn flush(&self) -> Result<()> {
-        self.data.sync()?;
+        let newest = self.index.read().unwrap_or_else(lock_err).segments.last().cloned();
+        if let Some(seg) = newest {
+            seg.file.sync()?;
+        }
         self.db.flush().map_err(sled_err)?;
         Ok(())
+    }
+
+    /// Removes the oldest data segments whose every decision is past `keep`
+    /// (see [`SledStore::past_retention`]), with the decisions' outcomes,
+    /// answers, feedback and index entries, and frees their disk space.
+    /// Durable on `Ok`.
+    ///
+    /// Crash-safe in this order: (1) the new [`Truncation`] (whose
+    /// `first_kept` says which decisions are gone) is committed to sled and
+    /// flushed; (2) the decisions leave the in-memory index, so nothing finds
+    /// them any more; (3) their rows, then their `rewarded` and `index`
+    /// entries are deleted, then their files. A crash after (1) leaves index
+    /// entries and files below `first_kept`, which open ignores for reading
+    /// and uses to finish (3). The append lock is held for (1) and (2) only.
+    fn apply_retention(&self, keep: &Retention, now_ms: u64) -> Result<Pruned> {
+        let _one_at_a_time = self.prune_lock.lock().unwrap_or_else(lock_err);
+        // Segments other than the newest are sealed: no append changes them,
+        // so whether they are past retention is decided without blocking
+        // appends (reading their times from disk if needed). `len` only
+        // grows, so a segment past retention stays past it.
+        let sealed: Vec<(Arc<Segment>, Bounds)> = {
+            let index = self.index.read().unwrap_or_else(lock_err);
+            (0..index.segments.len().saturating_sub(1))
+                .map(|i| (index.segments[i].clone(), index.bounds(i)))
+                .collect()
+        };
+        let mut dropped = 0;
+        let mut newest_dropped = None;
+        for (seg, b) in &sealed {
+            match self.past_retention(seg, *b, keep, now_ms)? {
+                Some(t) => {
+                    dropped += 1;
+                    newest_dropped = newest_dropped.max(Some(t));
+                }
+                None => break,
+            }
+        }
+        let writer = self.writer.lock().unwrap_or_else(lock_err);
+        if dropped == sealed.len() {
+            // Every sealed one goes: the rest (the newest, and any segment
+            // appends started meanwhile) is decided under the append lock.
+            loop {
+                let next = {
+                    let index = self.index.read().unwrap_or_else(lock_err);
+                    (dropped < index.segments.len()).then(|| (index.segments[dropped].clone(), index.bounds(dropped)))
+                };
+                let Some((seg, b)) = next else { break };
+                match self.past_retention(&seg, b, keep, now_ms)? {
+                    Some(t) => {
+                        dropped += 1;
+                        newest_dropped = newest_dropped.max(Some(t));
+                    }
+                    None => break,
+                }
+            }
+        }
+        let (old_first_kept, new_first_kept) = {
+            let index = self.index.read().unwrap_or_else(lock_err);
+            let new = index.segments.get(dropped).map_or(index.len(), |s| s.first_seq);
+            (index.base, new)
+        };
+        let Some(newest_dropped) = newest_dropped.filter(|_| new_first_kept > old_first_kept) else {
+            return Ok(Pruned {
+                removed: 0,
+                first_kept: old_first_kept,
+            });
+        };
+        // (1) The commit.
+        let before = self.truncation()?.unwrap_or_default();
+        let truncation = Truncation {
+            removed: before.removed + (new_first_kept - old_first_kept),
+            first_kept: new_first_kept,
+            pruned_before_ms: before.pruned_before_ms.max(newest_dropped),
+        };
+        self.db
+            .insert(TRUNCATION_KEY, &encode_truncation(&truncation))
+            .map_err(sled_err)?;
+        self.db.flush().map_err(sled_err)?;
+        // (2) Gone for readers; no outcome or feedback write is half-way
+        // through joining one of them.
+        let removed = {
+            let _no_joins = self.join_gate.write().unwrap_or_else(lock_err);
+            let removed = self.index.write().unwrap_or_else(lock_err).prune_to(new_first_kept);
+            let mut rewarded = self.rewarded_index.write().unwrap_or_else(lock_err);
+            let below = rewarded.partition_point(|&s| s < new_first_kept);
+            rewarded.drain(..below);
+            removed
+        };
+        drop(writer);
+        // (3) Rows, entries and files.
+        self.purge(&removed, new_first_kept)?;
+        Ok(Pruned {
+            removed: new_first_kept - old_first_kept,
+            first_kept: new_first_kept,
+        })
+    }
+
+    /// Sequence number of the oldest decision still stored.
+    fn first_kept(&self) -> u64 {
+        self.base()
+    }
+
+    /// What retention has removed so far (committed: survives reopening).
+    fn truncation(&self) -> Result<Option<Truncation>> {
+        self.db
+            .get(TRUNCATION_KEY)
+            .map_err(sled_err)?
+            .map(|v| decode_truncation(&v))
+            .transpose()
     }
 }
 
@@ -1028,7 +1664,7 @@ mod tests {
     }
 
     fn data_path(dir: &tempfile::TempDir) -> PathBuf {
-        dir.path().join("store").join(crate::data_file::DATA_FILE)
+        dir.path().join("store").join(data_file::segment_name(0))
     }
 
     fn file_len(p: &Path) -> u64 {
@@ -1234,5 +1870,473 @@ mod tests {
         let dir = s.path.clone();
         drop(s);
         assert_eq!(reopen(dir).unwrap().len(), 200);
+    }
+
+    // ---- strict open ----------------------------------------------------
+
+    fn tree_of(dir: &Path) -> Vec<PathBuf> {
+        let mut all = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p.clone());
+                }
+                all.push(p);
+            }
+        }
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn open_existing_refuses_a_path_without_a_store_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope").join("store");
+        let err = SledStore::open_existing(&missing).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+        assert!(err.to_string().contains("no experience store at"), "{err}");
+        assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+        assert!(!missing.exists());
+        assert!(!dir.path().join("nope").exists());
+
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let err = SledStore::open_existing(&empty).unwrap_err();
+        assert!(err.to_string().contains("no experience store at"), "{err}");
+        assert!(tree_of(&empty).is_empty());
+
+        // A directory of something else.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("notes.txt"), b"hi").unwrap();
+        std::fs::write(other.join("conf"), b"not sled").unwrap();
+        assert!(SledStore::open_existing(&other).is_err());
+        assert_eq!(tree_of(&other), vec![other.join("conf"), other.join("notes.txt")]);
+
+        // A real store opens, empty or not.
+        let path = dir.path().join("store");
+        drop(SledStore::open(&path).unwrap());
+        assert!(reopen_existing(&path).unwrap().is_empty());
+        SledStore::open(&path).unwrap().append_decisions(&[rec(0)]).unwrap();
+        let s = reopen_existing(&path).unwrap();
+        assert_eq!(s.get("req-0").unwrap().unwrap().decision, rec(0));
+    }
+
+    fn reopen_existing(path: &Path) -> Result<SledStore> {
+        SledStore::open_existing(path)
+    }
+
+    // ---- segments and retention -----------------------------------------
+
+    /// A store whose segments hold `per_segment` decisions each.
+    fn segmented(path: &Path, per_segment: u64) -> SledStore {
+        SledStore::open_with(
+            path,
+            &StoreOptions {
+                segment_decisions: per_segment,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn segment_files(path: &Path) -> Vec<u64> {
+        data_file::list_segments(path)
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    }
+
+    /// Appends `from..to` in batches of `batch`, with an outcome for each and
+    /// an answer for each.
+    fn fill(s: &SledStore, from: u64, to: u64, batch: u64) {
+        let mut i = from;
+        while i < to {
+            let end = (i + batch).min(to);
+            s.append_decisions(&(i..end).map(rec).collect::<Vec<_>>()).unwrap();
+            s.record_outcomes(&(i..end).map(|j| out(j, "a", 0.5)).collect::<Vec<_>>())
+                .unwrap();
+            s.record_answers(
+                &(i..end)
+                    .map(|j| Answered {
+                        request_id: format!("req-{j}"),
+                        decision_id: format!("req-{j}"),
+                        model: "a".into(),
+                        time_ms: rec(j).time_ms,
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+            i = end;
+        }
+    }
+
+    fn feedback(q: f32) -> Feedback {
+        Feedback {
+            quality: q,
+            kind: "quality".into(),
+            value: f64::from(q),
+            time_ms: 1_700_000_000_050,
+        }
+    }
+
+    fn count_keys(t: &Tree) -> usize {
+        t.iter().count()
+    }
+
+    #[test]
+    fn appends_roll_into_segments_and_reads_span_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let s = segmented(&path, 10);
+            for b in 0..7u64 {
+                s.append_decisions(&(b * 5..b * 5 + 5).map(rec).collect::<Vec<_>>())
+                    .unwrap();
+            }
+            assert_eq!(segment_files(&path), vec![0, 10, 20, 30]);
+        }
+        // Reopened with other limits: existing segments are read as they are.
+        let s = SledStore::open(&path).unwrap();
+        let all: Vec<_> = s.iter_from(0).map(|e| e.unwrap().decision).collect();
+        assert_eq!(all, (0..35).map(rec).collect::<Vec<_>>());
+        for i in [0, 9, 10, 29, 34] {
+            assert_eq!(s.get(&format!("req-{i}")).unwrap().unwrap().decision, rec(i));
+        }
+        assert_eq!(s.first_kept(), 0);
+        assert_eq!(s.retained(), 35);
+        assert_eq!(s.truncation().unwrap(), None);
+        // Nothing due: nothing removed.
+        let keep = Retention {
+            max_experiences: Some(1000),
+            ..Retention::default()
+        };
+        assert_eq!(
+            s.apply_retention(&keep, u64::MAX).unwrap(),
+            Pruned {
+                removed: 0,
+                first_kept: 0
+            }
+        );
+    }
+
+    #[test]
+    fn retention_by_count_removes_whole_old_segments_and_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let s = segmented(&path, 10);
+        s.put_doc_json("experiments", "e1", b"{\"name\":\"e1\"}").unwrap();
+        fill(&s, 0, 100, 10);
+        for i in [5u64, 69, 70, 99] {
+            s.record_feedback(&format!("req-{i}"), feedback(0.9), 60_000).unwrap();
+        }
+        assert_eq!(segment_files(&path).len(), 10);
+
+        let keep = Retention {
+            max_experiences: Some(25),
+            ..Retention::default()
+        };
+        // Newest 25 are 75..100: segments up to 60..70 lie wholly before them.
+        let p = s.apply_retention(&keep, 0).unwrap();
+        assert_eq!(
+            p,
+            Pruned {
+                removed: 70,
+                first_kept: 70
+            }
+        );
+        assert_eq!(s.len(), 100);
+        assert_eq!(s.first_kept(), 70);
+        assert_eq!(s.retained(), 30);
+        assert_eq!(
+            s.truncation().unwrap(),
+            Some(Truncation {
+                removed: 70,
+                first_kept: 70,
+                pruned_before_ms: rec(69).time_ms
+            })
+        );
+        assert_eq!(segment_files(&path), vec![70, 80, 90]);
+
+        // Pruned ids are gone everywhere.
+        for i in [0u64, 5, 69] {
+            let id = format!("req-{i}");
+            assert!(s.get(&id).unwrap().is_none(), "{id}");
+            assert!(s.answered(&id).unwrap().is_none(), "{id}");
+            assert!(s.outcomes.scan_prefix(outcome_prefix(&id)).next().is_none(), "{id}");
+            assert!(s.feedback.get(id.as_bytes()).unwrap().is_none(), "{id}");
+            assert!(matches!(
+                s.record_outcomes(&[out(i, "a", 1.0)]),
+                Err(Error::NotFound(_))
+            ));
+            assert!(matches!(
+                s.record_feedback(&id, feedback(0.1), 60_000),
+                Err(Error::NotFound(_))
+            ));
+        }
+        assert_eq!(count_keys(&s.outcomes), 30);
+        assert_eq!(count_keys(&s.answers), 30);
+        assert_eq!(count_keys(&s.feedback), 2);
+        assert_eq!(count_keys(&s.rewarded), 30);
+        assert_eq!(parse_seq(&s.index_tree.first().unwrap().unwrap().0).unwrap(), 70);
+        // Kept ones are whole.
+        let e = s.get("req-70").unwrap().unwrap();
+        assert_eq!(e.decision, rec(70));
+        assert_eq!(e.outcomes.len(), 1);
+        assert!(e.feedback.is_some());
+        // Iteration starts at the oldest kept, sampling never returns a
+        // pruned one.
+        let seqs: Vec<u64> = s.iter_from(0).map(|e| seq_of(&e.unwrap())).collect();
+        assert_eq!(seqs, (70..100).collect::<Vec<_>>());
+        let seqs: Vec<u64> = s.iter_from(75).map(|e| seq_of(&e.unwrap())).collect();
+        assert_eq!(seqs, (75..100).collect::<Vec<_>>());
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for how in [Sampling::Uniform, Sampling::Recent { half_life: 1000 }] {
+            let got = s.sample(500, &how, &mut rng).unwrap();
+            assert_eq!(got.len(), 500);
+            assert!(got.iter().all(|e| seq_of(e) >= 70), "{how:?}");
+        }
+        // Documents are never pruned.
+        assert_eq!(s.docs_json("experiments").unwrap(), vec![b"{\"name\":\"e1\"}".to_vec()]);
+
+        // Again: nothing more is due. A pruned id may be appended anew.
+        assert_eq!(s.apply_retention(&keep, 0).unwrap().removed, 0);
+        s.append_decisions(&[rec(100), rec_id(101, "req-3")]).unwrap();
+        assert_eq!(s.get("req-3").unwrap().unwrap().decision, rec_id(101, "req-3"));
+        assert_eq!(s.len(), 102);
+    }
+
+    #[test]
+    fn retention_by_age_keeps_the_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let s = segmented(&path, 10);
+            fill(&s, 0, 100, 10);
+        }
+        // Reopened: segment times are not known yet and are read from disk.
+        let s = segmented(&path, 10);
+        let now = rec(100).time_ms;
+        let keep = Retention {
+            max_age_ms: Some(50),
+            ..Retention::default()
+        };
+        // Past retention: time_ms < now - 50, i.e. decisions 0..50.
+        let p = s.apply_retention(&keep, now).unwrap();
+        assert_eq!(p.first_kept, 50);
+        assert_eq!(p.removed, 50);
+        assert!(s.get("req-49").unwrap().is_none());
+        assert_eq!(s.get("req-50").unwrap().unwrap().decision, rec(50));
+        assert_eq!(s.truncation().unwrap().unwrap().pruned_before_ms, rec(49).time_ms);
+        // A decision in a segment is only removed with the whole segment.
+        let p = s.apply_retention(&keep, now + 5).unwrap();
+        assert_eq!((p.removed, p.first_kept), (0, 50));
+        // Much later everything is past it, the newest segment included;
+        // appends then start a new segment.
+        let p = s.apply_retention(&keep, now + 1_000_000).unwrap();
+        assert_eq!((p.removed, p.first_kept), (50, 100));
+        assert_eq!(s.retained(), 0);
+        assert!(segment_files(&path).is_empty());
+        assert_eq!(s.iter_from(0).count(), 0);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        assert!(s.sample(5, &Sampling::Uniform, &mut rng).unwrap().is_empty());
+        assert_eq!(
+            s.truncation().unwrap(),
+            Some(Truncation {
+                removed: 100,
+                first_kept: 100,
+                pruned_before_ms: rec(99).time_ms
+            })
+        );
+        fill(&s, 100, 103, 3);
+        assert_eq!(segment_files(&path), vec![100]);
+        drop(s);
+        let s = reopen(&path).unwrap();
+        let seqs: Vec<u64> = s.iter_from(0).map(|e| seq_of(&e.unwrap())).collect();
+        assert_eq!(seqs, vec![100, 101, 102]);
+    }
+
+    #[test]
+    fn retention_by_bytes_keeps_at_least_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let s = segmented(&path, 10);
+        fill(&s, 0, 100, 10);
+        let per = {
+            let mut b = Vec::new();
+            codec::encode_decision(&rec(50), &mut b);
+            b.len() as u64
+        };
+        let keep = Retention {
+            max_bytes: Some(per * 25),
+            ..Retention::default()
+        };
+        let p = s.apply_retention(&keep, 0).unwrap();
+        // Record sizes vary by a byte or two: 25–35 decisions stay.
+        assert!((60..=75).contains(&p.first_kept), "{p:?}");
+        assert!(s.retained() >= 25);
+    }
+
+    #[test]
+    fn reopening_after_pruning_keeps_first_kept_and_numbering() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let s = segmented(&path, 10);
+            fill(&s, 0, 50, 10);
+            let keep = Retention {
+                max_experiences: Some(20),
+                ..Retention::default()
+            };
+            assert_eq!(s.apply_retention(&keep, 0).unwrap().first_kept, 30);
+        }
+        let s = segmented(&path, 10);
+        assert_eq!((s.len(), s.first_kept(), s.retained()), (50, 30, 20));
+        assert!(s.get("req-29").unwrap().is_none());
+        fill(&s, 50, 55, 5);
+        assert_eq!(s.len(), 55);
+        let seqs: Vec<u64> = s.iter_from(0).map(|e| seq_of(&e.unwrap())).collect();
+        assert_eq!(seqs, (30..55).collect::<Vec<_>>());
+        assert_eq!(s.truncation().unwrap().unwrap().removed, 30);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let got = s.sample(200, &Sampling::Uniform, &mut rng).unwrap();
+        assert!(got.iter().all(|e| (30..55).contains(&seq_of(e))));
+        // Counts accumulate across opens.
+        let keep = Retention {
+            max_experiences: Some(5),
+            ..Retention::default()
+        };
+        let p = s.apply_retention(&keep, 0).unwrap();
+        assert_eq!((p.removed, p.first_kept), (20, 50));
+        drop(s);
+        let s = reopen(&path).unwrap();
+        let t = s.truncation().unwrap().unwrap();
+        assert_eq!((t.removed, t.first_kept), (50, 50));
+        assert_eq!(s.first_kept(), 50);
+    }
+
+    /// A crash right after a prune's commit: the truncation record says
+    /// decisions before 20 are gone, but their index entries, rows and files
+    /// are all still there. Open finishes the prune; leftover files of an
+    /// even later point (rows and entries gone, files not) and a segment an
+    /// append started but never committed are deleted too.
+    #[test]
+    fn open_finishes_an_interrupted_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let s = segmented(&path, 10);
+            fill(&s, 0, 40, 10);
+            s.record_feedback("req-3", feedback(0.5), 60_000).unwrap();
+        }
+        {
+            let db = sled::open(&path).unwrap();
+            let t = Truncation {
+                removed: 20,
+                first_kept: 20,
+                pruned_before_ms: rec(19).time_ms,
+            };
+            db.insert(TRUNCATION_KEY, &encode_truncation(&t)).unwrap();
+            db.flush().unwrap();
+        }
+        std::fs::write(path.join(data_file::segment_name(41)), b"never committed").unwrap();
+        assert_eq!(segment_files(&path), vec![0, 10, 20, 30, 41]);
+
+        let s = reopen(&path).unwrap();
+        assert_eq!(segment_files(&path), vec![20, 30]);
+        assert_eq!((s.len(), s.first_kept(), s.retained()), (40, 20, 20));
+        assert!(s.get("req-3").unwrap().is_none());
+        assert!(s.answered("req-3").unwrap().is_none());
+        assert_eq!(count_keys(&s.outcomes), 20);
+        assert_eq!(count_keys(&s.answers), 20);
+        assert_eq!(count_keys(&s.feedback), 0);
+        assert_eq!(count_keys(&s.rewarded), 20);
+        assert_eq!(count_keys(&s.index_tree), 2);
+        let seqs: Vec<u64> = s.iter_from(0).map(|e| seq_of(&e.unwrap())).collect();
+        assert_eq!(seqs, (20..40).collect::<Vec<_>>());
+        drop(s);
+
+        // Files of pruned segments without index entries (a crash between
+        // deleting the entries and the files) are deleted on open too.
+        std::fs::write(path.join(data_file::segment_name(10)), b"leftover").unwrap();
+        let s = reopen(&path).unwrap();
+        assert_eq!(segment_files(&path), vec![20, 30]);
+        assert_eq!(s.retained(), 20);
+    }
+
+    #[test]
+    fn a_missing_kept_segment_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let s = segmented(&path, 10);
+            fill(&s, 0, 30, 10);
+        }
+        std::fs::remove_file(path.join(data_file::segment_name(10))).unwrap();
+        let err = reopen(&path).unwrap_err();
+        assert!(matches!(err, Error::Store(_)), "{err}");
+    }
+
+    /// A store written before segments: one `decisions.dat`, format 2. It
+    /// opens, reads, grows in new segments and prunes like any other.
+    #[test]
+    fn a_single_file_store_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let db = sled::open(&path).unwrap();
+            db.insert(FORMAT_KEY, &FORMAT_SINGLE_FILE.to_be_bytes()).unwrap();
+            let index = db.open_tree("index").unwrap();
+            let mut data = Vec::new();
+            let mut offset = 0;
+            for first in [0u64, 3] {
+                let mut entries = Vec::new();
+                for i in first..first + 3 {
+                    let before = data.len();
+                    codec::encode_decision(&rec(i), &mut data);
+                    entries.push(((data.len() - before) as u64, id_hash(&format!("req-{i}"))));
+                }
+                let mut v = Vec::new();
+                codec::encode_index_chunk(offset, &entries, &mut v);
+                index.insert(seq_key(first), v).unwrap();
+                offset = data.len() as u64;
+            }
+            std::fs::write(path.join(data_file::LEGACY_DATA_FILE), &data).unwrap();
+            db.flush().unwrap();
+        }
+        {
+            let s = segmented(&path, 4);
+            assert_eq!(s.len(), 6);
+            assert_eq!(s.get("req-4").unwrap().unwrap().decision, rec(4));
+            fill(&s, 6, 12, 2);
+            assert_eq!(segment_files(&path), vec![0, 6, 10]);
+            assert!(path.join(data_file::LEGACY_DATA_FILE).exists());
+        }
+        let s = reopen(&path).unwrap();
+        assert_eq!(s.db.get(FORMAT_KEY).unwrap().unwrap().as_ref(), FORMAT.to_be_bytes());
+        let all: Vec<_> = s.iter_from(0).map(|e| e.unwrap().decision).collect();
+        assert_eq!(all, (0..12).map(rec).collect::<Vec<_>>());
+        let keep = Retention {
+            max_experiences: Some(5),
+            ..Retention::default()
+        };
+        assert_eq!(s.apply_retention(&keep, 0).unwrap().first_kept, 6);
+        assert!(!path.join(data_file::LEGACY_DATA_FILE).exists());
+        assert!(s.get("req-0").unwrap().is_none());
+        assert_eq!(s.get("req-6").unwrap().unwrap().decision, rec(6));
+    }
+
+    #[test]
+    fn truncation_records_round_trip() {
+        let t = Truncation {
+            removed: 1,
+            first_kept: u64::MAX,
+            pruned_before_ms: 1_700_000_000_000,
+        };
+        assert_eq!(decode_truncation(&encode_truncation(&t)).unwrap(), t);
+        assert!(decode_truncation(&[0; 23]).is_err());
     }
 }

@@ -13,13 +13,19 @@ use std::process::{Command, Stdio};
 
 use qroute_core::features::Features;
 use qroute_core::record::{DecisionRecord, Outcome};
-use qroute_core::store::{ExperienceStore, Sampling};
-use qroute_store::SledStore;
+use qroute_core::store::{ExperienceStore, Retention, Sampling};
+use qroute_store::{SledStore, StoreOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 const CHILD_ENV: &str = "QROUTE_STORE_CHILD";
 const START_ENV: &str = "QROUTE_STORE_CHILD_START";
+/// Set for the retention variant: small segments, pruned after every batch.
+const RETAIN_ENV: &str = "QROUTE_STORE_CHILD_RETAIN";
+/// The retention variant's limits: segments of this many decisions ...
+const KILL_SEGMENT: u64 = 100;
+/// ... and at least this many newest decisions kept.
+const KILL_KEEP: u64 = 500;
 const MODELS: [&str; 11] = [
     "gpt-4o",
     "gpt-4o-mini",
@@ -110,15 +116,33 @@ fn gets_outcome(i: u64) -> bool {
 /// Opens the store, waiting out sled's file lock: sled's background I/O
 /// threads can hold it for a moment after the previous handle was dropped.
 fn open_store(path: &std::path::Path) -> SledStore {
+    open_store_with(path, &StoreOptions::default())
+}
+
+fn open_store_with(path: &std::path::Path, options: &StoreOptions) -> SledStore {
     for _ in 0..200 {
-        match SledStore::open(path) {
+        match SledStore::open_with(path, options) {
             Err(e) if e.to_string().contains("could not acquire lock") => {
                 std::thread::sleep(std::time::Duration::from_millis(10))
             }
             r => return r.unwrap(),
         }
     }
-    SledStore::open(path).unwrap()
+    SledStore::open_with(path, options).unwrap()
+}
+
+fn kill_options() -> StoreOptions {
+    StoreOptions {
+        segment_decisions: KILL_SEGMENT,
+        ..StoreOptions::default()
+    }
+}
+
+fn kill_retention() -> Retention {
+    Retention {
+        max_experiences: Some(KILL_KEEP),
+        ..Retention::default()
+    }
 }
 
 /// The child: appends batches forever, reporting `ACK req-N` for each decision
@@ -130,7 +154,12 @@ fn child_writer() {
         return;
     };
     let start: u64 = std::env::var(START_ENV).unwrap().parse().unwrap();
-    let store = open_store(std::path::Path::new(&path));
+    let retain = std::env::var_os(RETAIN_ENV).is_some();
+    let store = if retain {
+        open_store_with(std::path::Path::new(&path), &kill_options())
+    } else {
+        open_store(std::path::Path::new(&path))
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(start);
     let stdout = std::io::stdout();
     let mut next = start;
@@ -167,6 +196,9 @@ fn child_writer() {
             return;
         }
         drop(out);
+        if retain {
+            store.apply_retention(&kill_retention(), 0).unwrap();
+        }
         previous = batch;
         next += k;
     }
@@ -174,9 +206,23 @@ fn child_writer() {
 
 #[test]
 fn acknowledged_records_survive_sigkill() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        return;
+    if std::env::var_os(CHILD_ENV).is_none() {
+        kill_test(false);
     }
+}
+
+/// The same with small segments and a prune after every batch, so kills
+/// also land in the middle of starting a segment and of pruning: what
+/// retention kept is exact, what it removed is gone (files included), and
+/// the store stays bounded.
+#[test]
+fn acknowledged_records_survive_sigkill_with_retention() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        kill_test(true);
+    }
+}
+
+fn kill_test(retain: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     let exe = std::env::current_exe().unwrap();
@@ -198,14 +244,17 @@ fn acknowledged_records_survive_sigkill() {
     // Several kill/reopen rounds on the same store: recovery must also leave
     // a store that later writers extend correctly.
     for round in 0..6u64 {
-        let mut child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .args(["child_writer", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, &path)
             .env(START_ENV, start.to_string())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::inherit());
+        if retain {
+            command.env(RETAIN_ENV, "1");
+        }
+        let mut child = command.spawn().unwrap();
         // Kept open until the kill: a closed pipe would make the child stop
         // on its own.
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -233,15 +282,44 @@ fn acknowledged_records_survive_sigkill() {
             "round {round}: child ended after {round_acks} acks: {status}"
         );
 
-        let store = open_store(&path);
+        let store = if retain {
+            open_store_with(&path, &kill_options())
+        } else {
+            open_store(&path)
+        };
+        // Request `req-i` is decision `i`: a child re-appends what its
+        // predecessor wrote but did not acknowledge as no-ops, and retention
+        // never reaches that far forward.
+        let first_kept = store.first_kept();
         for &i in &acked {
-            let e = store
-                .get(&id(i))
-                .unwrap()
-                .unwrap_or_else(|| panic!("round {round}: acked {} lost", id(i)));
+            let got = store.get(&id(i)).unwrap();
+            if i < first_kept {
+                assert!(got.is_none(), "round {round}: pruned {} still found", id(i));
+                continue;
+            }
+            let e = got.unwrap_or_else(|| panic!("round {round}: acked {} lost", id(i)));
             assert_eq!(e.decision, record(i), "round {round}: {} differs", id(i));
         }
-        for &i in &with_outcomes {
+        if retain {
+            // Bounded: the newest KILL_KEEP, plus less than a segment, plus
+            // what the last batches added since their prune.
+            assert!(
+                store.retained() < KILL_KEEP + KILL_SEGMENT + 100,
+                "round {round}: {} retained",
+                store.retained()
+            );
+            let files = std::fs::read_dir(&path)
+                .unwrap()
+                .filter_map(|e| e.unwrap().file_name().into_string().ok())
+                .filter(|n| n.starts_with("decisions"))
+                .count() as u64;
+            assert!(
+                files <= store.retained().div_ceil(KILL_SEGMENT) + 1,
+                "round {round}: {files} data files for {} decisions",
+                store.retained()
+            );
+        }
+        for &i in with_outcomes.iter().filter(|&&i| i >= first_kept) {
             let mut want = outcomes(i);
             want.sort_by(|a, b| a.model.cmp(&b.model));
             assert_eq!(
@@ -254,6 +332,7 @@ fn acknowledged_records_survive_sigkill() {
         // At least the acked ones; possibly a batch that was written but not
         // yet acknowledged when the kill came.
         assert!(store.len() >= acked.len(), "round {round}");
+        assert_eq!(store.retained(), store.len() as u64 - first_kept);
 
         // Insertion order holds, every entry decodes, no sequence gaps.
         let mut count = 0;
@@ -261,10 +340,11 @@ fn acknowledged_records_survive_sigkill() {
         for e in store.iter_from(0) {
             let i = parse_id(&e.unwrap().decision.request_id);
             assert!(last < Some(i), "round {round}: order {last:?} then {i}");
+            assert!(i >= first_kept, "round {round}: pruned {i} iterated");
             last = Some(i);
             count += 1;
         }
-        assert_eq!(count, store.len(), "round {round}");
+        assert_eq!(count as u64, store.retained(), "round {round}");
 
         // Sampling still works and returns exact, rewarded experiences.
         let mut rng = ChaCha8Rng::seed_from_u64(round);
@@ -274,6 +354,7 @@ fn acknowledged_records_survive_sigkill() {
             for e in got {
                 let i = parse_id(&e.decision.request_id);
                 assert!(gets_outcome(i));
+                assert!(i >= first_kept);
                 assert_eq!(e.decision, record(i));
                 assert_eq!(e.outcomes.len(), e.decision.chosen.len());
             }
@@ -284,4 +365,99 @@ fn acknowledged_records_survive_sigkill() {
         start = acked.iter().max().unwrap() + 1;
         drop(store);
     }
+}
+
+/// Bytes of every file under `dir`.
+fn disk_usage(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let meta = e.metadata().unwrap();
+        total += if meta.is_dir() {
+            disk_usage(&e.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+/// A server's long write loop with `[store.retention]`: decisions with
+/// outcomes and answers, a prune every 1000 appended. The store's size on
+/// disk levels off instead of growing with the loop.
+#[test]
+fn retention_keeps_the_store_bounded_under_a_long_write_loop() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    const TOTAL: u64 = 20_000;
+    const KEEP: u64 = 2_000;
+    const BATCH: u64 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let options = StoreOptions {
+        segment_bytes: 256 << 10, // about 140 decisions of 1.8 KB
+        ..StoreOptions::default()
+    };
+    let store = SledStore::open_with(&path, &options).unwrap();
+    let keep = Retention {
+        max_experiences: Some(KEEP),
+        ..Retention::default()
+    };
+    let mut sizes = Vec::new();
+    let mut max_retained = 0;
+    let mut next = 0;
+    while next < TOTAL {
+        let batch: Vec<u64> = (next..next + BATCH).collect();
+        store
+            .append_decisions(&batch.iter().map(|&i| record(i)).collect::<Vec<_>>())
+            .unwrap();
+        store
+            .record_outcomes(&batch.iter().flat_map(|&i| outcomes(i)).collect::<Vec<_>>())
+            .unwrap();
+        store
+            .record_answers(
+                &batch
+                    .iter()
+                    .map(|&i| qroute_core::record::Answered {
+                        request_id: id(i),
+                        decision_id: id(i),
+                        model: record(i).chosen[0].clone(),
+                        time_ms: record(i).time_ms,
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        next += BATCH;
+        if next.is_multiple_of(1000) {
+            let pruned = store.apply_retention(&keep, record(next - 1).time_ms).unwrap();
+            assert_eq!(pruned.first_kept, store.first_kept());
+            assert_eq!(store.len() as u64, next);
+            assert_eq!(store.retained(), next - store.first_kept());
+            if next > KEEP {
+                // At least the newest KEEP, and less than a segment more.
+                assert!(store.retained() >= KEEP, "{next}: {}", store.retained());
+                assert!(store.retained() < KEEP + 200, "{next}: {}", store.retained());
+            }
+            max_retained = max_retained.max(store.retained());
+            store.flush().unwrap();
+            sizes.push((next, disk_usage(&path)));
+        }
+    }
+    // Sizes once retention is in force (the first prune is due at 3000) up
+    // to the end of the loop, which wrote 20000 decisions (about 36 MB).
+    let steady = sizes.iter().find(|&&(n, _)| n == 3000).unwrap().1;
+    let last = sizes.last().unwrap().1;
+    let peak = sizes.iter().map(|&(_, b)| b).max().unwrap();
+    println!("store size on disk (decisions appended, bytes): {sizes:?}; max retained {max_retained}");
+    assert!(last < 2 * steady, "grew from {steady} to {last} bytes: {sizes:?}");
+    assert!(peak < 3 * steady, "peak {peak} bytes vs {steady}: {sizes:?}");
+    let t = store.truncation().unwrap().unwrap();
+    assert_eq!(t.removed, store.first_kept());
+    assert_eq!(t.first_kept, store.first_kept());
+    assert!(t.pruned_before_ms < record(store.first_kept()).time_ms);
+    assert!(store.get(&id(0)).unwrap().is_none());
+    assert!(store.answered(&id(0)).unwrap().is_none());
+    assert_eq!(store.get(&id(TOTAL - 1)).unwrap().unwrap().decision, record(TOTAL - 1));
+    assert_eq!(store.iter_from(0).count() as u64, store.retained());
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use super::{Decider, Gateway, ServedModel, Shadow};
+use super::{Decider, Gateway, Learning, ServedModel, Shadow};
 use crate::config::{Config, JudgeKind, ProviderConfig, ProviderKind, EMBEDDED_DATASET};
 use crate::exec::judge::{Judge, LlmJudge};
 use crate::exec::providers::{self, Anthropic, Gemini, OpenAiCompat, Provider, Simulated};
@@ -21,17 +21,23 @@ use qroute_core::store::ExperienceStore;
 use qroute_core::{unix_ms, Error, Result};
 use qroute_experiment::{ArmSpec, Experiments, LiveArm};
 use qroute_learn::learner::{Learner, LearnerConfig};
-use qroute_learn::online::{Labels, OnlineConfig, OnlineTrainer};
+use qroute_learn::online::{Checkpoints, OnlineConfig, OnlineTrainer};
+use qroute_learn::registry::{Registry, Start};
+use qroute_learn::watch::Watcher;
+use qroute_learn::LearningMode;
 use qroute_store::{GroupWriter, SledStore};
 
 impl Gateway {
     /// Loads the policy, opens the store, builds the provider clients, and
     /// starts the writer and (when enabled) the online trainer.
     pub fn build(config: Config) -> Result<Gateway> {
-        let mut policy = match &config.policy.path {
+        let base = match &config.policy.path {
             Some(p) => checkpoint::load(p)?,
             None => crate::embedded::policy()?,
         };
+        let registry = Registry::open(config.learning.registry_dir(&config.store.path))?;
+        let mut start = registry.start_from(base)?;
+        let policy = start.policy_mut();
         let client = providers::http_client(Duration::from_millis(config.limits.connect_timeout_ms))?;
         let mut built: HashMap<String, Arc<Provider>> = HashMap::new();
         for p in &config.providers {
@@ -72,6 +78,14 @@ impl Gateway {
             });
         }
         policy.refresh_cache();
+        let (policy, lineage) = match start {
+            Start::Resume { policy, lineage } => (policy, lineage),
+            Start::Fresh { policy, lineage } => {
+                registry.save(&policy, &lineage)?;
+                (policy, lineage)
+            }
+        };
+        tracing::info!(version = policy.version, registry = %registry.dir().display(), "policy");
         let index = models
             .iter()
             .enumerate()
@@ -118,30 +132,37 @@ impl Gateway {
             }
         };
 
-        let (policy, trainer) = if config.learning.enabled {
-            let l = &config.learning;
-            let learner = Learner::new(policy, LearnerConfig::online(), rand::random());
-            let trainer = Arc::new(OnlineTrainer::spawn(
-                store.clone(),
-                learner,
-                OnlineConfig {
-                    batch: l.batch,
-                    publish_every: l.publish_every,
-                    labels: Labels {
-                        default_quality: l.default_quality,
-                        feedback_window_ms: l.feedback_window_ms,
-                    },
-                    steps_per_experience: Some(l.steps_per_experience),
-                    max_steps_per_sec: Some(l.max_steps_per_sec),
-                    ..OnlineConfig::default()
-                },
-            )?);
-            (trainer.current(), Some(trainer))
-        } else {
-            (Arc::new(ArcSwap::from_pointee(policy)), None)
+        let mut learning = Learning::default();
+        let policy = match config.learning.mode() {
+            LearningMode::Online => {
+                learning.trainer_lock = Some(registry.lock_trainer()?);
+                let learner = Learner::new(policy, LearnerConfig::online(), rand::random());
+                let trainer = Arc::new(OnlineTrainer::spawn(
+                    store.clone(),
+                    learner,
+                    OnlineConfig::from_section(
+                        &config.learning,
+                        Some(Checkpoints::from_section(
+                            &config.learning,
+                            registry.clone(),
+                            lineage,
+                            "online",
+                        )),
+                    ),
+                )?);
+                learning.trainer = Some(trainer.clone());
+                trainer.current()
+            }
+            LearningMode::External => {
+                let current = Arc::new(ArcSwap::from_pointee(policy));
+                learning.watcher = Some(Watcher::spawn(registry.clone(), current.clone(), WATCH_EVERY)?);
+                current
+            }
+            LearningMode::Off => Arc::new(ArcSwap::from_pointee(policy)),
         };
+        learning.registry = Some(registry);
         let writer = {
-            let trainer = trainer.clone();
+            let trainer = learning.trainer.clone();
             GroupWriter::spawn(store.clone(), move |n| {
                 metrics::counter!("qroute_outcomes_recorded_total").increment(n as u64);
                 if let Some(t) = &trainer {
@@ -159,12 +180,16 @@ impl Gateway {
             shadow,
             judge,
             writer,
-            trainer,
+            learning,
             store,
             started: Instant::now(),
         })
     }
 }
+
+/// How often a gateway in external mode looks for a new version: well
+/// inside the one second within which it must serve it.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
 
 /// Checks an experiment arm against the served models and loads its checkpoint.
 fn resolve_arm(arm: &ArmSpec, served: &[ModelCard], spec: &FeatureSpec) -> Result<LiveArm> {

@@ -51,6 +51,8 @@ use qroute_core::store::ExperienceStore;
 use qroute_core::{Error, Result};
 use qroute_experiment::Experiments;
 use qroute_learn::online::OnlineTrainer;
+use qroute_learn::registry::{Registry, TrainerLock};
+use qroute_learn::watch::Watcher;
 use qroute_store::GroupWriter;
 
 /// A configured model, ready to call.
@@ -61,6 +63,17 @@ pub struct ServedModel {
     pub card: ModelCard,
     pub provider: Arc<Provider>,
     pub breaker: CircuitBreaker,
+}
+
+/// Who changes the serving policy (`learning.mode`): the trainer thread,
+/// the registry watcher, or nobody.
+#[derive(Default)]
+struct Learning {
+    /// Declared first: it stops (and checkpoints) before the lock goes.
+    trainer: Option<Arc<OnlineTrainer>>,
+    watcher: Option<Watcher>,
+    trainer_lock: Option<TrainerLock>,
+    registry: Option<Registry>,
 }
 
 /// Everything a request needs, shared by all handlers.
@@ -74,9 +87,9 @@ pub struct Gateway {
     pub shadow: Option<Shadow>,
     /// Scores the answers of variations.
     pub(super) judge: Judge,
-    /// Declared before `trainer` and `store` so it drains first on drop.
+    /// Declared before `learning` and `store` so it drains first on drop.
     pub(super) writer: GroupWriter,
-    trainer: Option<Arc<OnlineTrainer>>,
+    learning: Learning,
     pub store: Arc<dyn ExperienceStore>,
     pub started: Instant,
 }
@@ -89,9 +102,45 @@ impl Gateway {
 
     /// Gradient steps the online trainer has taken (0 when learning is off).
     pub fn trainer_steps(&self) -> u64 {
-        self.trainer
+        self.learning
+            .trainer
             .as_ref()
             .map_or(0, |t| t.stats().steps.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The policy registry this gateway resumes from and checkpoints into.
+    pub fn registry(&self) -> Option<&Registry> {
+        self.learning.registry.as_ref()
+    }
+
+    /// Makes registered version `v` serve. The trainer (online mode) and
+    /// the registry watcher (external mode) pick up a newer version on
+    /// their own, within a second; a gateway that does not learn has
+    /// neither, so it swaps the version in here.
+    pub fn serve_registered(&self, v: u64) -> Result<()> {
+        if self.learning.trainer.is_some() || self.learning.watcher.is_some() {
+            return Ok(());
+        }
+        let Some(reg) = &self.learning.registry else {
+            return Ok(());
+        };
+        let policy = reg.load(v)?;
+        if policy.spec != self.policy.load().spec {
+            return Err(Error::InvalidInput(format!(
+                "policy version {v} has another feature spec than the serving one"
+            )));
+        }
+        self.policy.store(Arc::new(policy));
+        Ok(())
+    }
+
+    /// Stops learning: the trainer publishes and checkpoints what it
+    /// learned since the last checkpoint. What a SIGTERM does once the last
+    /// request is answered (the writer drains when the gateway drops).
+    pub fn stop_learning(&self) {
+        if let Some(t) = &self.learning.trainer {
+            t.stop();
+        }
     }
 
     pub fn model(&self, id: &str) -> Option<&ServedModel> {

@@ -21,6 +21,7 @@ pub async fn health(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     Json(json!({
         "status": if open.is_empty() { "ok" } else { "degraded" },
         "policy_version": gw.policy().version,
+        "trainer_steps": gw.trainer_steps(),
         "uptime_s": gw.started.elapsed().as_secs_f64(),
         "store_records": gw.store.len(),
         "models_available": available,
@@ -68,7 +69,12 @@ pub async fn capabilities(State(gw): State<Arc<Gateway>>) -> Json<Value> {
             "default_cost_weight": gw.config.policy.default_cost_weight,
         },
         "features": {"dim": policy.spec.dim, "spec": policy.spec},
-        "learning": {"enabled": gw.config.learning.enabled, "steps": gw.trainer_steps()},
+        "learning": {
+            "enabled": gw.config.learning.mode() != qroute_learn::LearningMode::Off,
+            "mode": gw.config.learning.mode(),
+            "steps": gw.trainer_steps(),
+            "registry_versions": gw.registry().and_then(|r| r.versions().ok()).map(|v| v.len()),
+        },
         "experiments": {
             "running": gw.experiments.running(qroute_core::unix_ms()).map(|l| l.experiment.spec.id.clone()),
             "units": ["user", "api_key", "header:<name>"],

@@ -1,6 +1,7 @@
 //! The HTTP layer: axum routes over the [`Gateway`]. Handlers only
 //! translate between HTTP and the engine; the engine does the work.
 
+pub mod admin;
 pub mod errors;
 pub mod execute;
 pub mod experiments;
@@ -37,6 +38,12 @@ pub const ENDPOINTS: &[&str] = &[
     "/v1/experiments/{id}",
     "/v1/experiments/{id}/stop",
     "/v1/shadow",
+    "/v1/admin/experiences",
+    "/v1/admin/experiences/sample",
+    "/v1/admin/policies",
+    "/v1/admin/policies/{version}",
+    "/v1/admin/policies/{version}/files/{file}",
+    "/v1/admin/policies/{version}/rollback",
     "/metrics",
     "/openapi.json",
 ];
@@ -60,6 +67,12 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/experiments/{id}", get(experiments::show))
         .route("/v1/experiments/{id}/stop", post(experiments::stop))
         .route("/v1/shadow", get(experiments::shadow))
+        .route("/v1/admin/experiences", get(admin::experiences))
+        .route("/v1/admin/experiences/sample", get(admin::sample))
+        .route("/v1/admin/policies", get(admin::policies))
+        .route("/v1/admin/policies/{version}", get(admin::policy))
+        .route("/v1/admin/policies/{version}/files/{file}", get(admin::policy_file))
+        .route("/v1/admin/policies/{version}/rollback", post(admin::rollback))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)

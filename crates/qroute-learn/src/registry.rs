@@ -1,0 +1,487 @@
+//! The policy registry: every policy version worth keeping, as a directory
+//! of checkpoints that any process on the machine can read and write.
+//!
+//! ```text
+//! DATA_DIR/policies/
+//!   v1/        model.safetensors + policy.json (the shipped policy)
+//!   v2/ …      one directory per checkpointed version
+//!   next-version    the next unused version number (see Registry::allocate)
+//!   allocate.lock   serialises allocation across processes
+//!   trainer.lock    held by the one process that trains into this registry
+//! ```
+//!
+//! Why a directory and not a part of the experience store: sled belongs to
+//! one process, and the external trainer (`qroute train --follow`) and the
+//! operator's `qroute policy rollback` must be able to publish while the
+//! gateway serves. A checkpoint is written under a temporary name and
+//! renamed into place, so a reader never sees half of one.
+//!
+//! Version numbers are never reused, even across SIGKILL: every number is
+//! taken from `next-version` under a file lock and the file is synced before
+//! the number is used. A number in a decision record therefore names exactly
+//! one set of weights: the one in `vN/`, or, when there is no `vN/`, weights
+//! that served but were never checkpointed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use qroute_core::policy::{checkpoint, DqnPolicy};
+use qroute_core::{Error, Result};
+
+const NEXT_VERSION: &str = "next-version";
+const ALLOCATE_LOCK: &str = "allocate.lock";
+const TRAINER_LOCK: &str = "trainer.lock";
+
+/// Where a registered version came from, stored in its `policy.json`
+/// (`training.lineage`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The version this one was trained from (or copied from, for a
+    /// rollback); `None` for a base policy.
+    pub parent: Option<u64>,
+    /// Fingerprint of the base policy this line of versions started from:
+    /// a gateway started with another base policy starts a new line instead
+    /// of resuming this one.
+    pub base: String,
+    /// How it was made: `base`, `online`, `follow` (external trainer) or
+    /// `rollback`.
+    pub source: String,
+    /// Gradient steps taken since the base policy.
+    pub steps: u64,
+    /// Experiences in the store when it was checkpointed: what it could
+    /// have learned from.
+    pub experiences: u64,
+    pub created_ms: u64,
+    /// The process that wrote it (`host:pid:random`), so a gateway can tell
+    /// its own checkpoints from another writer's.
+    pub writer: String,
+}
+
+/// One registered version.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub version: u64,
+    #[serde(skip)]
+    pub dir: PathBuf,
+    pub lineage: Option<Lineage>,
+}
+
+/// What [`Registry::start_from`] found.
+#[derive(Debug)]
+pub enum Start {
+    /// Continue the registered version (restart).
+    Resume { policy: DqnPolicy, lineage: Lineage },
+    /// A new line from the base policy, not registered yet.
+    Fresh { policy: DqnPolicy, lineage: Lineage },
+}
+
+impl Start {
+    pub fn policy_mut(&mut self) -> &mut DqnPolicy {
+        match self {
+            Start::Resume { policy, .. } | Start::Fresh { policy, .. } => policy,
+        }
+    }
+}
+
+/// A policy registry directory.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    dir: PathBuf,
+}
+
+/// Held while a process trains into a registry; released on drop.
+#[derive(Debug)]
+pub struct TrainerLock {
+    _file: File,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |e| Error::io(what, e)
+}
+
+fn version_of(name: &str) -> Option<u64> {
+    name.strip_prefix('v')?.parse().ok()
+}
+
+impl Registry {
+    /// Opens the registry at `dir`, creating it if missing.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Registry> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        Ok(Registry { dir })
+    }
+
+    /// Opens an existing registry for reading; a missing directory is an
+    /// error and nothing is created.
+    pub fn open_existing(dir: impl Into<PathBuf>) -> Result<Registry> {
+        let dir = dir.into();
+        if !dir.is_dir() {
+            return Err(Error::InvalidInput(format!("no policy registry at {}", dir.display())));
+        }
+        Ok(Registry { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory version `v` is (or would be) registered in.
+    pub fn version_dir(&self, v: u64) -> PathBuf {
+        self.dir.join(format!("v{v}"))
+    }
+
+    /// Every registered version number, ascending. Cheap: one directory
+    /// listing, no file is opened.
+    pub fn versions(&self) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io(format!("listing {}", self.dir.display())))? {
+            let entry = entry.map_err(io(format!("listing {}", self.dir.display())))?;
+            if let Some(v) = entry.file_name().to_str().and_then(version_of) {
+                out.push(v);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The newest registered version number.
+    pub fn latest(&self) -> Result<Option<u64>> {
+        Ok(self.versions()?.last().copied())
+    }
+
+    /// Version `v`'s metadata (no weights).
+    pub fn entry(&self, v: u64) -> Result<Entry> {
+        let dir = self.version_dir(v);
+        let meta = checkpoint::load_metadata(&dir)?;
+        let lineage = serde_json::from_value(meta.training["lineage"].clone()).ok();
+        Ok(Entry {
+            version: v,
+            dir,
+            lineage,
+        })
+    }
+
+    /// Every registered version's metadata, ascending.
+    pub fn entries(&self) -> Result<Vec<Entry>> {
+        self.versions()?.into_iter().map(|v| self.entry(v)).collect()
+    }
+
+    /// The newest registered version if it is newer than `v`, loaded: how
+    /// a serving process notices a version another process published.
+    pub fn newer_than(&self, v: u64) -> Result<Option<DqnPolicy>> {
+        match self.latest()? {
+            Some(latest) if latest > v => self.load(latest).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Loads version `v`.
+    pub fn load(&self, v: u64) -> Result<DqnPolicy> {
+        let dir = self.version_dir(v);
+        if !dir.is_dir() {
+            return Err(Error::NotFound(format!("policy version {v} is not registered")));
+        }
+        checkpoint::load(&dir)
+    }
+
+    /// Takes the next unused version number, at least `at_least`. The
+    /// counter file is synced before the number is returned, so no later
+    /// call, in this process or another, after a crash or not, returns it
+    /// again.
+    pub fn allocate(&self, at_least: u64) -> Result<u64> {
+        let lock_path = self.dir.join(ALLOCATE_LOCK);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(format!("opening {}", lock_path.display())))?;
+        lock.lock().map_err(io(format!("locking {}", lock_path.display())))?;
+        let path = self.dir.join(NEXT_VERSION);
+        let stored = match fs::read_to_string(&path) {
+            Ok(s) => s
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| Error::Store(format!("{} does not hold a number", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        };
+        let registered = self.latest()?.map_or(0, |v| v + 1);
+        let v = stored.max(registered).max(at_least).max(1);
+        let tmp = self.dir.join(format!("{NEXT_VERSION}.tmp"));
+        let mut f = File::create(&tmp).map_err(io(format!("writing {}", tmp.display())))?;
+        writeln!(f, "{}", v + 1).map_err(io(format!("writing {}", tmp.display())))?;
+        f.sync_all().map_err(io(format!("syncing {}", tmp.display())))?;
+        fs::rename(&tmp, &path).map_err(io(format!("renaming to {}", path.display())))?;
+        sync_dir(&self.dir);
+        Ok(v)
+    }
+
+    /// Registers `policy` under its own version number, which must come from
+    /// [`Registry::allocate`] (or be the first version of an empty
+    /// registry). Written under a temporary name and renamed into place.
+    pub fn save(&self, policy: &DqnPolicy, lineage: &Lineage) -> Result<Entry> {
+        let v = policy.version;
+        let dir = self.version_dir(v);
+        if dir.exists() {
+            return Err(Error::InvalidInput(format!("policy version {v} is already registered")));
+        }
+        let tmp = self
+            .dir
+            .join(format!(".tmp-v{v}-{}-{}", std::process::id(), rand::random::<u32>()));
+        let training = serde_json::json!({ "lineage": lineage });
+        checkpoint::save(policy, &tmp, training)?;
+        fs::rename(&tmp, &dir).map_err(io(format!("renaming to {}", dir.display())))?;
+        sync_dir(&self.dir);
+        Ok(Entry {
+            version: v,
+            dir,
+            lineage: Some(lineage.clone()),
+        })
+    }
+
+    /// Registers a copy of version `v` as a new, newest version: serving
+    /// moves to it (a running gateway picks it up) while the history stays.
+    pub fn rollback(&self, v: u64, writer: &str) -> Result<Entry> {
+        let mut policy = self.load(v)?;
+        let old = self.entry(v)?.lineage;
+        policy.version = self.allocate(0)?;
+        let lineage = Lineage {
+            parent: Some(v),
+            base: old.as_ref().map_or_else(|| fingerprint(&policy), |l| l.base.clone()),
+            source: "rollback".into(),
+            steps: old.as_ref().map_or(0, |l| l.steps),
+            experiences: old.as_ref().map_or(0, |l| l.experiences),
+            created_ms: qroute_core::unix_ms(),
+            writer: writer.into(),
+        };
+        self.save(&policy, &lineage)
+    }
+
+    /// Where a process that serves `base` starts: the newest registered
+    /// version when it descends from `base` (a restart), else `base` itself
+    /// as a new line, under the next version number (version `base.version`
+    /// in an empty registry, so the shipped policy is version 1). The caller
+    /// registers a new line with [`Registry::save`] once it has finished it
+    /// (the gateway adds cards for configured models first).
+    pub fn start_from(&self, mut base: DqnPolicy) -> Result<Start> {
+        let base_fp = fingerprint(&base);
+        if let Some(latest) = self.latest()? {
+            let entry = self.entry(latest)?;
+            if let Some(lineage) = entry.lineage.filter(|l| l.base == base_fp) {
+                let policy = self.load(latest)?;
+                if policy.spec == base.spec {
+                    return Ok(Start::Resume { policy, lineage });
+                }
+            }
+        }
+        base.version = self.allocate(base.version)?;
+        let lineage = Lineage {
+            parent: None,
+            base: base_fp,
+            source: "base".into(),
+            steps: 0,
+            experiences: 0,
+            created_ms: qroute_core::unix_ms(),
+            writer: writer_id(),
+        };
+        Ok(Start::Fresh { policy: base, lineage })
+    }
+
+    /// Removes all but the newest `keep` versions (at least one is kept).
+    /// Returns how many were removed.
+    pub fn prune(&self, keep: usize) -> Result<usize> {
+        let versions = self.versions()?;
+        let drop = versions.len().saturating_sub(keep.max(1));
+        for v in &versions[..drop] {
+            let dir = self.version_dir(*v);
+            fs::remove_dir_all(&dir).map_err(io(format!("removing {}", dir.display())))?;
+        }
+        Ok(drop)
+    }
+
+    /// Takes the registry's trainer lock, so that two trainers never
+    /// publish interleaved versions into one registry. Fails at once when
+    /// another process holds it.
+    pub fn lock_trainer(&self) -> Result<TrainerLock> {
+        let path = self.dir.join(TRAINER_LOCK);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(format!("opening {}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(TrainerLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(Error::InvalidInput(format!(
+                "another trainer is publishing to {} (learning.mode = \"online\" in a gateway, or qroute train --follow)",
+                self.dir.display()
+            ))),
+            Err(fs::TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
+        }
+    }
+}
+
+/// Makes a rename in `dir` durable; best effort (not every filesystem
+/// supports syncing a directory).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// A stable fingerprint of a policy's weights (FNV-1a over the tensors'
+/// bytes): equal weights, equal fingerprint, in every build.
+pub fn fingerprint(policy: &DqnPolicy) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, shape, data) in policy.net.params() {
+        let bytes = name
+            .bytes()
+            .chain(shape.iter().flat_map(|d| (*d as u64).to_le_bytes()))
+            .chain(data.iter().flat_map(|x| x.to_le_bytes()));
+        for b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// This process's name in [`Lineage::writer`].
+pub fn writer_id() -> String {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let host = fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}:{}:{:08x}", host.trim(), std::process::id(), rand::random::<u32>())
+    })
+    .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qroute_core::testing::toy_policy;
+
+    fn lineage(parent: Option<u64>) -> Lineage {
+        Lineage {
+            parent,
+            base: "b".into(),
+            source: "online".into(),
+            steps: 3,
+            experiences: 10,
+            created_ms: 1,
+            writer: writer_id(),
+        }
+    }
+
+    #[test]
+    fn versions_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        assert_eq!(reg.allocate(2).unwrap(), 2);
+        assert_eq!(reg.allocate(0).unwrap(), 3);
+        // A process that dies before it saves: its numbers stay taken.
+        let again = Registry::open(dir.path()).unwrap();
+        assert_eq!(again.allocate(0).unwrap(), 4);
+        // A registered version above the counter (copied in by hand) moves it.
+        let mut p = toy_policy(1);
+        p.version = 10;
+        again.save(&p, &lineage(None)).unwrap();
+        assert_eq!(again.allocate(0).unwrap(), 11);
+    }
+
+    #[test]
+    fn saved_versions_load_with_their_lineage() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        let mut p = toy_policy(4);
+        p.version = reg.allocate(2).unwrap();
+        reg.save(&p, &lineage(Some(1))).unwrap();
+        assert_eq!(reg.versions().unwrap(), vec![2]);
+        let q = reg.load(2).unwrap();
+        assert_eq!(q.net, p.net);
+        assert_eq!(q.version, 2);
+        assert_eq!(reg.entry(2).unwrap().lineage, Some(lineage(Some(1))));
+        assert!(reg.save(&p, &lineage(None)).is_err(), "a version is registered once");
+        assert!(reg.load(3).is_err());
+    }
+
+    #[test]
+    fn rollback_registers_a_copy_as_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        for seed in 0..3 {
+            let mut p = toy_policy(seed);
+            p.version = reg.allocate(1).unwrap();
+            reg.save(&p, &lineage(None)).unwrap();
+        }
+        assert_eq!(reg.versions().unwrap(), vec![1, 2, 3]);
+        let e = reg.rollback(1, "me").unwrap();
+        assert_eq!(e.version, 4);
+        assert_eq!(reg.load(4).unwrap().net, reg.load(1).unwrap().net);
+        assert_eq!(e.lineage.unwrap().parent, Some(1));
+        assert_eq!(reg.prune(2).unwrap(), 2);
+        assert_eq!(reg.versions().unwrap(), vec![3, 4]);
+    }
+
+    #[test]
+    fn a_restart_resumes_the_line_of_its_base_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        let base = toy_policy(1);
+        let Start::Fresh { policy, lineage } = reg.start_from(base.clone()).unwrap() else {
+            panic!("an empty registry starts fresh");
+        };
+        assert_eq!(policy.version, base.version.max(1));
+        reg.save(&policy, &lineage).unwrap();
+        // The trainer moved on: v7 descends from the same base.
+        let mut trained = toy_policy(5);
+        trained.version = reg.allocate(2).unwrap().max(7);
+        reg.save(
+            &trained,
+            &Lineage {
+                parent: Some(1),
+                ..lineage.clone()
+            },
+        )
+        .unwrap();
+        match reg.start_from(base.clone()).unwrap() {
+            Start::Resume { policy, .. } => assert_eq!((policy.version, &policy.net), (trained.version, &trained.net)),
+            other => panic!("expected a resume, got {other:?}"),
+        }
+        // Another base policy starts a new line above every number used.
+        match reg.start_from(toy_policy(9)).unwrap() {
+            Start::Fresh { policy, .. } => assert!(policy.version > trained.version),
+            other => panic!("expected a new line, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_trainer_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        let held = reg.lock_trainer().unwrap();
+        assert!(reg.lock_trainer().is_err());
+        drop(held);
+        assert!(reg.lock_trainer().is_ok());
+    }
+
+    #[test]
+    fn fingerprints_follow_the_weights() {
+        let (a, b) = (toy_policy(1), toy_policy(2));
+        assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+    }
+
+    #[test]
+    fn reading_a_missing_registry_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        assert!(Registry::open_existing(&missing).is_err());
+        assert!(!missing.exists());
+    }
+}
