@@ -6,4 +6,5 @@
 
 mod experiment_report;
 mod export;
+mod serve;
 mod train_evaluate;

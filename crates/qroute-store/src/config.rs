@@ -104,3 +104,56 @@ impl Default for StoreConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // serde_json stands in for TOML here: the same serde attributes decide
+    // what `[store]` / `[store.retention]` accept.
+    fn parse(json: &str) -> Result<StoreConfig, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn existing_keys_still_work_and_retention_defaults_to_none() {
+        let c = parse(r#"{"path": "x", "durable_ack": false}"#).unwrap();
+        assert_eq!(c.path, PathBuf::from("x"));
+        assert!(!c.durable_ack);
+        assert_eq!(c.retention, None);
+        assert!(c.validate().is_ok());
+        assert_eq!(parse("{}").unwrap().retention, None);
+        assert!(StoreConfig::default().retention.is_none());
+    }
+
+    #[test]
+    fn retention_parses_and_converts() {
+        let c = parse(r#"{"retention": {"max_age_s": 86400, "max_experiences": 1000000}}"#).unwrap();
+        let r = c.retention.clone().unwrap();
+        assert_eq!(r.max_age_s, Some(86_400));
+        assert_eq!(r.max_experiences, Some(1_000_000));
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            r.retention(),
+            Retention {
+                max_age_ms: Some(86_400_000),
+                max_experiences: Some(1_000_000),
+                max_bytes: None,
+            }
+        );
+        let only_bytes = parse(r#"{"retention": {"max_bytes": 1000}}"#).unwrap();
+        assert!(only_bytes.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_retention_is_refused_naming_the_field() {
+        let err = parse(r#"{"retention": {"max_days": 3}}"#).unwrap_err();
+        assert!(err.contains("max_days"), "{err}");
+        let empty = parse(r#"{"retention": {}}"#).unwrap();
+        let err = empty.validate().unwrap_err();
+        assert!(err.starts_with("store.retention"), "{err}");
+        let zero = parse(r#"{"retention": {"max_age_s": 10, "max_experiences": 0}}"#).unwrap();
+        let err = zero.validate().unwrap_err();
+        assert!(err.contains("store.retention.max_experiences"), "{err}");
+    }
+}

@@ -7,20 +7,32 @@
 //!
 //! # Layout
 //!
-//! A store is one directory holding a sled database and one data file:
+//! A store is one directory holding a sled database and the data segments
+//! (store format 3; the key `qroute.store.format` in sled's default tree):
 //!
-//! - `decisions.dat`: every encoded [`DecisionRecord`] (see `codec.rs`), back
-//!   to back in sequence (insertion) order, nothing else. Decision `n` is the
-//!   `n`-th record in it; an append adds its records at the end in one write.
+//! - `decisions-{first_seq:020}.dat`: data segments, each holding the encoded
+//!   [`DecisionRecord`]s (see `codec.rs`) from sequence number `first_seq` up
+//!   to the next segment's first, back to back in sequence (insertion) order,
+//!   nothing else. An append writes its records at the end of the newest
+//!   segment in one write; once that segment holds 64 MiB (or the limits of
+//!   [`StoreOptions`]), the next append starts a new one. Segments exist so
+//!   that retention can free disk: dropping a whole old file is cheap and
+//!   crash-safe, cutting the front off one file is neither. A store written
+//!   before segments (format 2) has one `decisions.dat`, read as the segment
+//!   that starts at 0: such a store opens as it is (and is marked format 3,
+//!   so an older build refuses it instead of misreading it).
 //! - sled tree `index`: first sequence number (u64 big-endian) → one entry
-//!   per run of up to 256 consecutive decisions of one append: the file
-//!   offset of the first, then each one's encoded length and a 64-bit hash
-//!   of its request id. Entries are contiguous (each starts where the
-//!   previous one ended, in sequence numbers and in bytes); together they say
-//!   which prefix of the data file is committed. Entries stay at a few KB
-//!   because sled 0.34 writes any log message over a quarter of its segment
-//!   size (whole leaves of up to 17 values included) to a separate blob file
-//!   it never fsyncs.
+//!   per run of up to 256 consecutive decisions of one append: the offset of
+//!   the first, then each one's encoded length and a 64-bit hash of its
+//!   request id. Offsets count in the "logical" data stream, the
+//!   concatenation of every segment ever written (so a format 2 store's
+//!   entries stay valid); a segment starts where the entry for its
+//!   `first_seq` starts. Entries are contiguous (each starts where the
+//!   previous one ended, in sequence numbers and in bytes), and an append
+//!   never spans two segments; together they say which prefix of the data is
+//!   committed. Entries stay at a few KB because sled 0.34 writes any log
+//!   message over a quarter of its segment size (whole leaves of up to 17
+//!   values included) to a separate blob file it never fsyncs.
 //! - sled tree `outcomes`: request_id ++ `0x00` ++ model → encoded
 //!   [`Outcome`], so a prefix scan finds every outcome of a request (request
 //!   ids may not contain NUL);
@@ -30,9 +42,15 @@
 //!   model answered the caller (written with the outcomes).
 //! - sled tree `feedback`: request id → JSON [`FeedbackRecord`]; joined to
 //!   the experience of the decision that answered.
+//! - key `qroute.store.truncation` in sled's default tree: what retention
+//!   removed so far ([`Truncation`]: how many decisions, the oldest kept
+//!   sequence number `first_kept`, and the time of the newest removed one).
+//!   Absent until retention first removed something.
+//! - other sled trees: documents ([`put_doc_json`]: experiments, keys).
+//!   Retention never touches them.
 //!
 //! On open the `index` tree is loaded into memory (about 40 bytes per
-//! decision): the end offset of every decision, and request-id hash →
+//! decision kept): the end offset of every decision, and request-id hash →
 //! sequence number (an id whose hash an earlier id already has is kept by
 //! full id instead). A lookup by id is a hash probe, one positioned read of
 //! the data file and a check that the record read has that id; sampling
@@ -48,6 +66,32 @@
 //! a whole batch becomes an unsynced blob file. The data file is written once,
 //! sequentially, and sled only carries a few small index entries per append.
 //!
+//! # Retention
+//!
+//! Without `[store.retention]` the store grows by each decision (about
+//! 1.5–2 KB with its index entry and outcomes) for ever.
+//! [`SledStore::apply_retention`], which a server calls now and then,
+//! removes the oldest *segments* whose every decision is past a limit (older
+//! than `max_age_ms` by its `time_ms`, or outside the newest
+//! `max_experiences` decisions or `max_bytes` of data), together with those
+//! decisions' index entries, outcomes, `rewarded` entries, answers and
+//! feedback. So it keeps everything within the limits and at most one
+//! segment more (a format 2 store's `decisions.dat` is one segment, and is
+//! only removed once all of it is past retention). Sequence numbers never
+//! change: decisions `first_kept..len` are stored, `len` still counts every
+//! decision ever appended, `get` of a removed id is `None`, sampling never
+//! returns one and `iter_from(0)` starts at `first_kept`. Reports built on
+//! the store read [`SledStore::truncation`] to say what they no longer see.
+//!
+//! A prune (1) commits the new truncation record (its `first_kept` is the
+//! commit point) and flushes sled, (2) drops the decisions from the
+//! in-memory index, (3) deletes their rows, then their `rewarded` and
+//! `index` entries, then their segment files. The index entries and the
+//! files go last because they are how the request ids of the removed
+//! decisions (the keys of their rows) are found again: a crash after (1)
+//! leaves entries and files below `first_kept`, which open never serves and
+//! uses to finish (3). Appends wait only for (1) and (2).
+//!
 //! # Flush policy
 //!
 //! Every [`SledStore::append_decisions`] and [`SledStore::record_outcomes`]
@@ -62,19 +106,24 @@
 //! step 3; they do not wait for each other's sled flush, and one flush makes
 //! everything written before it durable. `record_outcomes` writes the new
 //! `rewarded` entries in one sled batch, then the outcomes in another, then
-//! flushes sled.
+//! flushes sled. [`SledStore::apply_retention`] is durable on return too.
 //!
 //! What a crash (SIGKILL, power loss) between those writes can leave, and
 //! why it is harmless:
 //!
-//! - Records in the data file past the committed end (killed after step 1,
+//! - Records in a segment past the committed end (killed after step 1,
 //!   before step 2 was durable), possibly torn: never acknowledged. Open cuts
-//!   the file back to the committed end; the next append would overwrite
-//!   them anyway.
+//!   the segment back to the committed end; the next append would overwrite
+//!   them anyway. A whole segment file starting past the committed decisions
+//!   (an append started it, then died before its commit was durable) is
+//!   deleted.
+//! - A new segment's directory entry is synced when the file is created,
+//!   before any data in it is committed.
 //! - A sled batch is recovered whole or not at all, and its records were
 //!   synced before it was written, so a committed entry never points at
-//!   missing data. (A data file shorter than the index commits means data
-//!   was lost outside the store's control: open fails instead of guessing.)
+//!   missing data. (A segment shorter than the index commits, or missing,
+//!   means data was lost outside the store's control: open fails instead of
+//!   guessing.)
 //! - `rewarded` entries without outcomes (killed between the two batches of
 //!   `record_outcomes`): sampling skips such an entry (and drops it from the
 //!   in-memory index); outcomes recorded later make it count. Never the
@@ -94,6 +143,18 @@
 //! answers all of them with the error). Nothing may be acknowledged before the
 //! call covering it has returned `Ok`. A duplicate of an already stored
 //! decision is accepted as a no-op, so a writer may retry a failed batch.
+
+//!
+//! [`DecisionRecord`]: qroute_core::record::DecisionRecord
+//! [`Outcome`]: qroute_core::record::Outcome
+//! [`Answered`]: qroute_core::record::Answered
+//! [`FeedbackRecord`]: qroute_core::record::FeedbackRecord
+//! [`Truncation`]: qroute_core::store::Truncation
+//! [`put_doc_json`]: qroute_core::store::ExperienceStore::put_doc_json
+//! [`SledStore::apply_retention`]: qroute_core::store::ExperienceStore::apply_retention
+//! [`SledStore::truncation`]: qroute_core::store::ExperienceStore::truncation
+//! [`SledStore::append_decisions`]: qroute_core::store::ExperienceStore::append_decisions
+//! [`SledStore::record_outcomes`]: qroute_core::store::ExperienceStore::record_outcomes
 
 pub(crate) mod codec;
 pub mod config;

@@ -507,6 +507,13 @@ impl SledStore {
                 }
             }
         }
+        if index.ends.is_empty() {
+            // Nothing kept: new data continues the logical stream after what
+            // was pruned (any offset would do; this keeps them increasing).
+            index.start = pruned_chunks.last().map_or(0, |(_, c)| {
+                c.offset + c.entries.iter().map(|&(len, _)| len).sum::<u64>()
+            });
+        }
         let len = index.len();
 
         // The data files: those of pruned decisions are deleted (below),
@@ -1244,7 +1251,7 @@ impl ExperienceStore for SledStore {
     }
 
     /// Removes the oldest data segments whose every decision is past `keep`
-    /// (see [`SledStore::past_retention`]), with the decisions' outcomes,
+    /// (see `past_retention`), with the decisions' outcomes,
     /// answers, feedback and index entries, and frees their disk space.
     /// Durable on `Ok`.
     ///

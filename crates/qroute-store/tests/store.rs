@@ -395,8 +395,9 @@ fn retention_keeps_the_store_bounded_under_a_long_write_loop() {
     const BATCH: u64 = 50;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
+    const SEGMENT: u64 = 200;
     let options = StoreOptions {
-        segment_bytes: 256 << 10, // about 140 decisions of 1.8 KB
+        segment_decisions: SEGMENT,
         ..StoreOptions::default()
     };
     let store = SledStore::open_with(&path, &options).unwrap();
@@ -437,7 +438,7 @@ fn retention_keeps_the_store_bounded_under_a_long_write_loop() {
             if next > KEEP {
                 // At least the newest KEEP, and less than a segment more.
                 assert!(store.retained() >= KEEP, "{next}: {}", store.retained());
-                assert!(store.retained() < KEEP + 200, "{next}: {}", store.retained());
+                assert!(store.retained() < KEEP + SEGMENT, "{next}: {}", store.retained());
             }
             max_retained = max_retained.max(store.retained());
             store.flush().unwrap();

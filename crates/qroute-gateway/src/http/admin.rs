@@ -17,14 +17,14 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::errors::ApiError;
+use super::errors::{ApiError, ApiPath, ApiQuery};
 use crate::engine::Gateway;
 use qroute_core::policy::checkpoint;
 use qroute_core::store::Sampling;
@@ -47,7 +47,7 @@ pub struct From {
 /// chunks as they fill, so memory stays flat however large the log; a read
 /// error mid-way aborts the body (the client sees a truncated transfer, not
 /// a short file that looks complete).
-pub async fn experiences(State(gw): State<Arc<Gateway>>, Query(q): Query<From>) -> Response {
+pub async fn experiences(State(gw): State<Arc<Gateway>>, ApiQuery(q): ApiQuery<From>) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
         let mut buf = Vec::with_capacity(CHUNK);
@@ -83,7 +83,7 @@ pub struct SampleQuery {
 
 /// `GET /v1/admin/experiences/sample`: `{"len": …, "experiences": […]}`,
 /// `n` experiences with outcomes drawn as the online trainer draws them.
-pub async fn sample(State(gw): State<Arc<Gateway>>, Query(q): Query<SampleQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn sample(State(gw): State<Arc<Gateway>>, ApiQuery(q): ApiQuery<SampleQuery>) -> Result<Json<Value>, ApiError> {
     if q.n == 0 || q.n > MAX_SAMPLE {
         return Err(Error::InvalidInput(format!("n: must lie in 1..={MAX_SAMPLE}")).into());
     }
@@ -121,15 +121,15 @@ pub async fn policies(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, Api
 }
 
 /// `GET /v1/admin/policies/{version}`: its `policy.json`.
-pub async fn policy(State(gw): State<Arc<Gateway>>, Path(v): Path<u64>) -> Result<Response, ApiError> {
-    policy_file(State(gw), Path((v, checkpoint::META_FILE.to_string()))).await
+pub async fn policy(State(gw): State<Arc<Gateway>>, ApiPath(v): ApiPath<u64>) -> Result<Response, ApiError> {
+    policy_file(State(gw), ApiPath((v, checkpoint::META_FILE.to_string()))).await
 }
 
 /// `GET /v1/admin/policies/{version}/files/{file}`: `policy.json` or
 /// `model.safetensors`, byte for byte.
 pub async fn policy_file(
     State(gw): State<Arc<Gateway>>,
-    Path((v, file)): Path<(u64, String)>,
+    ApiPath((v, file)): ApiPath<(u64, String)>,
 ) -> Result<Response, ApiError> {
     let content_type = match file.as_str() {
         checkpoint::META_FILE => "application/json",
@@ -154,7 +154,7 @@ pub async fn policy_file(
 /// version as the newest one. The trainer (online mode) or the registry
 /// watcher (external mode) serves it within a second; a gateway that does
 /// not learn serves it at once.
-pub async fn rollback(State(gw): State<Arc<Gateway>>, Path(v): Path<u64>) -> Result<Response, ApiError> {
+pub async fn rollback(State(gw): State<Arc<Gateway>>, ApiPath(v): ApiPath<u64>) -> Result<Response, ApiError> {
     let reg = registry(&gw)?;
     let gw2 = gw.clone();
     let entry = tokio::task::spawn_blocking(move || {

@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod durable;
 mod experiments;
 mod feedback;
 mod http;
