@@ -32,8 +32,8 @@ CRATES = [
 # error, so a new one gets a place in the flow.
 MODULES = {
     "qroute-core": ["error", "catalog", "dataset", "features", "policy", "reward", "record", "store", "testing"],
-    "qroute-store": ["config", "codec", "data_file", "sled_store", "writer", "wire", "remote", "retention"],
-    "qroute-learn": ["config", "grad", "adam", "learner", "offline", "registry", "online", "follow"],
+    "qroute-store": ["config", "codec", "data_file", "sled_store", "writer", "pruner"],
+    "qroute-learn": ["config", "grad", "adam", "learner", "offline", "registry", "online", "watch"],
     "qroute-experiment": ["stats", "assign", "spec", "registry", "results"],
     "qroute-lab": ["metrics", "plots", "bandits", "evaluate", "simulate", "ope", "export", "report", "experiment_report"],
     "qroute-gateway": ["embedded", "exec", "config", "engine", "http"],

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use qroute_core::dataset::Dataset;
 use qroute_core::policy::checkpoint;
+use qroute_core::store::ExperienceStore;
 use qroute_lab::ope::{self, FixedModel, Greedy, TargetPolicy, Uniform};
 
 use super::output::say;
@@ -53,6 +54,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         _ => anyhow::bail!("give exactly one target: --policy DIR, --fixed MODEL or --uniform"),
     };
     let experiences = match (&a.logs, &a.url) {
+        (Some(dir), None) if dir.is_dir() => {
+            let store = super::open_store(dir)?;
+            if let Some(t) = store.truncation()? {
+                eprintln!(
+                    "warning: truncated: store retention removed {} older experiences (before sequence number {}); \
+                     the estimates cover what is kept",
+                    t.removed, t.first_kept
+                );
+            }
+            store.iter_from(0).collect::<qroute_core::Result<Vec<_>>>()?
+        }
         (Some(path), None) => ope::read_logs(path)?,
         (None, Some(url)) => {
             let bytes = super::remote::Remote::new(url)?.get_bytes("/v1/admin/experiences")?;

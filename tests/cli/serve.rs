@@ -3,7 +3,6 @@
 //! external mode, the commands that read a running gateway (`--url`), and
 //! read commands that refuse what is not a store.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -59,7 +58,10 @@ impl Server {
         let s = Server {
             child,
             url: format!("http://127.0.0.1:{port}"),
-            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
             http: reqwest::Client::new(),
         };
         for _ in 0..600 {
@@ -130,7 +132,12 @@ fn prompts(n: usize) -> Vec<String> {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/routellm_mmlu_gsm8k.jsonl")).unwrap();
     text.lines()
         .take(n)
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["prompt"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["prompt"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -161,7 +168,10 @@ fn learning_survives_sigterm_and_sigkill() {
     assert!(s.signal("-TERM").success(), "SIGTERM is a clean stop");
     let after_term = registered(&data);
     let last = after_term.last().unwrap().0;
-    assert!(last >= learned, "the last version is checkpointed at shutdown: {after_term:?}");
+    assert!(
+        last >= learned,
+        "the last version is checkpointed at shutdown: {after_term:?}"
+    );
 
     let mut s = Server::start(&config, &data);
     assert_eq!(s.version(), last, "a restart serves the newest checkpoint");
@@ -179,7 +189,11 @@ fn learning_survives_sigterm_and_sigkill() {
     assert!(newest > last && newest <= served, "{newest} in ({last}, {served}]");
 
     let s = Server::start(&config, &data);
-    assert_eq!(s.version(), newest, "after SIGKILL the newest registered checkpoint loads");
+    assert_eq!(
+        s.version(),
+        newest,
+        "after SIGKILL the newest registered checkpoint loads"
+    );
     // Numbers are never reused, even those that served without a checkpoint.
     assert!(s.learn_past(newest) > served);
 }
@@ -196,7 +210,7 @@ fn train_follow_feeds_a_gateway_in_external_mode_and_the_log_reads_live() {
         .arg(&registry)
         .arg("--gateway-config")
         .arg(&config)
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -206,13 +220,12 @@ fn train_follow_feeds_a_gateway_in_external_mode_and_the_log_reads_live() {
         .args(["-INT", &follower.id().to_string()])
         .status()
         .unwrap();
-    assert!(follower.wait().unwrap().success());
-    let published: Vec<String> = BufReader::new(follower.stdout.take().unwrap())
-        .lines()
-        .map(|l| l.unwrap())
-        .collect();
-    assert!(!published.is_empty());
-    assert!(registered(&data).iter().any(|(_, source)| source == "follow"));
+    assert!(follower.wait().unwrap().success(), "Ctrl-C is a clean stop");
+    let versions = registered(&data);
+    assert!(
+        versions.iter().any(|(v, source)| source == "follow" && *v >= learned),
+        "every version the trainer served is registered: {versions:?}"
+    );
 
     // Reads while the gateway serves.
     let out_file = tmp.path().join("live.jsonl");
@@ -229,7 +242,14 @@ fn train_follow_feeds_a_gateway_in_external_mode_and_the_log_reads_live() {
     assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("serving"));
     let exported = tmp.path().join("v1");
-    assert_ok(&qroute(&["policy", "export", "1", exported.to_str().unwrap(), "--url", &s.url]));
+    assert_ok(&qroute(&[
+        "policy",
+        "export",
+        "1",
+        exported.to_str().unwrap(),
+        "--url",
+        &s.url,
+    ]));
     let out = qroute(&["route", "--prompt", "2+2?", "--policy", exported.to_str().unwrap()]);
     assert_ok(&out);
     let out = qroute(&["policy", "rollback", "1", "--url", &s.url]);

@@ -240,6 +240,14 @@ pub fn compute(store: &dyn ExperienceStore, experiment: &Experiment, opts: &Opti
          and stop when they look decisive, read `always_valid_ci` instead (tuned for about {} requests per arm)",
         spec.horizon
     )];
+    if let Some(t) = store.truncation()?.filter(|t| t.first_kept > experiment.first_seq) {
+        warnings.push(format!(
+            "truncated: store retention removed this experiment's oldest decisions (sequence numbers {} to {}); \
+             these results cover only what is kept",
+            experiment.first_seq,
+            t.first_kept - 1
+        ));
+    }
     let total_units: usize = metrics.iter().map(|m| m.units).sum();
     for (i, ((name, strategy, share), m)) in arms.iter().zip(&metrics).enumerate() {
         let vs_control = (i != c).then(|| {

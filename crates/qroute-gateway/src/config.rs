@@ -179,6 +179,7 @@ impl Config {
             return Err("limits: sizes and timeouts must be positive".into());
         }
         self.policy.validate()?;
+        self.store.validate()?;
         self.learning.validate()?;
         self.retry.validate()?;
         self.breaker.validate()?;
@@ -377,5 +378,36 @@ output_per_mtok = 2.0
             .unwrap_err()
             .to_string()
             .contains("providers[0].base_url"));
+    }
+
+    #[test]
+    fn learning_and_retention_sections() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.learning.mode(), qroute_learn::LearningMode::Online);
+        assert!(c.store.retention.is_none(), "retention is opt-in");
+        assert_eq!(
+            c.learning.registry_dir(&c.store.path),
+            Path::new("qroute-data/policies"),
+            "the registry sits beside the store"
+        );
+        let text = format!(
+            "[learning]\nmode = \"external\"\ncheckpoint_every_s = 5\n[store.retention]\nmax_age_s = 86400\nmax_experiences = 1000\n{MINIMAL}"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.learning.mode(), qroute_learn::LearningMode::External);
+        assert_eq!(c.store.retention.unwrap().retention().max_age_ms, Some(86_400_000));
+        // The key that predates `mode` keeps its meaning.
+        let off = parse(&format!("[learning]\nenabled = false\n{MINIMAL}")).unwrap();
+        assert_eq!(off.learning.mode(), qroute_learn::LearningMode::Off);
+        for (bad, field) in [
+            ("[learning]\nenabled = false\nmode = \"online\"", "learning.mode"),
+            ("[learning]\nmode = \"sometimes\"", "mode"),
+            ("[learning]\npublish_every_s = -1", "learning.publish_every_s"),
+            ("[store.retention]\nmax_experiences = 0", "store.retention"),
+            ("[store.retention]", "store.retention"),
+        ] {
+            let e = parse(&format!("{bad}\n{MINIMAL}")).unwrap_err().to_string();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
     }
 }

@@ -159,9 +159,11 @@
 pub(crate) mod codec;
 pub mod config;
 mod data_file;
+pub mod pruner;
 pub mod sled_store;
 pub mod writer;
 
 pub use config::{RetentionConfig, StoreConfig};
+pub use pruner::Pruner;
 pub use sled_store::{SledStore, StoreOptions, DEFAULT_SEGMENT_BYTES};
 pub use writer::GroupWriter;

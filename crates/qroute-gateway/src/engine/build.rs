@@ -25,7 +25,8 @@ use qroute_learn::online::{Checkpoints, OnlineConfig, OnlineTrainer};
 use qroute_learn::registry::{Registry, Start};
 use qroute_learn::watch::Watcher;
 use qroute_learn::LearningMode;
-use qroute_store::{GroupWriter, SledStore};
+use qroute_store::pruner::PRUNE_EVERY;
+use qroute_store::{GroupWriter, Pruner, SledStore};
 
 impl Gateway {
     /// Loads the policy, opens the store, builds the provider clients, and
@@ -95,6 +96,12 @@ impl Gateway {
         std::fs::create_dir_all(&config.store.path)
             .map_err(|e| Error::io(format!("creating {}", config.store.path.display()), e))?;
         let store: Arc<dyn ExperienceStore> = Arc::new(SledStore::open(&config.store.path)?);
+        let pruner = match &config.store.retention {
+            Some(r) => Some(Pruner::spawn(store.clone(), r.retention(), PRUNE_EVERY, |n| {
+                metrics::counter!("qroute_experiences_pruned_total").increment(n);
+            })?),
+            None => None,
+        };
         let decider = Decider::new(policy.spec.clone(), &config.policy)?;
         let served: Vec<ModelCard> = models.iter().map(|m| m.card.clone()).collect();
         let shadow = match &config.policy.shadow {
@@ -181,6 +188,7 @@ impl Gateway {
             judge,
             writer,
             learning,
+            _pruner: pruner,
             store,
             started: Instant::now(),
         })

@@ -53,7 +53,7 @@ use qroute_experiment::Experiments;
 use qroute_learn::online::OnlineTrainer;
 use qroute_learn::registry::{Registry, TrainerLock};
 use qroute_learn::watch::Watcher;
-use qroute_store::GroupWriter;
+use qroute_store::{GroupWriter, Pruner};
 
 /// A configured model, ready to call.
 pub struct ServedModel {
@@ -90,6 +90,8 @@ pub struct Gateway {
     /// Declared before `learning` and `store` so it drains first on drop.
     pub(super) writer: GroupWriter,
     learning: Learning,
+    /// Applies `[store] retention`; `None` keeps everything.
+    _pruner: Option<Pruner>,
     pub store: Arc<dyn ExperienceStore>,
     pub started: Instant,
 }

@@ -83,7 +83,10 @@ pub struct SampleQuery {
 
 /// `GET /v1/admin/experiences/sample`: `{"len": …, "experiences": […]}`,
 /// `n` experiences with outcomes drawn as the online trainer draws them.
-pub async fn sample(State(gw): State<Arc<Gateway>>, ApiQuery(q): ApiQuery<SampleQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn sample(
+    State(gw): State<Arc<Gateway>>,
+    ApiQuery(q): ApiQuery<SampleQuery>,
+) -> Result<Json<Value>, ApiError> {
     if q.n == 0 || q.n > MAX_SAMPLE {
         return Err(Error::InvalidInput(format!("n: must lie in 1..={MAX_SAMPLE}")).into());
     }

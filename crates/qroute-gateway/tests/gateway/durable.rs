@@ -23,7 +23,11 @@ fn prompts(n: usize) -> Vec<String> {
         "/../../data/routellm_mmlu_gsm8k.jsonl"
     ))
     .unwrap();
-    ds.split("train").into_iter().take(n).map(|r| r.prompt.clone()).collect()
+    ds.split("train")
+        .into_iter()
+        .take(n)
+        .map(|r| r.prompt.clone())
+        .collect()
 }
 
 /// The embedded default on `data`, learning fast and checkpointing often.
@@ -87,7 +91,9 @@ fn greedy(policy: &DqnPolicy, prompts: &[String]) -> Vec<usize> {
                 ..Default::default()
             });
             let scores = policy.scores(&x, &cards, OperatingPoint::cost(0.5)).unwrap();
-            (0..scores.len()).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).unwrap()
+            (0..scores.len())
+                .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+                .unwrap()
         })
         .collect()
 }
@@ -105,7 +111,11 @@ async fn a_restart_resumes_what_was_learned() {
     t.gw.stop_learning();
     let before = t.gw.policy();
     let registry = t.gw.registry().unwrap().clone();
-    assert_eq!(registry.latest().unwrap(), Some(before.version), "the serving version is registered");
+    assert_eq!(
+        registry.latest().unwrap(),
+        Some(before.version),
+        "the serving version is registered"
+    );
     let choices = greedy(&before, &probes);
     close(t).await;
 
@@ -119,7 +129,11 @@ async fn a_restart_resumes_what_was_learned() {
     assert!(next > before.version);
     close(t).await;
 
-    let lineage = registry.entry(registry.latest().unwrap().unwrap()).unwrap().lineage.unwrap();
+    let lineage = registry
+        .entry(registry.latest().unwrap().unwrap())
+        .unwrap()
+        .lineage
+        .unwrap();
     assert_eq!(lineage.source, "online");
     assert!(lineage.steps > 0 && lineage.experiences > 0);
 }
@@ -177,8 +191,8 @@ async fn admin_endpoints_stream_the_log_and_list_the_registry() {
         let (s, _) = t.post("/v1/execute", &json!({"prompt": p})).await;
         assert_eq!(s, 200);
     }
-    t.experience(&t.post("/v1/execute", &json!({"prompt": traffic[0]})).await.1["request_id"].as_str().unwrap().to_string(), 1)
-        .await;
+    let (_, last) = t.post("/v1/execute", &json!({"prompt": traffic[0]})).await;
+    t.experience(last["request_id"].as_str().unwrap(), 1).await;
     let r = t.get("/v1/admin/experiences").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/x-ndjson");
@@ -189,7 +203,12 @@ async fn admin_endpoints_stream_the_log_and_list_the_registry() {
     let r = t.get("/v1/admin/experiences?from=29").await.text().await.unwrap();
     assert_eq!(r.lines().count(), 2, "from skips the older ones");
 
-    let b: Value = t.get("/v1/admin/experiences/sample?n=8&half_life=10").await.json().await.unwrap();
+    let b: Value = t
+        .get("/v1/admin/experiences/sample?n=8&half_life=10")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(b["experiences"].as_array().unwrap().len(), 8);
     assert_eq!(b["len"], 31);
     for bad in ["n=0", "n=100000", "n=x", "n=4&bogus=1"] {
