@@ -90,7 +90,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "best_epoch": outcome.best_epoch,
         "epochs_run": epochs_run,
         "history": outcome.history,
-        "seconds": secs,
     });
     checkpoint::save(&outcome.policy, &out, training)?;
     eprintln!(

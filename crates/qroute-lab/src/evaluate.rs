@@ -222,8 +222,7 @@ fn oracle_sweep(rows: &[&Row], singles: &[CostQuality]) -> Vec<CostQuality> {
 
 /// One line `{"id", "point", "model", "cost_weight"}` per prompt per point.
 pub fn write_decisions(eval: &Evaluation, path: &Path) -> Result<()> {
-    let f = std::fs::File::create(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-    let mut w = BufWriter::new(f);
+    let mut w = BufWriter::new(crate::create_file(path)?);
     #[derive(Serialize)]
     struct Line<'a> {
         id: &'a str,

@@ -6,7 +6,6 @@
 //!   DuckDB or Polars. Features are left out (sparse vectors do not fit a
 //!   flat table; the JSONL export keeps them).
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -312,7 +311,7 @@ pub fn export_parquet(store: &dyn ExperienceStore, out: &Path) -> Result<usize> 
 fn write_parquet(store: &dyn ExperienceStore, out: &Path, group_rows: usize) -> Result<usize> {
     let ctx = || format!("writing {}", out.display());
     let pq = |e: parquet::errors::ParquetError| Error::Store(format!("writing parquet {}: {e}", out.display()));
-    let file = File::create(out).map_err(|e| Error::io(ctx(), e))?;
+    let file = crate::create_file(out)?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(group_rows))
@@ -358,8 +357,7 @@ fn write_parquet(store: &dyn ExperienceStore, out: &Path, group_rows: usize) -> 
 /// [`Experience`] per line, in store order); returns how many.
 pub fn export_jsonl(store: &dyn ExperienceStore, out: &Path) -> Result<usize> {
     let ctx = || format!("writing {}", out.display());
-    let file = std::fs::File::create(out).map_err(|e| Error::io(ctx(), e))?;
-    let mut w = BufWriter::new(file);
+    let mut w = BufWriter::new(crate::create_file(out)?);
     let mut n = 0;
     for exp in store.iter_from(0) {
         let exp = exp?;
@@ -374,6 +372,8 @@ pub fn export_jsonl(store: &dyn ExperienceStore, out: &Path) -> Result<usize> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
+
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
 

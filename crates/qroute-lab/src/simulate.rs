@@ -686,9 +686,7 @@ pub fn simulate(ds: &Dataset, cfg: &SimConfig, trace_path: Option<&Path>) -> Res
         }
     }
     let mut writer = match trace_path {
-        Some(p) => Some(BufWriter::new(
-            std::fs::File::create(p).map_err(|e| Error::io(format!("creating {}", p.display()), e))?,
-        )),
+        Some(p) => Some(BufWriter::new(crate::create_file(p)?)),
         None => None,
     };
     let test_rows = ds.split("test");
