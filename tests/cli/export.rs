@@ -95,6 +95,7 @@ fn build_store(dir: &Path) {
         decision_id: id.into(),
         model: model.into(),
         time_ms: T0 + 2_000,
+        key_id: None,
     };
     store
         .record_answers(&[answered("r1", "b"), answered("r2", "c"), answered("r3", "merger")])

@@ -91,6 +91,10 @@ pub struct Answered {
     pub model: String,
     /// Unix time in milliseconds when the answer was returned.
     pub time_ms: u64,
+    /// The key that asked (`master` or a virtual key's id; absent with auth
+    /// off): feedback is only taken from the same key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// Feedback a caller sent on an answer, after the fact.

@@ -443,6 +443,7 @@ mod tests {
                 decision_id: "r4".into(),
                 model: "m".into(),
                 time_ms: 2,
+                key_id: None,
             }])
             .unwrap();
         let feedback = Feedback {

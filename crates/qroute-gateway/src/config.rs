@@ -21,10 +21,12 @@ use serde::{Deserialize, Serialize};
 use qroute_core::{Error, Result};
 use qroute_experiment::ExperimentSpec;
 
+pub use crate::access::AuthConfig;
 pub use crate::embedded::DATASET_NAME as EMBEDDED_DATASET;
 pub use crate::exec::judge::JudgeKind;
 pub use crate::exec::providers::config::{ModelConfig, ProviderConfig, ProviderKind};
 pub use crate::exec::resilience::{BreakerConfig, RetryConfig};
+pub use crate::server_config::ServerConfig;
 pub use qroute_core::policy::{PolicyConfig, ShadowConfig};
 pub use qroute_learn::LearningConfig;
 pub use qroute_store::StoreConfig;
@@ -41,6 +43,11 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub learning: LearningConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// The HTTP edge: allowed hosts, CORS, connection timeouts and limits.
+    #[serde(default)]
+    pub server: ServerConfig,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -181,6 +188,8 @@ impl Config {
         self.policy.validate()?;
         self.store.validate()?;
         self.learning.validate()?;
+        self.auth.validate()?;
+        self.server.validate()?;
         self.retry.validate()?;
         self.breaker.validate()?;
         let v = &self.variations;

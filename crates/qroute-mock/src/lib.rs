@@ -13,7 +13,10 @@
 //! `flaky` fails every other call with 503 (the first call fails),
 //! `ratelimit` answers 429, `reject` answers 400, `timeout` hangs for
 //! [`MockConfig::hang_ms`], `slow` sleeps [`MockConfig::slow_ms`], and
-//! `delay<N>` sleeps exactly N ms. Anything else answers after the sampled
+//! `delay<N>` sleeps exactly N ms, and `echo-auth` answers 401 with a body
+//! that quotes the request's credential headers and its own URL, as a
+//! badly-behaved upstream might (to test that the gateway redacts what it
+//! passes on). Anything else answers after the sampled
 //! latency. The answer is deterministic and reflects the request, so tests
 //! can see what reached the upstream, except for a model named with
 //! `score<N>` (e.g. `judge-score8`), which answers exactly `Score: N`, as an
@@ -26,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -223,6 +226,12 @@ struct Answer {
     truncated: bool,
 }
 
+/// Where a request came in, for a model that quotes it back (`echo-auth`).
+struct Received<'a> {
+    headers: &'a HeaderMap,
+    uri: &'a Uri,
+}
+
 /// A request that fails, in the status and words the format's error body
 /// will carry.
 struct Failure {
@@ -243,6 +252,7 @@ impl Failure {
         let body = match format {
             Format::OpenAi => {
                 let kind = match code {
+                    401 => "invalid_api_key",
                     429 => "rate_limit_exceeded",
                     400..=499 => "invalid_request_error",
                     _ => "server_error",
@@ -251,6 +261,7 @@ impl Failure {
             }
             Format::Anthropic => {
                 let kind = match code {
+                    401 => "authentication_error",
                     429 => "rate_limit_error",
                     404 => "not_found_error",
                     503 => "overloaded_error",
@@ -261,6 +272,7 @@ impl Failure {
             }
             Format::Gemini => {
                 let status = match code {
+                    401 => "UNAUTHENTICATED",
                     429 => "RESOURCE_EXHAUSTED",
                     404 => "NOT_FOUND",
                     503 => "UNAVAILABLE",
@@ -276,7 +288,7 @@ impl Failure {
 
 /// Counts the call, waits as the model name asks, injects its fault, and
 /// otherwise composes the answer.
-async fn answer(shared: &Shared, req: &Parsed) -> Result<Answer, Failure> {
+async fn answer(shared: &Shared, req: &Parsed, received: &Received<'_>) -> Result<Answer, Failure> {
     let n = shared.stats.record(&req.model);
     let model = req.model.as_str();
     let delay_ms = if contains_ci(model, "timeout") {
@@ -290,6 +302,9 @@ async fn answer(shared: &Shared, req: &Parsed) -> Result<Answer, Failure> {
     };
     if delay_ms > 0.0 {
         tokio::time::sleep(Duration::from_secs_f64(delay_ms / 1000.0)).await;
+    }
+    if contains_ci(model, "echo-auth") {
+        return Err(echo_auth(received));
     }
     if contains_ci(model, "error") {
         return Err(Failure::new(
@@ -337,6 +352,40 @@ async fn answer(shared: &Shared, req: &Parsed) -> Result<Answer, Failure> {
         completion_tokens,
         truncated,
     })
+}
+
+/// A 401 whose message quotes the credentials the request carried, bare
+/// and in header form, and the URL it was sent to with the key in its query
+/// string, the way some proxies and misconfigured servers do.
+fn echo_auth(received: &Received<'_>) -> Failure {
+    let header = |name: &str| {
+        received
+            .headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let authorization = header("authorization");
+    let api_key = header("x-api-key");
+    let goog_key = header("x-goog-api-key");
+    let key = authorization
+        .as_deref()
+        .map(|a| a.strip_prefix("Bearer ").unwrap_or(a).to_string())
+        .or_else(|| api_key.clone())
+        .or_else(|| goog_key.clone())
+        .unwrap_or_default();
+    let host = header("host").unwrap_or_default();
+    let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+    Failure::new(
+        StatusCode::UNAUTHORIZED,
+        format!(
+            "Incorrect API key provided: {key}. Received Authorization: {}, x-api-key: {}, x-goog-api-key: {} \
+             for http://{host}{}?key={key} (upstream {host})",
+            shown(&authorization),
+            shown(&api_key),
+            shown(&goog_key),
+            received.uri.path(),
+        ),
+    )
 }
 
 /// The normal answer: the model's name, then the start of the system prompt
@@ -496,7 +545,7 @@ struct OpenAiUsage {
     total_tokens: u64,
 }
 
-async fn openai(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
     let req = match parse_json::<OpenAiRequest>(&body) {
         Ok(r) if r.model.is_empty() => {
             return Failure::new(StatusCode::BAD_REQUEST, "model is required").into_response(Format::OpenAi)
@@ -504,7 +553,11 @@ async fn openai(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok(r) => fold_messages(r.model, None, r.messages, r.max_completion_tokens.or(r.max_tokens)),
         Err(f) => return f.into_response(Format::OpenAi),
     };
-    let a = match answer(&shared, &req).await {
+    let received = Received {
+        headers: &headers,
+        uri: &uri,
+    };
+    let a = match answer(&shared, &req, &received).await {
         Ok(a) => a,
         Err(f) => return f.into_response(Format::OpenAi),
     };
@@ -571,7 +624,7 @@ struct AnthropicUsage {
     output_tokens: u64,
 }
 
-async fn anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
     let fail = |status, message: &str| Failure::new(status, message).into_response(Format::Anthropic);
     if !headers.contains_key("anthropic-version") {
         return fail(StatusCode::BAD_REQUEST, "anthropic-version: header is required");
@@ -587,7 +640,11 @@ async fn anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
         }
         Err(f) => return f.into_response(Format::Anthropic),
     };
-    let a = match answer(&shared, &req).await {
+    let received = Received {
+        headers: &headers,
+        uri: &uri,
+    };
+    let a = match answer(&shared, &req, &received).await {
         Ok(a) => a,
         Err(f) => return f.into_response(Format::Anthropic),
     };
@@ -674,7 +731,13 @@ struct GeminiUsage {
     total_token_count: u64,
 }
 
-async fn gemini(State(shared): State<Arc<Shared>>, Path(model_and_action): Path<String>, body: Bytes) -> Response {
+async fn gemini(
+    State(shared): State<Arc<Shared>>,
+    Path(model_and_action): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
     let model = match model_and_action.rsplit_once(':') {
         Some((model, "generateContent")) if !model.is_empty() => model.to_string(),
         _ => {
@@ -701,7 +764,11 @@ async fn gemini(State(shared): State<Arc<Shared>>, Path(model_and_action): Path<
         }
         Err(f) => return f.into_response(Format::Gemini),
     };
-    let a = match answer(&shared, &req).await {
+    let received = Received {
+        headers: &headers,
+        uri: &uri,
+    };
+    let a = match answer(&shared, &req, &received).await {
         Ok(a) => a,
         Err(f) => return f.into_response(Format::Gemini),
     };
@@ -757,6 +824,41 @@ mod tests {
         assert!(contains_ci("My-Flaky-Model", "flaky"));
         assert!(!contains_ci("steady", "flaky"));
         assert!(!contains_ci("", "error"));
+    }
+
+    #[test]
+    fn echo_auth_quotes_the_credentials_and_the_url() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer sk-echo-123456789".parse().unwrap());
+        headers.insert("host", "127.0.0.1:4321".parse().unwrap());
+        let uri: Uri = "/v1/chat/completions".parse().unwrap();
+        let f = echo_auth(&Received {
+            headers: &headers,
+            uri: &uri,
+        });
+        assert_eq!(f.status, StatusCode::UNAUTHORIZED);
+        assert!(f.message.contains("provided: sk-echo-123456789."), "{}", f.message);
+        assert!(
+            f.message.contains("Authorization: Bearer sk-echo-123456789,"),
+            "{}",
+            f.message
+        );
+        assert!(f.message.contains("x-api-key: (none)"), "{}", f.message);
+        assert!(
+            f.message
+                .contains("http://127.0.0.1:4321/v1/chat/completions?key=sk-echo-123456789"),
+            "{}",
+            f.message
+        );
+
+        let mut headers = HeaderMap::new();
+        headers.insert("x-goog-api-key", "AIza-echo".parse().unwrap());
+        let f = echo_auth(&Received {
+            headers: &headers,
+            uri: &uri,
+        });
+        assert!(f.message.contains("provided: AIza-echo."), "{}", f.message);
+        assert!(f.message.contains("x-goog-api-key: AIza-echo "), "{}", f.message);
     }
 
     #[test]

@@ -1973,6 +1973,7 @@ mod tests {
                         decision_id: format!("req-{j}"),
                         model: "a".into(),
                         time_ms: rec(j).time_ms,
+                        key_id: None,
                     })
                     .collect::<Vec<_>>(),
             )

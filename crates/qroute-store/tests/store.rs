@@ -425,6 +425,7 @@ fn retention_keeps_the_store_bounded_under_a_long_write_loop() {
                         decision_id: id(i),
                         model: record(i).chosen[0].clone(),
                         time_ms: record(i).time_ms,
+                        key_id: None,
                     })
                     .collect::<Vec<_>>(),
             )

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use super::{Decider, Gateway, Learning, ServedModel, Shadow};
+use crate::access::Access;
 use crate::config::{Config, JudgeKind, ProviderConfig, ProviderKind, EMBEDDED_DATASET};
 use crate::exec::judge::{Judge, LlmJudge};
 use crate::exec::providers::{self, Anthropic, Gemini, OpenAiCompat, Provider, Simulated};
@@ -102,6 +103,7 @@ impl Gateway {
             })?),
             None => None,
         };
+        let access = Access::open(&config.auth, store.clone())?;
         let decider = Decider::new(policy.spec.clone(), &config.policy)?;
         let served: Vec<ModelCard> = models.iter().map(|m| m.card.clone()).collect();
         let shadow = match &config.policy.shadow {
@@ -184,6 +186,7 @@ impl Gateway {
             decider,
             policy,
             experiments,
+            access,
             shadow,
             judge,
             writer,

@@ -41,6 +41,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use crate::access::Access;
 use crate::config::{Config, ModelConfig};
 use crate::exec::judge::Judge;
 use crate::exec::providers::Provider;
@@ -84,6 +85,8 @@ pub struct Gateway {
     decider: Decider,
     policy: Arc<ArcSwap<DqnPolicy>>,
     pub experiments: Experiments,
+    /// Keys, tokens, limits and budgets.
+    pub access: Access,
     pub shadow: Option<Shadow>,
     /// Scores the answers of variations.
     pub(super) judge: Judge,

@@ -34,4 +34,7 @@ pub struct RouteRequest {
     pub combine: bool,
     /// The experiment arm (or holdout) this request's unit is assigned to.
     pub enrollment: Option<Arc<Enrollment>>,
+    /// The caller's key id, recorded with the answer so that only the same
+    /// key may send feedback on it.
+    pub key: Option<String>,
 }

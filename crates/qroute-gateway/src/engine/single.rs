@@ -109,6 +109,7 @@ impl Gateway {
                         decision_id,
                         model: id.clone(),
                         time_ms: unix_ms(),
+                        key_id: req.key.clone(),
                     });
                     return Ok(Routed {
                         request_id: request_id.clone(),

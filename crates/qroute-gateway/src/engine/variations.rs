@@ -255,6 +255,7 @@ impl Gateway {
             decision_id: prep.request_id.clone(),
             model: model.clone(),
             time_ms: qroute_core::unix_ms(),
+            key_id: req.key.clone(),
         });
         Ok(Routed {
             request_id: prep.request_id.clone(),

@@ -1,12 +1,14 @@
 //! Errors as HTTP answers: every failure is a JSON body
 //! `{"error": {"type": …, "message": …}}` with the status the error knows,
 //! including the ones axum's extractors produce (bad JSON, a wrong type, an
-//! over-large body), so a client never sees a bare-text error or a panic.
+//! over-large body, a body that is not JSON or arrives too slowly), so a
+//! client never sees a bare-text error or a panic.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
@@ -14,6 +16,8 @@ use serde_json::error::Category;
 use serde_json::json;
 
 use qroute_core::Error;
+
+use super::edge::body_timeout_in;
 
 /// An [`Error`] on its way out as an HTTP response.
 #[derive(Debug)]
@@ -42,25 +46,64 @@ pub fn error_response(status: StatusCode, kind: &str, message: &str) -> Response
     (status, Json(body)).into_response()
 }
 
-/// A JSON request body whose every failure is an [`ApiError`]: a syntax
-/// error or a wrong type is a 400 naming the field, line and column, and a
-/// body over the limit a 413. Any content type is accepted, so that a bare
-/// `curl -d '{…}'` works.
+/// A JSON request body whose every failure is a JSON error: a syntax
+/// error or a wrong type is a 400 naming the field, line and column, a body
+/// over the limit a 413, and one that does not arrive within
+/// `[server] body_read_timeout_ms` a 408.
+///
+/// The content type must be JSON (`application/json`, with or without
+/// parameters, or a `+json` type), else 415: a web page can send
+/// `text/plain` or a form to any address without the browser asking first,
+/// but not `application/json`, so this is what keeps other sites from
+/// spending money or steering learning through a user's browser.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json_content_type(req.headers()) {
+            return Err(unsupported_media_type(req.headers().get(CONTENT_TYPE)));
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if let Some(timeout) = body_timeout_in(&r) {
+                return error_response(StatusCode::REQUEST_TIMEOUT, "request_timeout", &timeout.to_string());
+            }
             ApiError(if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 Error::PayloadTooLarge(r.body_text())
             } else {
                 Error::InvalidInput(format!("reading the request body: {}", r.body_text()))
             })
+            .into_response()
         })?;
-        parse_json(&bytes).map(ApiJson).map_err(ApiError)
+        parse_json(&bytes).map(ApiJson).map_err(|e| ApiError(e).into_response())
     }
+}
+
+/// Whether a `Content-Type` announces JSON: `application/json` or
+/// `application/…+json`, any parameters (`; charset=utf-8`) ignored.
+pub fn is_json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or(value).trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let subtype = subtype.to_ascii_lowercase();
+    kind.eq_ignore_ascii_case("application") && (subtype == "json" || (subtype.len() > 5 && subtype.ends_with("+json")))
+}
+
+fn unsupported_media_type(got: Option<&HeaderValue>) -> Response {
+    let mut message = "the request body must be JSON: send `content-type: application/json`".to_string();
+    match got {
+        Some(v) => {
+            let got: String = String::from_utf8_lossy(v.as_bytes()).chars().take(100).collect();
+            message.push_str(&format!(" (got {got:?})"));
+        }
+        None => message.push_str(" (no content type was sent)"),
+    }
+    error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", &message)
 }
 
 /// A query string whose every failure is a JSON 400 naming the parameter
@@ -105,4 +148,40 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
             Category::Data | Category::Io => Error::InvalidInput(format!("request body: field `{path}`: {inner}")),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        let check = |ct: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(ct) = ct {
+                h.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            }
+            is_json_content_type(&h)
+        };
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/vnd.api+json",
+        ] {
+            assert!(check(Some(ok)), "{ok}");
+        }
+        for bad in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("text/json"),
+            Some("application/+json"),
+            Some("application/jsonp"),
+            Some(""),
+        ] {
+            assert!(!check(bad), "{bad:?}");
+        }
+    }
 }

@@ -10,9 +10,11 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{admit, with_rate_headers};
 use super::errors::{ApiError, ApiJson};
 use super::experiments::enroll;
 use super::metrics::{Received, UpstreamTime};
+use crate::access::Principal;
 use crate::engine::variations::Variation;
 use crate::engine::{Attempt, Gateway, Preference, RouteRequest, Timings};
 use crate::exec::providers::{ChatMessage, ChatRequest};
@@ -110,6 +112,7 @@ pub struct ExecuteResponse {
 pub async fn execute(
     State(gw): State<Arc<Gateway>>,
     received: Option<Extension<Received>>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<ExecuteRequest>,
 ) -> Result<Response, ApiError> {
@@ -125,25 +128,27 @@ pub async fn execute(
         role: "user".into(),
         content: body.prompt,
     });
-    let routed = gw
-        .route(
-            RouteRequest {
-                chat: ChatRequest {
-                    messages,
-                    max_tokens: body.max_tokens,
-                    temperature: body.temperature,
-                },
-                task_type: body.task_type,
-                persona: body.persona,
-                preference: body.preference.into(),
-                pinned: None,
-                variations: body.variations,
-                combine: body.combine,
-                enrollment,
-            },
-            Received::instant(received),
-        )
-        .await?;
+    let mut req = RouteRequest {
+        chat: ChatRequest {
+            messages,
+            max_tokens: body.max_tokens,
+            temperature: body.temperature,
+        },
+        task_type: body.task_type,
+        persona: body.persona,
+        preference: body.preference.into(),
+        pinned: None,
+        variations: body.variations,
+        combine: body.combine,
+        enrollment,
+        key: None,
+    };
+    let rate = match admit(&gw, &who, &mut req) {
+        Ok(h) => h,
+        Err(refused) => return Ok(refused),
+    };
+    let routed = gw.route(req, Received::instant(received)).await?;
+    gw.access.charge(&who, routed.cost_usd, qroute_core::unix_ms());
     let upstream = UpstreamTime(routed.upstream);
     let mut resp = Json(ExecuteResponse {
         request_id: routed.request_id,
@@ -165,6 +170,7 @@ pub async fn execute(
         combined_by: routed.combined_by,
     })
     .into_response();
+    with_rate_headers(&mut resp, &rate);
     resp.extensions_mut().insert(upstream);
     Ok(resp)
 }

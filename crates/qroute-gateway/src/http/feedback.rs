@@ -13,6 +13,8 @@
 //! 404; feedback after `learning.feedback_window_ms` is kept with
 //! `late: true` and not learned from.
 
+use crate::access::Principal;
+use axum::Extension;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,6 +108,7 @@ const ANSWER_WAIT: Duration = Duration::from_millis(500);
 
 pub async fn feedback(
     State(gw): State<Arc<Gateway>>,
+    Extension(who): Extension<Principal>,
     ApiJson(body): ApiJson<FeedbackRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let fb = body.feedback()?;
@@ -115,10 +118,22 @@ pub async fn feedback(
     loop {
         let store = gw.store.clone();
         let (id2, fb2) = (id.clone(), fb.clone());
-        let result = tokio::task::spawn_blocking(move || store.record_feedback(&id2, fb2, window))
-            .await
-            .map_err(|e| Error::Store(format!("feedback task failed: {e}")))?;
+        let who = who.clone();
+        // `None`: another key's request, answered as an unknown one (at
+        // once, with the same message) so that ids do not leak.
+        let result = tokio::task::spawn_blocking(move || match store.answered(&id2)? {
+            Some(a) if !who.is_admin() && a.key_id.as_deref() != who.id() => Ok(None),
+            _ => store.record_feedback(&id2, fb2, window).map(Some),
+        })
+        .await
+        .map_err(|e| Error::Store(format!("feedback task failed: {e}")))?;
         match result {
+            Ok(None) => {
+                return Err(Error::NotFound(format!(
+                    "request_id {id:?}: no answered request with that id (unknown, or every model failed)"
+                ))
+                .into())
+            }
             // The answer record may still be in the writer's queue (and, with
             // `durable_ack = false`, the decision too): wait a little.
             Err(Error::NotFound(_))
@@ -128,7 +143,7 @@ pub async fn feedback(
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Err(e) => return Err(e.into()),
-            Ok((record, previous)) => {
+            Ok(Some((record, previous))) => {
                 return Ok(Json(json!({
                     "request_id": id,
                     "decision_id": record.answered.decision_id,

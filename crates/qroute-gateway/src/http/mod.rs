@@ -2,11 +2,14 @@
 //! translate between HTTP and the engine; the engine does the work.
 
 pub mod admin;
+pub mod auth;
+pub mod edge;
 pub mod errors;
 pub mod execute;
 pub mod experiments;
 pub mod feedback;
 pub mod health;
+pub mod keys;
 pub mod metrics;
 pub mod openai;
 
@@ -38,6 +41,9 @@ pub const ENDPOINTS: &[&str] = &[
     "/v1/experiments/{id}",
     "/v1/experiments/{id}/stop",
     "/v1/shadow",
+    "/v1/auth/login",
+    "/v1/keys",
+    "/v1/keys/{id}",
     "/v1/admin/experiences",
     "/v1/admin/experiences/sample",
     "/v1/admin/policies",
@@ -67,6 +73,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/experiments/{id}", get(experiments::show))
         .route("/v1/experiments/{id}/stop", post(experiments::stop))
         .route("/v1/shadow", get(experiments::shadow))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/keys", get(keys::list).post(keys::create))
+        .route("/v1/keys/{id}", get(keys::show).delete(keys::revoke))
         .route("/v1/admin/experiences", get(admin::experiences))
         .route("/v1/admin/experiences/sample", get(admin::sample))
         .route("/v1/admin/policies", get(admin::policies))
@@ -77,11 +86,15 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(gw.clone(), auth::authenticate))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| {
             error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
         }))
         .layer(axum::middleware::from_fn(metrics::track))
+        // Host/Origin checks and CORS (http/edge.rs): keep this the
+        // outermost layer, so preflights are answered before authentication.
+        .layer(edge::layer(&gw.config.server))
         .with_state(gw)
 }
 
@@ -106,12 +119,15 @@ async fn method_not_allowed() -> Response {
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.
+/// Connection timeouts and the connection limit are `[server]`'s (see
+/// [`edge::serve`]).
 pub async fn serve(
     gw: Arc<Gateway>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(gw)).with_graceful_shutdown(shutdown).await
+    let server = gw.config.server.clone();
+    edge::serve(listener, router(gw), &server, shutdown).await
 }
 
 /// The [`ENDPOINTS`] entry `path` matches, where `{…}` matches any one segment.

@@ -12,6 +12,8 @@
 //! sent as chunks once complete: the client's SDK streams unchanged, but the
 //! first token arrives when the whole answer does.
 
+use super::auth::{admit, with_rate_headers};
+use crate::access::Principal;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -139,6 +141,7 @@ impl Usage {
 pub async fn chat_completions(
     State(gw): State<Arc<Gateway>>,
     received: Option<Extension<Received>>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
@@ -162,30 +165,32 @@ pub async fn chat_completions(
         None => enroll(&gw, &headers, body.user.as_deref()),
         Some(_) => None,
     };
-    let routed = gw
-        .route(
-            RouteRequest {
-                chat: ChatRequest {
-                    messages,
-                    max_tokens: body.max_completion_tokens.or(body.max_tokens),
-                    temperature: body.temperature,
-                },
-                task_type: body.task_type,
-                persona: body.persona,
-                preference: Preference {
-                    cost_weight: body.cost_weight,
-                    latency_weight: body.latency_weight,
-                    max_cost_usd: body.max_cost_usd,
-                    models: body.models,
-                },
-                pinned,
-                variations: body.variations,
-                combine: body.combine,
-                enrollment,
-            },
-            Received::instant(received),
-        )
-        .await?;
+    let mut req = RouteRequest {
+        chat: ChatRequest {
+            messages,
+            max_tokens: body.max_completion_tokens.or(body.max_tokens),
+            temperature: body.temperature,
+        },
+        task_type: body.task_type,
+        persona: body.persona,
+        preference: Preference {
+            cost_weight: body.cost_weight,
+            latency_weight: body.latency_weight,
+            max_cost_usd: body.max_cost_usd,
+            models: body.models,
+        },
+        pinned,
+        variations: body.variations,
+        combine: body.combine,
+        enrollment,
+        key: None,
+    };
+    let rate = match admit(&gw, &who, &mut req) {
+        Ok(h) => h,
+        Err(refused) => return Ok(refused),
+    };
+    let routed = gw.route(req, Received::instant(received)).await?;
+    gw.access.charge(&who, routed.cost_usd, qroute_core::unix_ms());
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
     let upstream = UpstreamTime(routed.upstream);
     let mut resp = if body.stream.unwrap_or(false) {
@@ -193,6 +198,7 @@ pub async fn chat_completions(
     } else {
         Json(completion(&routed)).into_response()
     };
+    with_rate_headers(&mut resp, &rate);
     resp.extensions_mut().insert(upstream);
     Ok(resp)
 }

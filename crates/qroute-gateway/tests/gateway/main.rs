@@ -6,7 +6,9 @@
 
 mod harness;
 
+mod auth;
 mod durable;
+mod edge;
 mod experiments;
 mod feedback;
 mod http;
@@ -14,4 +16,5 @@ mod judges;
 mod learning;
 mod providers;
 mod resilience;
+mod sanitize;
 mod variations;

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::openai_compat::{send, Upstream};
+use super::openai_compat::Upstream;
 use super::{ChatRequest, Completion, ProviderError};
 
 /// The API version this adapter's wire structs follow; Anthropic requires
@@ -73,11 +73,18 @@ impl Anthropic {
     /// `base_url` is the host, without `/v1`: `https://api.anthropic.com`.
     /// Without a key no `x-api-key` is sent, for a proxy that adds its own.
     pub fn new(client: reqwest::Client, base_url: impl Into<String>, api_key: Option<String>) -> Self {
-        let upstream = Upstream::new(client, base_url.into(), api_key);
+        let upstream = Upstream::new("anthropic", client, base_url.into(), api_key);
         Anthropic {
             endpoint: upstream.endpoint("/v1/messages"),
             upstream,
         }
+    }
+
+    /// Names the provider in error messages as the config does (the kind,
+    /// `anthropic`, until then).
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.upstream.rename(name);
+        self
     }
 
     pub async fn complete(&self, upstream_model: &str, req: &ChatRequest) -> Result<Completion, ProviderError> {
@@ -108,7 +115,7 @@ impl Anthropic {
         if let Some(key) = &self.upstream.api_key {
             rb = rb.header("x-api-key", key);
         }
-        let resp: WireResponse = send("anthropic", rb).await?;
+        let resp: WireResponse = self.upstream.send(rb).await?;
         let usage = resp.usage.unwrap_or_default();
         let text = resp
             .content

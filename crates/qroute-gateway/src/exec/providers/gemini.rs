@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::openai_compat::{send, Upstream};
+use super::openai_compat::Upstream;
 use super::{ChatRequest, Completion, ProviderError};
 
 #[derive(Debug)]
@@ -110,8 +110,15 @@ impl Gemini {
     /// `x-goog-api-key` is sent, for a proxy that adds its own.
     pub fn new(client: reqwest::Client, base_url: impl Into<String>, api_key: Option<String>) -> Self {
         Gemini {
-            upstream: Upstream::new(client, base_url.into(), api_key),
+            upstream: Upstream::new("gemini", client, base_url.into(), api_key),
         }
+    }
+
+    /// Names the provider in error messages as the config does (the kind,
+    /// `gemini`, until then).
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.upstream.rename(name);
+        self
     }
 
     pub async fn complete(&self, upstream_model: &str, req: &ChatRequest) -> Result<Completion, ProviderError> {
@@ -152,7 +159,7 @@ impl Gemini {
         if let Some(key) = &self.upstream.api_key {
             rb = rb.header("x-goog-api-key", key);
         }
-        let resp: WireResponse = send("gemini", rb).await?;
+        let resp: WireResponse = self.upstream.send(rb).await?;
         let usage = resp.usage_metadata.unwrap_or_default();
         let (text, finish_reason) = match resp.candidates.into_iter().next() {
             Some(candidate) => {

@@ -9,6 +9,7 @@ pub mod anthropic;
 pub mod config;
 pub mod gemini;
 pub mod openai_compat;
+pub mod sanitize;
 pub mod simulated;
 
 use std::time::Duration;
@@ -79,7 +80,9 @@ pub enum ErrorKind {
     Config,
 }
 
-/// A failed upstream call.
+/// A failed upstream call. The HTTP adapters build these through
+/// [`sanitize::Scrubber`], so `message` holds no API key, credential or
+/// upstream address: it is shown to clients, logged and stored.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct ProviderError {
@@ -106,20 +109,11 @@ impl ProviderError {
         }
     }
 
-    /// Classifies a reqwest error.
+    /// Classifies a reqwest error. The message is from a fixed vocabulary
+    /// ("connection refused", "timed out", …): reqwest's own names the URL.
     pub fn from_reqwest(e: reqwest::Error) -> ProviderError {
-        let kind = if e.is_timeout() {
-            ErrorKind::Timeout
-        } else if e.is_decode() {
-            ErrorKind::Decode
-        } else if let Some(s) = e.status() {
-            ErrorKind::Status(s.as_u16())
-        } else if e.is_builder() {
-            ErrorKind::Config
-        } else {
-            ErrorKind::Connect
-        };
-        ProviderError::new(kind, e.to_string())
+        let (kind, what) = sanitize::transport_reason(&e);
+        ProviderError::new(kind, what)
     }
 }
 
@@ -133,6 +127,17 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// Names the provider in its error messages as the config does; until
+    /// then they say its kind (`provider openai: connection refused`).
+    pub fn with_name(self, name: &str) -> Provider {
+        match self {
+            Provider::OpenAi(p) => Provider::OpenAi(p.with_name(name)),
+            Provider::Anthropic(p) => Provider::Anthropic(p.with_name(name)),
+            Provider::Gemini(p) => Provider::Gemini(p.with_name(name)),
+            Provider::Simulated(p) => Provider::Simulated(p),
+        }
+    }
+
     /// Sends `req` to `upstream_model` on this provider. The caller applies
     /// timeouts and retries; this is one attempt.
     pub async fn complete(&self, upstream_model: &str, req: &ChatRequest) -> Result<Completion, ProviderError> {

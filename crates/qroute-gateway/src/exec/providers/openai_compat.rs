@@ -2,39 +2,48 @@
 //! OpenAI, Groq, Together, vLLM, Ollama, GitHub Models, LiteLLM proxies.
 //!
 //! Also home to the request/response plumbing the other adapters share
-//! ([`Upstream`], `send`), since every format ends in the same place: one
-//! JSON answer or one [`ProviderError`].
+//! ([`Upstream`] and its `send`), since every format ends in the same
+//! place: one JSON answer or one [`ProviderError`], whose text
+//! [`super::sanitize`] has cleaned of keys and addresses.
 
 use std::fmt;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::sanitize::Scrubber;
 use super::{ChatMessage, ChatRequest, Completion, ErrorKind, ProviderError};
-
-/// Characters of an upstream's body kept in an error message: enough to see
-/// what went wrong, not enough to flood a log line.
-const BODY_SNIPPET_CHARS: usize = 300;
 
 /// Bytes of an error body worth reading. Past this the rest is dropped with
 /// the connection rather than waited for.
 const ERROR_BODY_LIMIT: usize = 16 * 1024;
 
 /// What every HTTP adapter holds: the pooled client, the base URL
-/// (trailing slashes trimmed) and the API key.
+/// (trailing slashes trimmed), the API key, and the [`Scrubber`] every
+/// error it returns is built by.
 pub(super) struct Upstream {
     pub client: reqwest::Client,
     pub base_url: String,
     pub api_key: Option<String>,
+    pub errors: Scrubber,
 }
 
 impl Upstream {
-    pub fn new(client: reqwest::Client, base_url: String, api_key: Option<String>) -> Upstream {
+    /// `kind` names the provider in error messages until
+    /// [`Upstream::rename`] gives it its configured name.
+    pub fn new(kind: &str, client: reqwest::Client, base_url: String, api_key: Option<String>) -> Upstream {
+        let base_url = trim_base(base_url);
         Upstream {
+            errors: Scrubber::new(kind, &base_url, api_key.as_deref()),
             client,
-            base_url: trim_base(base_url),
+            base_url,
             api_key,
         }
+    }
+
+    /// Names the provider in error messages as the config does.
+    pub fn rename(&mut self, name: &str) {
+        self.errors.renamed(name);
     }
 
     /// `base_url` + `path`, parsed once at construction: URL parsing is a
@@ -43,16 +52,38 @@ impl Upstream {
         reqwest::Url::parse(&format!("{}{path}", self.base_url)).ok()
     }
 
-    /// A POST to an endpoint from [`Upstream::endpoint`], or a config error
-    /// naming the malformed base URL.
+    /// A POST to an endpoint from [`Upstream::endpoint`], or a config error.
+    /// The URL itself is not quoted: the message reaches clients.
     pub fn post(&self, endpoint: &Option<reqwest::Url>) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let url = endpoint.clone().ok_or_else(|| {
-            ProviderError::new(
-                ErrorKind::Config,
-                format!("base_url {:?} is not a valid URL", self.base_url),
-            )
-        })?;
+        let url = endpoint
+            .clone()
+            .ok_or_else(|| self.errors.error(ErrorKind::Config, "base_url is not a valid URL"))?;
         Ok(self.client.post(url))
+    }
+
+    /// Sends one request and decodes its JSON answer.
+    ///
+    /// A success body is read whole before decoding so the connection goes
+    /// back to the pool at once. A failure becomes `Status(code)` carrying
+    /// the upstream's own explanation, cleaned: every supported format wraps
+    /// it in `{"error": {"message": …}}`, and a body that does not is
+    /// quoted instead.
+    pub async fn send<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, ProviderError> {
+        let mut resp = rb.send().await.map_err(|e| self.errors.transport(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            // Best effort: the status alone is the error; the body only explains.
+            let mut body = Vec::new();
+            while body.len() < ERROR_BODY_LIMIT {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            return Err(self.errors.status(status, &error_reason(&body)));
+        }
+        let bytes = resp.bytes().await.map_err(|e| self.errors.transport(&e))?;
+        serde_json::from_slice(&bytes).map_err(|e| self.errors.decode(&e, &bytes))
     }
 }
 
@@ -119,11 +150,18 @@ impl OpenAiCompat {
     /// `https://api.openai.com/v1` or `http://localhost:11434/v1`. No key
     /// suits local servers (vLLM, Ollama) that need none.
     pub fn new(client: reqwest::Client, base_url: impl Into<String>, api_key: Option<String>) -> Self {
-        let upstream = Upstream::new(client, base_url.into(), api_key);
+        let upstream = Upstream::new("openai", client, base_url.into(), api_key);
         OpenAiCompat {
             endpoint: upstream.endpoint("/chat/completions"),
             upstream,
         }
+    }
+
+    /// Names the provider in error messages as the config does (the kind,
+    /// `openai`, until then).
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.upstream.rename(name);
+        self
     }
 
     pub async fn complete(&self, upstream_model: &str, req: &ChatRequest) -> Result<Completion, ProviderError> {
@@ -137,13 +175,13 @@ impl OpenAiCompat {
         if let Some(key) = &self.upstream.api_key {
             rb = rb.bearer_auth(key);
         }
-        let resp: WireResponse = send("openai", rb).await?;
+        let resp: WireResponse = self.upstream.send(rb).await?;
         let usage = resp.usage.unwrap_or_default();
         let choice = resp
             .choices
             .into_iter()
             .next()
-            .ok_or_else(|| ProviderError::new(ErrorKind::Decode, "openai: answer has no choices"))?;
+            .ok_or_else(|| self.upstream.errors.error(ErrorKind::Decode, "answer has no choices"))?;
         Ok(Completion {
             text: choice.message.content.unwrap_or_default(),
             input_tokens: usage.prompt_tokens.unwrap_or(0),
@@ -168,47 +206,8 @@ fn trim_base(mut base: String) -> String {
     base
 }
 
-/// Sends one request and decodes its JSON answer.
-///
-/// A success body is read whole before decoding so the connection goes back
-/// to the pool at once. A failure becomes `Status(code)` carrying the
-/// upstream's own explanation: every supported format wraps it in
-/// `{"error": {"message": …}}`, and a body that does not is quoted instead.
-pub(super) async fn send<T: DeserializeOwned>(provider: &str, rb: reqwest::RequestBuilder) -> Result<T, ProviderError> {
-    let mut resp = rb.send().await.map_err(|e| with_context(provider, e))?;
-    let status = resp.status();
-    if !status.is_success() {
-        // Best effort: the status alone is the error; the body only explains.
-        let mut body = Vec::new();
-        while body.len() < ERROR_BODY_LIMIT {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        let reason = error_reason(&body);
-        return Err(ProviderError::new(
-            ErrorKind::Status(status.as_u16()),
-            format!("{provider}: HTTP {}: {reason}", status.as_u16()),
-        ));
-    }
-    let bytes = resp.bytes().await.map_err(|e| with_context(provider, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ProviderError::new(
-            ErrorKind::Decode,
-            format!("{provider}: unreadable answer ({e}): {}", snippet(&bytes)),
-        )
-    })
-}
-
-/// `base` (already trimmed) joined with `path`, parsed.
-fn with_context(provider: &str, e: reqwest::Error) -> ProviderError {
-    let mut err = ProviderError::from_reqwest(e);
-    err.message = format!("{provider}: {}", err.message);
-    err
-}
-
-/// The upstream's explanation of a failure, for humans reading logs.
+/// The upstream's explanation of a failure, for humans reading logs, not
+/// yet cleaned: [`Scrubber::status`] redacts and cuts it.
 ///
 /// Read loosely, as a JSON value: besides the usual `{"error": {"message",
 /// "type"|"status"}}`, vLLM puts `message` at the top level and some proxies
@@ -218,14 +217,14 @@ fn error_reason(body: &[u8]) -> String {
         return "(empty body)".to_string();
     }
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return snippet(body);
+        return String::from_utf8_lossy(body).into_owned();
     };
     let detail = value.get("error").unwrap_or(&value);
     if let Some(text) = detail.as_str() {
         return text.to_string();
     }
     let Some(message) = detail.get("message").and_then(|m| m.as_str()) else {
-        return snippet(body);
+        return String::from_utf8_lossy(body).into_owned();
     };
     // OpenAI's and Anthropic's category (`rate_limit_error`), or Gemini's
     // (`RESOURCE_EXHAUSTED`).
@@ -236,16 +235,6 @@ fn error_reason(body: &[u8]) -> String {
         Some(category) => format!("{category}: {message}"),
         None => message.to_string(),
     }
-}
-
-/// The start of a body as text, cut at a character boundary.
-pub(super) fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut out: String = text.chars().take(BODY_SNIPPET_CHARS).collect();
-    if out.len() < text.len() {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,0 +1,199 @@
+//! The door: which scope each path needs, the middleware that checks the
+//! caller's key against it, and the answers for callers that are not let
+//! in (401, 403, 429 with `Retry-After`).
+//!
+//! | scope | paths |
+//! |---|---|
+//! | public | `GET /v1/health`, `POST /v1/auth/login`, `GET /openapi.json`, `/ui…` |
+//! | admin | `/v1/experiments…`, `/v1/shadow`, `/v1/keys…`, `/v1/admin/…` |
+//! | key | everything else (`/metrics` is public with `server.metrics_public`) |
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::errors::{error_response, ApiJson};
+use crate::access::limits::{estimate_tokens, RateHeaders};
+use crate::access::{Denied, Principal, Scope};
+use crate::engine::{Gateway, RouteRequest};
+use qroute_core::unix_ms;
+
+/// Replaced by `[server] metrics_public` once that section lands.
+const METRICS_PUBLIC: bool = false;
+
+/// The scope `method path` needs.
+pub fn scope(method: &Method, path: &str, metrics_public: bool) -> Scope {
+    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    match (method, path) {
+        (&Method::GET, "/v1/health" | "/openapi.json") | (&Method::POST, "/v1/auth/login") => Scope::Public,
+        _ if under("/ui") => Scope::Public,
+        (&Method::GET, "/metrics") if metrics_public => Scope::Public,
+        _ if under("/v1/experiments") || under("/v1/shadow") || under("/v1/keys") || under("/v1/admin") => Scope::Admin,
+        _ => Scope::Key,
+    }
+}
+
+/// The credential a request carries: `Authorization: Bearer X`, or
+/// `x-api-key: X` as Anthropic's clients send it.
+pub fn credential(headers: &HeaderMap) -> Option<&str> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    header("authorization")
+        .map(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .unwrap_or(v)
+        })
+        .or_else(|| header("x-api-key"))
+}
+
+/// Checks the caller against the path's scope and hands the handler a
+/// [`Principal`] (as a request extension).
+pub async fn authenticate(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
+    let needs = scope(req.method(), req.uri().path(), METRICS_PUBLIC);
+    let who = match gw.access.authenticate(credential(req.headers()), unix_ms()) {
+        Ok(p) => p,
+        Err(_) if needs == Scope::Public => Principal::Open,
+        Err(d) => return denied(d),
+    };
+    if needs == Scope::Admin && !who.is_admin() {
+        return denied(Denied::Forbidden("this endpoint needs an admin key".into()));
+    }
+    req.extensions_mut().insert(who);
+    next.run(req).await
+}
+
+/// The answer for a caller who is not let in.
+pub fn denied(d: Denied) -> Response {
+    match d {
+        Denied::Unauthenticated(m) => {
+            let mut r = error_response(StatusCode::UNAUTHORIZED, "unauthorized", m);
+            r.headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            r
+        }
+        Denied::Forbidden(m) => error_response(StatusCode::FORBIDDEN, "forbidden", &m),
+        Denied::RateLimited(l) => {
+            let message = format!(
+                "rate limit on {} reached; retry in {:.1}s",
+                l.which,
+                l.retry_after.as_secs_f64()
+            );
+            let mut r = error_response(StatusCode::TOO_MANY_REQUESTS, "rate_limited", &message);
+            with_rate_headers(&mut r, &l.headers);
+            let secs = l.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            r.headers_mut().insert("retry-after", HeaderValue::from(secs));
+            r
+        }
+        Denied::Budget {
+            limit_usd,
+            resets_at_ms,
+        } => {
+            let reset = resets_at_ms.map_or("never (a total budget)".to_string(), |ms| format!("at {ms} (Unix ms)"));
+            let message = format!("budget of ${limit_usd} for this period is spent; it resets {reset}");
+            let body = json!({"error": {
+                "type": "budget_exceeded",
+                "code": "budget_exceeded",
+                "message": message,
+                "budget_usd": limit_usd,
+                "resets_at_ms": resets_at_ms,
+            }});
+            let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+            if let Some(ms) = resets_at_ms {
+                let secs = ms.saturating_sub(unix_ms()).div_ceil(1000).max(1);
+                r.headers_mut().insert("retry-after", HeaderValue::from(secs));
+            }
+            r
+        }
+    }
+}
+
+/// Adds `x-ratelimit-*` headers to an answer.
+pub fn with_rate_headers(r: &mut Response, headers: &RateHeaders) {
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            r.headers_mut().insert(*name, v);
+        }
+    }
+}
+
+/// Lets a routing request in for `who`, or answers why not: every model it
+/// names must be on the key's list (403), a request that names none is
+/// narrowed to that list, and the key's rates and budget must allow it
+/// (429). Records the key with the request. Returns the `x-ratelimit-*`
+/// headers for the answer.
+pub fn admit(gw: &Gateway, who: &Principal, req: &mut RouteRequest) -> Result<RateHeaders, Response> {
+    req.key = who.id().map(String::from);
+    let Principal::Key(key) = who else {
+        return Ok(RateHeaders::new());
+    };
+    let named: Vec<&str> = req
+        .pinned
+        .iter()
+        .chain(req.preference.models.iter().flatten())
+        .map(String::as_str)
+        .collect();
+    let chars: usize = req.chat.messages.iter().map(|m| m.content.len()).sum();
+    let headers = gw
+        .access
+        .admit(who, &named, estimate_tokens(chars), unix_ms())
+        .map_err(denied)?;
+    if named.is_empty() {
+        req.preference.models.clone_from(&key.models);
+    }
+    Ok(headers)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    api_key: String,
+}
+
+/// `POST /v1/auth/login` (public): a short-lived bearer token for a key.
+pub async fn login(State(gw): State<Arc<Gateway>>, ApiJson(body): ApiJson<Login>) -> Response {
+    match gw.access.login(&body.api_key, unix_ms()) {
+        Ok((token, expires_in)) => Json(json!({
+            "access_token": token,
+            "token_type": "bearer",
+            "expires_in": expires_in,
+        }))
+        .into_response(),
+        Err(d) => denied(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_by_path() {
+        let get = Method::GET;
+        let post = Method::POST;
+        for (m, p, s) in [
+            (&get, "/v1/health", Scope::Public),
+            (&post, "/v1/auth/login", Scope::Public),
+            (&get, "/openapi.json", Scope::Public),
+            (&get, "/ui/index.html", Scope::Public),
+            (&get, "/uix", Scope::Key),
+            (&post, "/v1/health", Scope::Key),
+            (&post, "/v1/execute", Scope::Key),
+            (&post, "/v1/feedback", Scope::Key),
+            (&get, "/metrics", Scope::Key),
+            (&get, "/v1/experiments", Scope::Admin),
+            (&post, "/v1/experiments/x/stop", Scope::Admin),
+            (&get, "/v1/keys/key_1", Scope::Admin),
+            (&get, "/v1/admin/experiences", Scope::Admin),
+            (&get, "/v1/shadow", Scope::Admin),
+        ] {
+            assert_eq!(scope(m, p, false), s, "{m} {p}");
+        }
+        assert_eq!(scope(&get, "/metrics", true), Scope::Public);
+    }
+}
