@@ -116,6 +116,12 @@ assert r["quality"] == 1.0 and r["revisions"] == 1, r
 print("ok   POST /v1/feedback:", r["model"], "late" if r["late"] else "in time")
 ' "$TMP/feedback.json" || fail "/v1/feedback body"
 
+# A body that is not JSON (what a cross-site form can send) is refused.
+STATUS="$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' -X POST "$BASE/v1/execute" \
+    -H 'content-type: text/plain' -d '{"prompt":"hi"}')"
+[[ "$STATUS" == 415 ]] || fail "POST /v1/execute as text/plain answered $STATUS, not 415"
+echo "ok   POST /v1/execute as text/plain: 415"
+
 # The OpenAI SDK.
 python3 "$ROOT/ci/openai_client_check.py" --base-url "$BASE/v1" || fail "ci/openai_client_check.py"
 

@@ -20,6 +20,10 @@ pub struct Args {
     /// directory (DIR/store, DIR/policies), overriding the config's paths.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Serve a non-loopback address without a master key, so that anyone
+    /// who can reach the port spends the configured providers' keys.
+    #[arg(long)]
+    insecure_no_auth: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -35,6 +39,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cfg.learning.registry = Some(dir.join("policies"));
     }
     let addr = cfg.listen;
+    if !addr.ip().is_loopback() && cfg.auth.master_keys().is_empty() && !args.insecure_no_auth {
+        anyhow::bail!(
+            "refusing to serve {addr} without authentication: set QROUTE_MASTER_KEY (see README, Security), \
+             listen on 127.0.0.1, or pass --insecure-no-auth"
+        );
+    }
     let store = cfg.store.path.clone();
     let gw = Arc::new(Gateway::build(cfg)?);
     super::runtime()?.block_on(async move {

@@ -48,6 +48,10 @@ pub enum Error {
     /// open), or a dependency such as the store refused the write.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Unavailable for a known while: every allowed model's breaker is open
+    /// and the first probe is allowed in `retry_after_ms`.
+    #[error("unavailable: {message}")]
+    RetryLater { message: String, retry_after_ms: u64 },
     #[error("io: {context}: {source}")]
     Io {
         context: String,
@@ -65,7 +69,7 @@ impl Error {
             Error::Conflict(_) => 409,
             Error::PayloadTooLarge(_) => 413,
             Error::Upstream(_) => 502,
-            Error::Unavailable(_) => 503,
+            Error::Unavailable(_) | Error::RetryLater { .. } => 503,
             Error::Timeout(_) => 504,
             Error::Checkpoint { .. } | Error::Store(_) | Error::Io { .. } | Error::Config { .. } => 500,
         }
@@ -85,7 +89,16 @@ impl Error {
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::Upstream(_) => "upstream_error",
             Error::Timeout(_) => "timeout",
-            Error::Unavailable(_) => "unavailable",
+            Error::Unavailable(_) | Error::RetryLater { .. } => "unavailable",
+        }
+    }
+
+    /// How long the caller should wait before retrying, when that is known
+    /// (the `Retry-After` of a 503).
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            Error::RetryLater { retry_after_ms, .. } => Some(*retry_after_ms),
+            _ => None,
         }
     }
 

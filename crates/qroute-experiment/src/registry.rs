@@ -111,6 +111,9 @@ pub struct Experiments {
     all: ArcSwap<Vec<Arc<LiveExperiment>>>,
     /// Serialises create and stop.
     write: Mutex<()>,
+    /// Most experiments stored (finished ones included): each keeps its
+    /// arms' policies in memory and is reloaded at every start.
+    max_stored: usize,
 }
 
 impl Experiments {
@@ -161,6 +164,7 @@ impl Experiments {
         }
         live.sort_by_key(|l| l.experiment.created_ms);
         let registry = Experiments {
+            max_stored: usize::MAX,
             store,
             resolve,
             all: ArcSwap::from_pointee(live),
@@ -197,6 +201,12 @@ impl Experiments {
         spec.validate()?;
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let all = self.all.load_full();
+        if all.len() >= self.max_stored {
+            return Err(Error::Conflict(format!(
+                "this gateway holds its maximum of {} experiments (limits.max_experiments)",
+                self.max_stored
+            )));
+        }
         if all.iter().any(|l| l.experiment.spec.id == spec.id) {
             return Err(Error::Conflict(format!("an experiment with id {:?} exists", spec.id)));
         }
@@ -221,6 +231,12 @@ impl Experiments {
         next.push(live.clone());
         self.all.store(Arc::new(next));
         Ok(live)
+    }
+
+    /// Refuses to create more than `max` experiments in all.
+    pub fn with_cap(mut self, max: usize) -> Experiments {
+        self.max_stored = max;
+        self
     }
 
     /// Ends enrolment now. Every decision the experiment made stays in the

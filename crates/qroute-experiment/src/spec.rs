@@ -4,7 +4,6 @@
 //! `POST /v1/experiments`, and stored as JSON in the experience store.
 
 use std::fmt;
-use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -82,11 +81,19 @@ pub struct ArmSpec {
     #[serde(default = "one")]
     pub weight: f64,
     pub strategy: Strategy,
-    /// A checkpoint directory (on the gateway's disk) whose policy this arm
-    /// scores with, frozen at the version saved there. Absent: the live
-    /// policy the online trainer keeps improving.
+    /// The policy this arm scores with, frozen, by name: `vN` for version N
+    /// of the policy registry, or a directory name inside the configured
+    /// `policy.checkpoints_dir`. Never a path: callers of the API must not
+    /// make the gateway read arbitrary files. Absent: the live policy the
+    /// online trainer keeps improving.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<PathBuf>,
+    pub checkpoint: Option<String>,
+}
+
+/// Whether `name` can only name a policy, never a path.
+pub fn checkpoint_name_ok(name: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    !name.is_empty() && name.len() <= 64 && !name.starts_with('.') && name.chars().all(ok)
 }
 
 /// An experiment as configured or posted.
@@ -168,6 +175,17 @@ impl ExperimentSpec {
             return bad(format!(
                 "id {:?}: use 1 to 64 letters, digits, '-', '_' or '.'",
                 self.id
+            ));
+        }
+        if let Some(a) = self
+            .arms
+            .iter()
+            .find(|a| a.checkpoint.as_deref().is_some_and(|c| !checkpoint_name_ok(c)))
+        {
+            return bad(format!(
+                "arms[{:?}].checkpoint: a policy name (`v7` for a registered version, or a name in \
+                 policy.checkpoints_dir): 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'",
+                a.name
             ));
         }
         if let Some(a) = self.arms.iter().find(|a| a.name == HOLDOUT || a.name.is_empty()) {

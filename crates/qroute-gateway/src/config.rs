@@ -83,6 +83,9 @@ pub struct Limits {
     pub request_timeout_ms: u64,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Most experiments stored, finished ones included.
+    #[serde(default = "default_max_experiments")]
+    pub max_experiments: usize,
 }
 
 fn default_body_bytes() -> usize {
@@ -97,6 +100,9 @@ fn default_request_timeout_ms() -> u64 {
 fn default_connect_timeout_ms() -> u64 {
     5_000
 }
+fn default_max_experiments() -> usize {
+    200
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -105,6 +111,7 @@ impl Default for Limits {
             attempt_timeout_ms: default_attempt_timeout_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             connect_timeout_ms: default_connect_timeout_ms(),
+            max_experiments: default_max_experiments(),
         }
     }
 }

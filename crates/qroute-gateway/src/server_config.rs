@@ -188,7 +188,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let cases: [(fn(&mut ServerConfig), &str); 8] = [
+        type Edit = fn(&mut ServerConfig);
+        let cases: [(Edit, &str); 8] = [
             (|c| c.header_read_timeout_ms = 0, "server.header_read_timeout_ms"),
             (|c| c.body_read_timeout_ms = 0, "server.body_read_timeout_ms"),
             (|c| c.idle_timeout_ms = 100_000_000, "server.idle_timeout_ms"),
@@ -216,6 +217,33 @@ mod tests {
             let e = c.validate().unwrap_err();
             assert!(e.starts_with(field), "{e}");
         }
+    }
+
+    #[test]
+    fn the_example_section_parses_once_uncommented() {
+        #[derive(Deserialize)]
+        struct Wrapper {
+            server: ServerConfig,
+        }
+        let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/example.toml"));
+        let start = text.find("# [server]").unwrap();
+        let end = start + text[start..].find("\n\n").unwrap();
+        let section: String = text[start..end]
+            .lines()
+            .map(|l| {
+                l.trim_start_matches("# ")
+                    .split(" #")
+                    .next()
+                    .unwrap()
+                    .trim_end()
+                    .to_string()
+                    + "\n"
+            })
+            .collect();
+        let c = toml::from_str::<Wrapper>(&section).unwrap().server;
+        c.validate().unwrap();
+        assert_eq!(c.header_read_timeout_ms, default_header_read_timeout_ms());
+        assert_eq!(c.max_connections, default_max_connections());
     }
 
     #[test]

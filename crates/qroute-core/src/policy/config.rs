@@ -34,6 +34,10 @@ pub struct PolicyConfig {
     /// A candidate policy that scores live traffic without acting on it.
     #[serde(default)]
     pub shadow: Option<ShadowConfig>,
+    /// Where experiment arms may name frozen policies besides the registry
+    /// (`checkpoint = "NAME"` loads `checkpoints_dir/NAME`).
+    #[serde(default)]
+    pub checkpoints_dir: Option<PathBuf>,
 }
 
 /// Shadow mode: a candidate policy's would-be choice is logged with every
@@ -82,6 +86,7 @@ impl Default for PolicyConfig {
             default_cost_weight: default_cost_weight(),
             expected_output_tokens: default_expected_output_tokens(),
             shadow: None,
+            checkpoints_dir: None,
         }
     }
 }

@@ -20,6 +20,7 @@ use qroute_core::features::FeatureSpec;
 use qroute_core::policy::{checkpoint, FrozenPolicy, Strategy};
 use qroute_core::store::ExperienceStore;
 use qroute_core::{unix_ms, Error, Result};
+use qroute_experiment::spec::checkpoint_name_ok;
 use qroute_experiment::{ArmSpec, Experiments, LiveArm};
 use qroute_learn::learner::{Learner, LearnerConfig};
 use qroute_learn::online::{Checkpoints, OnlineConfig, OnlineTrainer};
@@ -118,8 +119,13 @@ impl Gateway {
         };
         let experiments = {
             let spec = policy.spec.clone();
-            let resolve = move |arm: &ArmSpec| resolve_arm(arm, &served, &spec);
+            let places = PolicyPlaces {
+                registry: registry.clone(),
+                checkpoints_dir: config.policy.checkpoints_dir.clone(),
+            };
+            let resolve = move |arm: &ArmSpec| resolve_arm(arm, &served, &spec, &places);
             Experiments::open(store.clone(), &config.experiments, Box::new(resolve), unix_ms())?
+                .with_cap(config.limits.max_experiments)
         };
         let judge = match config.variations.judge {
             JudgeKind::Heuristic => Judge::Heuristic,
@@ -202,8 +208,39 @@ impl Gateway {
 /// inside the one second within which it must serve it.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
 
+/// Where an experiment arm's `checkpoint` name may point.
+struct PolicyPlaces {
+    registry: Registry,
+    checkpoints_dir: Option<std::path::PathBuf>,
+}
+
+impl PolicyPlaces {
+    /// Loads the policy `name` names: `vN` in the registry, else a directory
+    /// of `policy.checkpoints_dir`. Whatever goes wrong, the caller learns
+    /// only that no usable policy has that name, never whether some path
+    /// exists (the details go to the log).
+    fn load(&self, name: &str, spec: &FeatureSpec, served: &[ModelCard]) -> Result<FrozenPolicy> {
+        let version = name.strip_prefix('v').and_then(|v| v.parse::<u64>().ok());
+        let dir = match (version, &self.checkpoints_dir) {
+            _ if !checkpoint_name_ok(name) => None,
+            (Some(v), _) => Some(self.registry.version_dir(v)),
+            (None, Some(d)) => Some(d.join(name)),
+            (None, None) => None,
+        };
+        dir.ok_or_else(|| "not a registered version and no policy.checkpoints_dir".to_string())
+            .and_then(|d| FrozenPolicy::load(&d, spec, served).map_err(|e| e.to_string()))
+            .map_err(|detail| {
+                tracing::info!(checkpoint = name, %detail, "an experiment arm's checkpoint did not load");
+                Error::InvalidInput(format!(
+                    "checkpoint {name:?}: no usable policy of that name in the policy registry \
+                     or policy.checkpoints_dir"
+                ))
+            })
+    }
+}
+
 /// Checks an experiment arm against the served models and loads its checkpoint.
-fn resolve_arm(arm: &ArmSpec, served: &[ModelCard], spec: &FeatureSpec) -> Result<LiveArm> {
+fn resolve_arm(arm: &ArmSpec, served: &[ModelCard], spec: &FeatureSpec, places: &PolicyPlaces) -> Result<LiveArm> {
     let unknown = |m: &String| {
         (!served.iter().any(|c| &c.id == m)).then(|| Error::InvalidInput(format!("no model is named {m:?}")))
     };
@@ -217,7 +254,7 @@ fn resolve_arm(arm: &ArmSpec, served: &[ModelCard], spec: &FeatureSpec) -> Resul
         policy: arm
             .checkpoint
             .as_deref()
-            .map(|p| FrozenPolicy::load(p, spec, served).map(Arc::new))
+            .map(|name| places.load(name, spec, served).map(Arc::new))
             .transpose()?,
     })
 }

@@ -266,11 +266,17 @@ impl Gateway {
             }
         }
         let now = Instant::now();
+        let first_probe = set
+            .iter()
+            .map(|&i| self.models[i].breaker.available_in(now))
+            .min()
+            .unwrap_or_default();
         set.retain(|&i| self.models[i].breaker.available(now));
         if set.is_empty() {
-            return Err(Error::Unavailable(
-                "every allowed model's circuit breaker is open; try again after the cool-down".into(),
-            ));
+            return Err(Error::RetryLater {
+                message: "every allowed model's circuit breaker is open; try again after the cool-down".into(),
+                retry_after_ms: first_probe.as_millis() as u64,
+            });
         }
         Ok(set)
     }

@@ -183,6 +183,15 @@ impl CircuitBreaker {
         }
     }
 
+    /// How long until the model may be offered again (zero when it may now).
+    pub fn available_in(&self, now: Instant) -> Duration {
+        match &*self.lock() {
+            Inner::Closed { .. } | Inner::HalfOpen { probe_since: None } => Duration::ZERO,
+            Inner::Open { until } => until.saturating_duration_since(now),
+            Inner::HalfOpen { probe_since: Some(t) } => (*t + self.cooldown).saturating_duration_since(now),
+        }
+    }
+
     /// Asks to call the model now. Always yes when closed; when half-open,
     /// yes for exactly one caller (the probe) until it reports.
     pub fn try_acquire(&self, now: Instant) -> bool {

@@ -35,7 +35,12 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(error = %self.0, "request failed");
         }
-        error_response(status, self.0.kind(), &self.0.to_string())
+        let mut r = error_response(status, self.0.kind(), &self.0.to_string());
+        if let Some(ms) = self.0.retry_after_ms() {
+            r.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from(ms.div_ceil(1000).max(1)));
+        }
+        r
     }
 }
 

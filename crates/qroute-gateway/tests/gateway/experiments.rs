@@ -249,22 +249,60 @@ async fn shadow_and_checkpoint_arms_score_with_their_own_policy() {
     let ckpt = dir.path().join("candidate");
     checkpoint::save(&frozen, &ckpt, json!({})).unwrap();
     let shadow_dir = ckpt.clone();
+    let checkpoints_dir = dir.path().to_path_buf();
     let t = gateway(dir, move |c| {
         c.policy.shadow = Some(qroute_gateway::config::ShadowConfig {
             name: "candidate".into(),
             path: shadow_dir,
         });
+        c.policy.checkpoints_dir = Some(checkpoints_dir);
+        c.limits.max_experiments = 2;
     })
     .await;
+    // An arm names a policy, never a path; a name that does not load says
+    // only that, whether or not something exists under it.
+    let arm = |checkpoint: &str| {
+        json!({"id": "probe", "unit": "user", "arms": [
+            {"name": "live", "strategy": {"kind": "learned"}},
+            {"name": "frozen", "strategy": {"kind": "learned"}, "checkpoint": checkpoint}]})
+    };
+    let mut messages = Vec::new();
+    for bad in ["/etc", "../candidate", "store", "nope", "v999", ".hidden", "a/b"] {
+        let (s, b) = t.post("/v1/experiments", &arm(bad)).await;
+        assert_eq!(s, 400, "{bad}: {b}");
+        let m = b["error"]["message"].as_str().unwrap().replace(bad, "NAME");
+        assert!(
+            !m.contains("such file") && !m.contains("directory") && !m.contains('/'),
+            "{m}"
+        );
+        messages.push(m.replace("arms[\"frozen\"].", ""));
+    }
+    // "store" exists (a directory) and "nope" does not: the same answer.
+    assert_eq!(messages[2], messages[3]);
+    assert_eq!(messages[3], messages[4], "an unregistered version reads the same");
+    // The registry's v1 (the shipped policy) is a valid name.
+    let (s, b) = t.post("/v1/experiments", &arm("v1")).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, _) = t.post("/v1/experiments/probe/stop", &json!({})).await;
+    assert_eq!(s, 200);
     let (s, b) = t
         .post(
             "/v1/experiments",
             &json!({"id": "frozen", "unit": "api_key", "arms": [
                 {"name": "live", "strategy": {"kind": "learned"}},
-                {"name": "v4242", "strategy": {"kind": "learned"}, "checkpoint": ckpt}]}),
+                {"name": "v4242", "strategy": {"kind": "learned"}, "checkpoint": "candidate"}]}),
         )
         .await;
     assert_eq!(s, 201, "{b}");
+    // Two experiments stored: the cap (limits.max_experiments = 2) is reached.
+    let (s, b) = t
+        .post(
+            "/v1/experiments",
+            &json!({"id": "third", "unit": "user", "arms": [
+        {"name": "a", "strategy": {"kind": "learned"}}]}),
+        )
+        .await;
+    assert_eq!((s, crate::harness::error_type(&b)), (409, "conflict"), "{b}");
     let prompts = prompts(60);
     for (i, p) in prompts.iter().enumerate() {
         let r = t

@@ -73,9 +73,19 @@ async fn the_breaker_opens_and_closes_again() {
     let h: serde_json::Value = t.get("/v1/health").await.json().await.unwrap();
     assert_eq!(h["status"], "degraded");
     assert_eq!(h["breakers_open"], json!(["flaky-mock"]));
-    // While open the model is out of the candidate set: no upstream call.
-    let (s, b) = t.post("/v1/execute", &execute(&["flaky-mock"])).await;
-    assert_eq!((s, error_type(&b)), (503, "unavailable"), "{b}");
+    // While open the model is out of the candidate set: no upstream call,
+    // and the 503 says when to come back (the cool-down, rounded up to 1 s).
+    let r = t
+        .http
+        .post(format!("{}/v1/execute", t.url))
+        .json(&execute(&["flaky-mock"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let b: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(error_type(&b), "unavailable", "{b}");
     assert_eq!(t.mock.stats.calls("flaky-mock"), 1);
     // Other models still route, and the open one is never offered.
     for _ in 0..5 {

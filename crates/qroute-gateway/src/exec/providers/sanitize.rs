@@ -277,13 +277,14 @@ fn is_key_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'~' | b'+' | b'/' | b'=' | b'*')
 }
 
-/// Where an unquoted value ends.
+/// Where an unquoted value ends. A value that starts with one of these is
+/// none (`x-api-key: (none)`).
 fn ends_value(b: u8) -> bool {
     b.is_ascii_whitespace()
         || b.is_ascii_control()
         || matches!(
             b,
-            b'&' | b',' | b';' | b'"' | b'\'' | b'}' | b')' | b'<' | b'>' | b'|' | b'`'
+            b'&' | b',' | b';' | b'"' | b'\'' | b'(' | b')' | b'{' | b'}' | b'<' | b'>' | b'|' | b'`'
         )
 }
 
@@ -574,6 +575,7 @@ mod tests {
         );
         assert_eq!(scrub("q?alt=json&key=abc123&x=1"), "q?alt=json&key=[redacted]&x=1");
         assert_eq!(scrub("password=hunter2"), "password=[redacted]");
+        assert_eq!(scrub("x-api-key: (none), next"), "x-api-key: (none), next");
         // Ordinary words stay when nothing credential-like follows.
         assert_eq!(scrub("invalid key: check it"), "invalid key: check it");
         assert_eq!(scrub("the monkey=1"), "the monkey=1");
