@@ -46,8 +46,9 @@ pub struct ServerConfig {
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
     /// Connections served at once; at the limit the gateway stops accepting
-    /// (new ones wait in the kernel's backlog) until one closes. Keep it
-    /// below the process's open-file limit.
+    /// (new ones wait in the kernel's backlog) until one closes. Lowered at
+    /// start-up, with a warning, when the open-file limit cannot carry two
+    /// handles per connection (its own and an upstream one).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Whether `/metrics` is served without credentials (read by the

@@ -44,7 +44,7 @@ impl Gateway {
         let client = providers::http_client(Duration::from_millis(config.limits.connect_timeout_ms))?;
         let mut built: HashMap<String, Arc<Provider>> = HashMap::new();
         for p in &config.providers {
-            built.insert(p.name.clone(), Arc::new(provider(p, &client)?));
+            built.insert(p.name.clone(), Arc::new(provider(p, &client)?.with_name(&p.name)));
         }
 
         let mut models = Vec::with_capacity(config.models.len());

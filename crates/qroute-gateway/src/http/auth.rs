@@ -125,9 +125,9 @@ pub fn with_rate_headers(r: &mut Response, headers: &RateHeaders) {
 /// Lets a routing request in for `who`, or answers why not: every model it
 /// names must be on the key's list (403), a request that names none is
 /// narrowed to that list, and the key's rates and budget must allow it
-/// (429). Records the key with the request. Returns the `x-ratelimit-*`
-/// headers for the answer.
-pub fn admit(gw: &Gateway, who: &Principal, req: &mut RouteRequest) -> Result<RateHeaders, Response> {
+/// (429, answered by [`denied`]). Records the key with the request.
+/// Returns the `x-ratelimit-*` headers for the answer.
+pub fn admit(gw: &Gateway, who: &Principal, req: &mut RouteRequest) -> Result<RateHeaders, Denied> {
     req.key = who.id().map(String::from);
     let Principal::Key(key) = who else {
         return Ok(RateHeaders::new());
@@ -139,10 +139,7 @@ pub fn admit(gw: &Gateway, who: &Principal, req: &mut RouteRequest) -> Result<Ra
         .map(String::as_str)
         .collect();
     let chars: usize = req.chat.messages.iter().map(|m| m.content.len()).sum();
-    let headers = gw
-        .access
-        .admit(who, &named, estimate_tokens(chars), unix_ms())
-        .map_err(denied)?;
+    let headers = gw.access.admit(who, &named, estimate_tokens(chars), unix_ms())?;
     if named.is_empty() {
         req.preference.models.clone_from(&key.models);
     }

@@ -280,8 +280,7 @@ pub async fn serve(
         idle_ms: cfg.idle_timeout_ms,
         body: cfg.body_read_timeout(),
     };
-    warn_if_over_file_limit(cfg.max_connections);
-    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let slots = Arc::new(Semaphore::new(connection_capacity(cfg.max_connections)));
     // Connections hold a receiver: `true` asks them to finish, and the
     // sender sees them all gone through `closed()`.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -328,24 +327,43 @@ async fn accept_failed(e: io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// Warns when `max_connections` cannot be reached because the process may
-/// not open that many files: accepting then fails instead of waiting.
-fn warn_if_over_file_limit(max_connections: usize) {
-    let soft_limit = std::fs::read_to_string("/proc/self/limits").ok().and_then(|text| {
-        let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-        line.split_whitespace().nth(3)?.parse::<usize>().ok()
-    });
-    if let Some(limit) = soft_limit {
-        // Headroom for the store, upstream connections and logs.
-        if max_connections.saturating_add(100) > limit {
-            tracing::warn!(
-                max_connections,
-                open_file_limit = limit,
-                "server.max_connections is near or above the open-file limit (ulimit -n); \
-                 raise the limit or lower max_connections"
-            );
+/// File handles kept for everything but connections: the store's files,
+/// logs, the listener.
+const FILES_RESERVED: u64 = 128;
+
+/// How many connections to serve at once: `max_connections`, unless the
+/// open-file limit cannot carry that many. The soft limit is first raised as
+/// far as the hard limit allows (as Go's runtime does at start-up: the
+/// default soft limit is often 1,024). Each connection may need an upstream
+/// connection as well, so two handles are counted per connection. Serving
+/// fewer and leaving the rest in the backlog beats running out of handles:
+/// then accepting fails, and so do the upstream calls of requests already
+/// accepted.
+fn connection_capacity(max_connections: usize) -> usize {
+    let wanted = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(FILES_RESERVED);
+    let limit = match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the open-file limit failed");
+            return max_connections;
         }
+    };
+    if limit >= wanted {
+        return max_connections;
     }
+    let fit = usize::try_from(limit.saturating_sub(FILES_RESERVED) / 2)
+        .unwrap_or(max_connections)
+        .clamp(1, max_connections);
+    tracing::warn!(
+        max_connections,
+        serving = fit,
+        open_file_limit = limit,
+        "the open-file limit (ulimit -n) cannot carry server.max_connections (two handles each); \
+         serving fewer at once"
+    );
+    fit
 }
 
 #[derive(Clone, Copy)]
@@ -741,6 +759,13 @@ mod tests {
             Some(403)
         );
         assert_eq!(status(Method::GET, &[host, ("origin", "https://evil.example")]), None);
+    }
+
+    #[test]
+    fn capacity_never_exceeds_the_configured_limit() {
+        assert_eq!(connection_capacity(5), 5, "a handful always fits");
+        let big = connection_capacity(1_000_000);
+        assert!((1..=1_000_000).contains(&big), "{big}");
     }
 
     #[test]

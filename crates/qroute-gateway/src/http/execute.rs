@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{admit, with_rate_headers};
+use super::auth::{admit, denied, with_rate_headers};
 use super::errors::{ApiError, ApiJson};
 use super::experiments::enroll;
 use super::metrics::{Received, UpstreamTime};
@@ -18,9 +18,13 @@ use crate::access::Principal;
 use crate::engine::variations::Variation;
 use crate::engine::{Attempt, Gateway, Preference, RouteRequest, Timings};
 use crate::exec::providers::{ChatMessage, ChatRequest};
+use qroute_core::Error;
+
+// Objects only: a derived struct would also read from an array, positionally.
+qroute_experiment::objects_only!(ExecuteRequest, PreferenceBody);
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct ExecuteRequest {
     pub prompt: String,
     /// Sent as a system message before the prompt.
@@ -33,8 +37,9 @@ pub struct ExecuteRequest {
     pub task_type: Option<String>,
     #[serde(default)]
     pub max_tokens: Option<u32>,
+    /// In [0, 2]; read as `f64` so that the check sees the number sent.
     #[serde(default)]
-    pub temperature: Option<f32>,
+    pub temperature: Option<f64>,
     #[serde(default)]
     pub preference: PreferenceBody,
     /// Models to run in parallel, the judged best answering (the config's
@@ -51,14 +56,14 @@ pub struct ExecuteRequest {
 
 /// The operating point and limits of one request.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct PreferenceBody {
     /// λ: how much one unit of normalised cost weighs against quality.
     #[serde(default)]
-    pub cost_weight: Option<f32>,
+    pub cost_weight: Option<f64>,
     /// μ: the same for latency.
     #[serde(default)]
-    pub latency_weight: Option<f32>,
+    pub latency_weight: Option<f64>,
     #[serde(default)]
     pub max_cost_usd: Option<f64>,
     /// Restrict the choice to these model ids.
@@ -69,12 +74,55 @@ pub struct PreferenceBody {
 impl From<PreferenceBody> for Preference {
     fn from(p: PreferenceBody) -> Self {
         Preference {
-            cost_weight: p.cost_weight,
-            latency_weight: p.latency_weight,
+            cost_weight: p.cost_weight.map(|w| w as f32),
+            latency_weight: p.latency_weight.map(|w| w as f32),
             max_cost_usd: p.max_cost_usd,
             models: p.models,
         }
     }
+}
+
+impl ExecuteRequest {
+    /// What the engine does not check: a blank prompt (with a system
+    /// message the request is not blank), and the numbers that narrow to
+    /// `f32`, checked as sent.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.prompt.trim().is_empty() {
+            return Err(Error::InvalidInput("prompt: must not be blank".into()));
+        }
+        check_numbers(
+            &[("max_tokens", self.max_tokens)],
+            self.temperature,
+            self.preference.cost_weight,
+            self.preference.latency_weight,
+        )
+    }
+}
+
+/// The bounds `/v1/execute` and `/v1/chat/completions` share: `max_tokens`
+/// at least 1, `temperature` in [0, 2], and weights that are finite and
+/// non-negative in single precision (the engine computes in `f32`).
+pub fn check_numbers(
+    max_tokens: &[(&str, Option<u32>)],
+    temperature: Option<f64>,
+    cost_weight: Option<f64>,
+    latency_weight: Option<f64>,
+) -> Result<(), Error> {
+    if let Some((name, _)) = max_tokens.iter().find(|(_, m)| *m == Some(0)) {
+        return Err(Error::InvalidInput(format!("{name}: must be at least 1")));
+    }
+    if let Some(t) = temperature.filter(|t| !(0.0..=2.0).contains(t)) {
+        return Err(Error::InvalidInput(format!("temperature: must lie in [0, 2], got {t}")));
+    }
+    for (name, w) in [("cost_weight", cost_weight), ("latency_weight", latency_weight)] {
+        if let Some(w) = w.filter(|w| !(0.0..=f32::MAX as f64).contains(w)) {
+            return Err(Error::InvalidInput(format!(
+                "{name}: must lie in [0, {:e}] (a single-precision number), got {w}",
+                f32::MAX as f64
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize)]
@@ -116,6 +164,7 @@ pub async fn execute(
     headers: HeaderMap,
     ApiJson(body): ApiJson<ExecuteRequest>,
 ) -> Result<Response, ApiError> {
+    body.validate()?;
     let enrollment = enroll(&gw, &headers, body.user_id.as_deref());
     let mut messages = Vec::with_capacity(2);
     if let Some(system) = body.system {
@@ -132,7 +181,7 @@ pub async fn execute(
         chat: ChatRequest {
             messages,
             max_tokens: body.max_tokens,
-            temperature: body.temperature,
+            temperature: body.temperature.map(|t| t as f32),
         },
         task_type: body.task_type,
         persona: body.persona,
@@ -145,7 +194,7 @@ pub async fn execute(
     };
     let rate = match admit(&gw, &who, &mut req) {
         Ok(h) => h,
-        Err(refused) => return Ok(refused),
+        Err(refused) => return Ok(denied(refused)),
     };
     let routed = gw.route(req, Received::instant(received)).await?;
     gw.access.charge(&who, routed.cost_usd, qroute_core::unix_ms());

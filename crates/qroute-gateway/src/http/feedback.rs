@@ -29,12 +29,16 @@ use qroute_core::record::Feedback;
 use qroute_core::unix_ms;
 use qroute_core::Error;
 
+// Objects only: a derived struct would also read from an array, positionally.
+qroute_experiment::objects_only!(FeedbackRequest);
+
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct FeedbackRequest {
     pub request_id: String,
+    /// Read as `f64` so that the range check sees the number sent.
     #[serde(default)]
-    pub quality: Option<f32>,
+    pub quality: Option<f64>,
     #[serde(default)]
     pub thumbs: Option<Thumbs>,
     #[serde(default)]
@@ -56,14 +60,14 @@ pub enum Thumbs {
 
 impl FeedbackRequest {
     /// The feedback this body gives, or what is wrong with it.
-    fn feedback(&self) -> Result<Feedback, Error> {
+    pub fn feedback(&self) -> Result<Feedback, Error> {
         let bad = |m: String| Error::InvalidInput(m);
         let (quality, kind, value) = match (self.quality, self.thumbs, &self.metric) {
             (Some(q), None, None) => {
                 if !(0.0..=1.0).contains(&q) {
                     return Err(bad(format!("quality: must lie in [0, 1], got {q}")));
                 }
-                (q, "quality".to_string(), q as f64)
+                (q as f32, "quality".to_string(), q)
             }
             (None, Some(t), None) => {
                 let v = matches!(t, Thumbs::Up) as u8 as f32;

@@ -12,7 +12,7 @@
 //! sent as chunks once complete: the client's SDK streams unchanged, but the
 //! first token arrives when the whole answer does.
 
-use super::auth::{admit, with_rate_headers};
+use super::auth::{admit, denied, with_rate_headers};
 use crate::access::Principal;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::errors::{ApiError, ApiJson};
+use super::execute::check_numbers;
 use super::experiments::enroll;
 use super::metrics::{Received, UpstreamTime};
 use crate::engine::{Gateway, Preference, RouteRequest, Routed};
@@ -36,7 +37,11 @@ use qroute_core::Error;
 /// The model name that asks qroute to choose.
 pub const AUTO: &str = "auto";
 
+// Objects only: a derived struct would also read from an array, positionally.
+qroute_experiment::objects_only!(ChatCompletionRequest, StreamOptions, InMessage, Part);
+
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<InMessage>,
@@ -49,16 +54,17 @@ pub struct ChatCompletionRequest {
     pub max_tokens: Option<u32>,
     #[serde(default)]
     pub max_completion_tokens: Option<u32>,
+    /// In [0, 2]; read as `f64` so that the check sees the number sent.
     #[serde(default)]
-    pub temperature: Option<f32>,
+    pub temperature: Option<f64>,
     /// OpenAI's end-user id: the unit of experiments keyed on `user`.
     #[serde(default)]
     pub user: Option<String>,
     // qroute's extensions.
     #[serde(default)]
-    pub cost_weight: Option<f32>,
+    pub cost_weight: Option<f64>,
     #[serde(default)]
-    pub latency_weight: Option<f32>,
+    pub latency_weight: Option<f64>,
     #[serde(default)]
     pub max_cost_usd: Option<f64>,
     #[serde(default)]
@@ -74,12 +80,14 @@ pub struct ChatCompletionRequest {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: bool,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct InMessage {
     pub role: String,
     #[serde(default)]
@@ -98,6 +106,7 @@ pub enum Content {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Part {
     #[serde(rename = "type")]
     pub kind: String,
@@ -148,6 +157,15 @@ pub async fn chat_completions(
     if body.messages.is_empty() {
         return Err(Error::InvalidInput("messages: must hold at least one message".into()).into());
     }
+    check_numbers(
+        &[
+            ("max_tokens", body.max_tokens),
+            ("max_completion_tokens", body.max_completion_tokens),
+        ],
+        body.temperature,
+        body.cost_weight,
+        body.latency_weight,
+    )?;
     let mut messages = Vec::with_capacity(body.messages.len());
     for (i, m) in body.messages.into_iter().enumerate() {
         if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant" | "tool") {
@@ -169,13 +187,13 @@ pub async fn chat_completions(
         chat: ChatRequest {
             messages,
             max_tokens: body.max_completion_tokens.or(body.max_tokens),
-            temperature: body.temperature,
+            temperature: body.temperature.map(|t| t as f32),
         },
         task_type: body.task_type,
         persona: body.persona,
         preference: Preference {
-            cost_weight: body.cost_weight,
-            latency_weight: body.latency_weight,
+            cost_weight: body.cost_weight.map(|w| w as f32),
+            latency_weight: body.latency_weight.map(|w| w as f32),
             max_cost_usd: body.max_cost_usd,
             models: body.models,
         },
@@ -187,7 +205,7 @@ pub async fn chat_completions(
     };
     let rate = match admit(&gw, &who, &mut req) {
         Ok(h) => h,
-        Err(refused) => return Ok(refused),
+        Err(refused) => return Ok(denied(refused)),
     };
     let routed = gw.route(req, Received::instant(received)).await?;
     gw.access.charge(&who, routed.cost_usd, qroute_core::unix_ms());

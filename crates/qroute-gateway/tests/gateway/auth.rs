@@ -79,7 +79,8 @@ async fn every_scope_refuses_whom_it_should() {
     let exec = execute_body();
     let exp = json!({"id": "e1", "unit": "user", "arms": [{"name": "a", "strategy": {"kind": "learned"}}, {"name": "b", "strategy": {"kind": "cost_optimized"}}]});
     // (method, path, body, status without a key, with a user key, with an admin key)
-    let cases: Vec<(&str, &str, Option<&Value>, u16, u16, u16)> = vec![
+    type Case<'a> = (&'a str, &'a str, Option<&'a Value>, u16, u16, u16);
+    let cases: Vec<Case> = vec![
         ("GET", "/v1/health", None, 200, 200, 200),
         ("GET", "/openapi.json", None, 200, 200, 200),
         ("POST", "/v1/execute", Some(&exec), 401, 200, 200),
