@@ -31,12 +31,12 @@ CRATES = [
 # Each crate's top-level modules, first to last. A module not listed is an
 # error, so a new one gets a place in the flow.
 MODULES = {
-    "qroute-core": ["error", "catalog", "dataset", "features", "policy", "reward", "record", "store", "testing"],
+    "qroute-core": ["error", "calendar", "catalog", "dataset", "features", "policy", "reward", "record", "store", "testing"],
     "qroute-store": ["config", "codec", "data_file", "sled_store", "writer", "pruner"],
     "qroute-learn": ["config", "grad", "adam", "learner", "offline", "registry", "online", "watch"],
     "qroute-experiment": ["stats", "assign", "spec", "registry", "results"],
     "qroute-lab": ["metrics", "plots", "bandits", "evaluate", "simulate", "ope", "export", "report", "experiment_report"],
-    "qroute-gateway": ["embedded", "exec", "config", "engine", "http"],
+    "qroute-gateway": ["embedded", "exec", "access", "server_config", "config", "engine", "http"],
     "qroute-mock": [],
     "qroute-bench": [],
 }
@@ -80,7 +80,8 @@ def main() -> int:
             if module not in order:
                 errors.append(f"{file.relative_to(ROOT)}: module `{module}` has no place in {crate}'s flow (ci/check_layers.py)")
                 continue
-            code = code_without_tests(file.read_text())
+            # Comments (doc links included) name modules without importing them.
+            code = re.sub(r"//[^\n]*", "", code_without_tests(file.read_text()))
             used_modules = set(re.findall(r"\bcrate::(\w+)", code))
             for group in re.findall(r"\bcrate::\{([^}]*)\}", code):
                 used_modules |= set(re.findall(r"^\s*(\w+)", g)[0] for g in group.split(",") if g.strip())

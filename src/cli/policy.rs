@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde_json::Value;
 
+use qroute_core::calendar::iso_utc;
 use qroute_core::policy::checkpoint;
-use qroute_lab::experiment_report::iso_utc;
 use qroute_learn::registry::{writer_id, Entry, Registry};
 
 use super::output::say;

@@ -12,6 +12,7 @@
 //! Nothing here does I/O beyond reading datasets and checkpoints, and
 //! nothing here knows HTTP, sled or the optimiser.
 
+pub mod calendar;
 pub mod catalog;
 pub mod dataset;
 pub mod error;

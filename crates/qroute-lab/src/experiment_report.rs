@@ -6,6 +6,7 @@
 //! (an error bar) and its always-valid interval (a lighter, wider bar);
 //! [`write`] puts both in a directory as `{id}.md` and `{id}.png`.
 
+use qroute_core::calendar::iso_utc;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -80,7 +81,7 @@ pub fn markdown(results: &Results, experiment: &Experiment) -> String {
             fmt_num(a.weight)
         );
         if let Some(c) = &a.checkpoint {
-            let _ = write!(md, ", frozen checkpoint `{}`", c.display());
+            let _ = write!(md, ", frozen checkpoint `{}`", c);
         }
         if a.name == results.control {
             md.push_str(" (control)");
@@ -394,32 +395,6 @@ pub fn write(results: &Results, experiment: &Experiment, dir: &Path) -> Result<(
     let md_path = dir.join(format!("{id}.md"));
     std::fs::write(&md_path, md).map_err(|e| Error::io(format!("writing {}", md_path.display()), e))?;
     Ok((md_path, png))
-}
-
-/// Unix milliseconds as an ISO 8601 UTC time, to the second.
-pub fn iso_utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let t = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        t / 3600,
-        t % 3600 / 60,
-        t % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 fn centered() -> plotters::style::text_anchor::Pos {

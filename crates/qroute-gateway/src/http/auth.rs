@@ -18,11 +18,12 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::errors::{error_response, ApiJson};
+use super::errors::{error_response, ApiError, ApiJson};
 use crate::access::limits::{estimate_tokens, RateHeaders};
 use crate::access::{Denied, Principal, Scope};
-use crate::engine::{Gateway, RouteRequest};
-use qroute_core::unix_ms;
+use crate::engine::{Gateway, RouteRequest, Routed};
+use qroute_core::{unix_ms, Error};
+use std::time::Instant;
 
 /// Replaced by `[server] metrics_public` once that section lands.
 const METRICS_PUBLIC: bool = false;
@@ -122,28 +123,62 @@ pub fn with_rate_headers(r: &mut Response, headers: &RateHeaders) {
     }
 }
 
-/// Lets a routing request in for `who`, or answers why not: every model it
-/// names must be on the key's list (403), a request that names none is
-/// narrowed to that list, and the key's rates and budget must allow it
-/// (429, answered by [`denied`]). Records the key with the request.
-/// Returns the `x-ratelimit-*` headers for the answer.
-pub fn admit(gw: &Gateway, who: &Principal, req: &mut RouteRequest) -> Result<RateHeaders, Denied> {
-    req.key = who.id().map(String::from);
-    let Principal::Key(key) = who else {
-        return Ok(RateHeaders::new());
-    };
-    let named: Vec<&str> = req
-        .pinned
-        .iter()
-        .chain(req.preference.models.iter().flatten())
-        .map(String::as_str)
-        .collect();
-    let chars: usize = req.chat.messages.iter().map(|m| m.content.len()).sum();
-    let headers = gw.access.admit(who, &named, estimate_tokens(chars), unix_ms())?;
-    if named.is_empty() {
-        req.preference.models.clone_from(&key.models);
+/// Why a routing request got no answer from a model.
+pub enum Refusal {
+    /// Not let in: model list, rate or budget.
+    Denied(Denied),
+    /// Let in, and routing failed.
+    Failed(Error),
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Self {
+        Refusal::Failed(e)
     }
-    Ok(headers)
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Denied(d) => denied(d),
+            Refusal::Failed(e) => ApiError(e).into_response(),
+        }
+    }
+}
+
+/// Routes `req` for `who`, the one way both routing endpoints do it: every
+/// model the request names must be on the key's list (403), a request that
+/// names none is narrowed to that list, the key's rates and budget must
+/// allow it (429); then the request is routed with the key recorded beside
+/// its answer, and its cost is charged to the key. Returns the answer and
+/// the `x-ratelimit-*` headers to send with it.
+pub async fn route_as(
+    gw: &Gateway,
+    who: &Principal,
+    mut req: RouteRequest,
+    received: Instant,
+) -> Result<(Routed, RateHeaders), Refusal> {
+    req.key = who.id().map(String::from);
+    let mut rate = RateHeaders::new();
+    if let Principal::Key(key) = who {
+        let named: Vec<&str> = req
+            .pinned
+            .iter()
+            .chain(req.preference.models.iter().flatten())
+            .map(String::as_str)
+            .collect();
+        let chars: usize = req.chat.messages.iter().map(|m| m.content.len()).sum();
+        rate = gw
+            .access
+            .admit(who, &named, estimate_tokens(chars), unix_ms())
+            .map_err(Refusal::Denied)?;
+        if named.is_empty() {
+            req.preference.models.clone_from(&key.models);
+        }
+    }
+    let routed = gw.route(req, received).await?;
+    gw.access.charge(who, routed.cost_usd, unix_ms());
+    Ok((routed, rate))
 }
 
 #[derive(Deserialize)]

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{admit, denied, with_rate_headers};
+use super::auth::{route_as, with_rate_headers};
 use super::errors::{ApiError, ApiJson};
 use super::experiments::enroll;
 use super::metrics::{Received, UpstreamTime};
@@ -177,7 +177,7 @@ pub async fn execute(
         role: "user".into(),
         content: body.prompt,
     });
-    let mut req = RouteRequest {
+    let req = RouteRequest {
         chat: ChatRequest {
             messages,
             max_tokens: body.max_tokens,
@@ -192,12 +192,10 @@ pub async fn execute(
         enrollment,
         key: None,
     };
-    let rate = match admit(&gw, &who, &mut req) {
-        Ok(h) => h,
-        Err(refused) => return Ok(denied(refused)),
+    let (routed, rate) = match route_as(&gw, &who, req, Received::instant(received)).await {
+        Ok(answered) => answered,
+        Err(refused) => return Ok(refused.into_response()),
     };
-    let routed = gw.route(req, Received::instant(received)).await?;
-    gw.access.charge(&who, routed.cost_usd, qroute_core::unix_ms());
     let upstream = UpstreamTime(routed.upstream);
     let mut resp = Json(ExecuteResponse {
         request_id: routed.request_id,

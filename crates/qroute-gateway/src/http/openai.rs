@@ -12,7 +12,7 @@
 //! sent as chunks once complete: the client's SDK streams unchanged, but the
 //! first token arrives when the whole answer does.
 
-use super::auth::{admit, denied, with_rate_headers};
+use super::auth::{route_as, with_rate_headers};
 use crate::access::Principal;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -183,7 +183,7 @@ pub async fn chat_completions(
         None => enroll(&gw, &headers, body.user.as_deref()),
         Some(_) => None,
     };
-    let mut req = RouteRequest {
+    let req = RouteRequest {
         chat: ChatRequest {
             messages,
             max_tokens: body.max_completion_tokens.or(body.max_tokens),
@@ -203,12 +203,10 @@ pub async fn chat_completions(
         enrollment,
         key: None,
     };
-    let rate = match admit(&gw, &who, &mut req) {
-        Ok(h) => h,
-        Err(refused) => return Ok(denied(refused)),
+    let (routed, rate) = match route_as(&gw, &who, req, Received::instant(received)).await {
+        Ok(answered) => answered,
+        Err(refused) => return Ok(refused.into_response()),
     };
-    let routed = gw.route(req, Received::instant(received)).await?;
-    gw.access.charge(&who, routed.cost_usd, qroute_core::unix_ms());
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
     let upstream = UpstreamTime(routed.upstream);
     let mut resp = if body.stream.unwrap_or(false) {

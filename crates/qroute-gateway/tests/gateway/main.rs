@@ -11,6 +11,7 @@ mod durable;
 mod edge;
 mod experiments;
 mod feedback;
+mod fuzz;
 mod http;
 mod judges;
 mod learning;
