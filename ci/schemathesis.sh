@@ -90,32 +90,44 @@ until curl -sf --max-time 2 "$BASE/v1/health" -o /dev/null; do
     sleep 0.25
 done
 
-# A config file, for what the command line cannot say: the unit of
-# `status_code_conformance` and friends is the document, so nothing is
-# relaxed here but what the document cannot express (see the comments).
+# What the document cannot express, and nothing else, is relaxed here.
 cat >"$TMP/schemathesis.toml" <<'EOF'
-[output.sanitization]
-enabled = true
+# A schema-valid request may still be refused (400) where the rule spans
+# fields or depends on the gateway's state, which JSON Schema cannot say; each
+# operation's 400 answer documents these:
+# - execute, chat: a cost cap no model fits, `combine` without a configured
+#   combine model, a chat whose messages are all blank;
+# - feedback: `min` >= `max`;
+# - experiments: `end_ms` <= `start_ms`, a model or checkpoint that is not
+#   configured, arm names that repeat, weights that sum to 0;
+# - keys: a model that is not configured, `expires_at` in the past.
+[[operations]]
+include-operation-id-regex = "^(execute|createChatCompletion|submitFeedback|createExperiment|createKey)$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 EOF
 
 args=(
-    run "$BASE/openapi.json"
     --config-file "$TMP/schemathesis.toml"
+    run "$BASE/openapi.json"
     -H "Authorization: Bearer $KEY"
     --checks all
+    # `DELETE /v1/keys/{id}` revokes a key, and a revoked key stays readable
+    # (with `revoked_ms`): reading it afterwards answers 200 by design.
+    --exclude-checks use_after_free
     --max-examples "${ST_MAX_EXAMPLES:-40}"
     --max-time "${ST_MAX_TIME:-150}"
     --request-timeout 30
     --workers 2
     --no-color
-    --report junit
-    --report-dir "$TMP/report"
+    # The master key is a throw-away one; unsanitised output shows every
+    # field of a failing request (`max_tokens` would read `[Filtered]`).
+    --output-sanitize false
 )
 if [[ -n "${ST_SEED:-}" ]]; then
     args+=(--seed "$ST_SEED")
 fi
 
-cd "$ROOT"
+cd "$TMP"
 started=$SECONDS
 "$VENV/bin/st" "${args[@]}"
 echo "schemathesis ran $((SECONDS - started)) s"

@@ -25,9 +25,6 @@ use crate::engine::{Gateway, RouteRequest, Routed};
 use qroute_core::{unix_ms, Error};
 use std::time::Instant;
 
-/// Replaced by `[server] metrics_public` once that section lands.
-const METRICS_PUBLIC: bool = false;
-
 /// The scope `method path` needs.
 pub fn scope(method: &Method, path: &str, metrics_public: bool) -> Scope {
     let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
@@ -56,7 +53,7 @@ pub fn credential(headers: &HeaderMap) -> Option<&str> {
 /// Checks the caller against the path's scope and hands the handler a
 /// [`Principal`] (as a request extension).
 pub async fn authenticate(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
-    let needs = scope(req.method(), req.uri().path(), METRICS_PUBLIC);
+    let needs = scope(req.method(), req.uri().path(), gw.config.server.metrics_public);
     let who = match gw.access.authenticate(credential(req.headers()), unix_ms()) {
         Ok(p) => p,
         Err(_) if needs == Scope::Public => Principal::Open,

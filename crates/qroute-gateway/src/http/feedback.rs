@@ -110,6 +110,14 @@ impl FeedbackRequest {
 /// the instant the response arrived).
 const ANSWER_WAIT: Duration = Duration::from_millis(500);
 
+/// The answer for an id with no answer this key may see: the store's own
+/// words for an unknown id, so that another key's ids read the same.
+fn unanswered(id: &str) -> Error {
+    Error::NotFound(format!(
+        "request_id {id:?}: no answered request with that id (unknown, or every model failed)"
+    ))
+}
+
 pub async fn feedback(
     State(gw): State<Arc<Gateway>>,
     Extension(who): Extension<Principal>,
@@ -125,19 +133,17 @@ pub async fn feedback(
         let who = who.clone();
         // `None`: another key's request, answered as an unknown one (at
         // once, with the same message) so that ids do not leak.
+        // The owner is checked on the answer record itself, so feedback is
+        // never recorded before the answer (and its key) is known.
         let result = tokio::task::spawn_blocking(move || match store.answered(&id2)? {
             Some(a) if !who.is_admin() && a.key_id.as_deref() != who.id() => Ok(None),
-            _ => store.record_feedback(&id2, fb2, window).map(Some),
+            Some(_) => store.record_feedback(&id2, fb2, window).map(Some),
+            None => Err(unanswered(&id2)),
         })
         .await
         .map_err(|e| Error::Store(format!("feedback task failed: {e}")))?;
         match result {
-            Ok(None) => {
-                return Err(Error::NotFound(format!(
-                    "request_id {id:?}: no answered request with that id (unknown, or every model failed)"
-                ))
-                .into())
-            }
+            Ok(None) => return Err(unanswered(&id).into()),
             // The answer record may still be in the writer's queue (and, with
             // `durable_ack = false`, the decision too): wait a little.
             Err(Error::NotFound(_))

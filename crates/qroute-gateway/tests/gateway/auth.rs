@@ -29,8 +29,12 @@ fn master_env() -> (String, String) {
 
 /// A gateway with auth on, its store under `data` (which outlives it).
 async fn start_on(data: &Path, var: &str) -> TestGateway {
+    start_with_extra(data, var, "").await
+}
+
+async fn start_with_extra(data: &Path, var: &str, more: &str) -> TestGateway {
     let mock = qroute_mock::spawn(MockConfig::default()).await.unwrap();
-    let extra = format!("[auth]\nmaster_key_envs = [\"{var}\"]\n");
+    let extra = format!("[auth]\nmaster_key_envs = [\"{var}\"]\n{more}");
     let text = harness::config_text(&mock.url(), &data.join("store"), MODELS, &extra);
     let cfg = Config::parse(Path::new("test.toml"), &text).unwrap();
     harness::start_with(cfg, mock, tempfile::tempdir().unwrap()).await
@@ -312,4 +316,13 @@ async fn an_exhausted_budget_is_refused_across_a_restart() {
     assert_eq!(r.status(), 429, "the spend survived the restart");
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["error"]["type"], "budget_exceeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_made_public_and_nothing_else_is() {
+    let (var, _) = master_env();
+    let data = tempfile::tempdir().unwrap();
+    let t = start_with_extra(data.path(), &var, "[server]\nmetrics_public = true\n").await;
+    assert_eq!(call(&t, "GET", "/metrics", None, None).await.status(), 200);
+    assert_eq!(call(&t, "GET", "/v1/models", None, None).await.status(), 401);
 }
