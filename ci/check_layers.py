@@ -31,7 +31,7 @@ CRATES = [
 # Each crate's top-level modules, first to last. A module not listed is an
 # error, so a new one gets a place in the flow.
 MODULES = {
-    "qroute-core": ["error", "calendar", "catalog", "dataset", "features", "policy", "reward", "record", "store", "testing"],
+    "qroute-core": ["error", "calendar", "objects", "catalog", "dataset", "features", "policy", "reward", "record", "store", "testing"],
     "qroute-store": ["config", "codec", "data_file", "sled_store", "writer", "pruner"],
     "qroute-learn": ["config", "grad", "adam", "learner", "offline", "registry", "online", "watch"],
     "qroute-experiment": ["stats", "assign", "spec", "registry", "results"],

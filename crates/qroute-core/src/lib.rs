@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod dataset;
 pub mod error;
 pub mod features;
+pub mod objects;
 pub mod policy;
 pub mod record;
 pub mod reward;

@@ -5,7 +5,6 @@
 
 use std::fmt;
 
-use serde::de::Visitor;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::assign::{Arm, Assigner};
@@ -72,59 +71,6 @@ fn one() -> f64 {
     1.0
 }
 
-/// A deserializer that reads only maps (JSON objects, TOML tables). serde's
-/// derived impls read a struct, and an internally tagged enum, from a
-/// sequence too, its fields in order: `"preference": [0.5]` would read as
-/// `{"cost_weight": 0.5}`. A request body's structs go through this, with
-/// `#[serde(remote = "Self")]` and [`objects_only!`](crate::objects_only).
-pub struct ObjectOnly<D>(pub D);
-
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectOnly<D> {
-    type Error = D::Error;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> std::result::Result<V::Value, D::Error> {
-        self.0.deserialize_map(visitor)
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _fields: &'static [&'static str],
-        visitor: V,
-    ) -> std::result::Result<V::Value, D::Error> {
-        self.0.deserialize_map(visitor)
-    }
-
-    fn is_human_readable(&self) -> bool {
-        self.0.is_human_readable()
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
-    }
-}
-
-/// `T` read from a map only (see [`ObjectOnly`]): for a field of a type
-/// defined elsewhere, `#[serde(deserialize_with = "object")]`.
-pub fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> std::result::Result<T, D::Error> {
-    T::deserialize(ObjectOnly(d))
-}
-
-/// `Deserialize` for structs derived with `#[serde(remote = "Self")]` (the
-/// derive then only writes an inherent `deserialize`), reading them from
-/// maps only (see [`ObjectOnly`]).
-#[macro_export]
-macro_rules! objects_only {
-    ($($t:ty),+ $(,)?) => {$(
-        impl<'de> ::serde::Deserialize<'de> for $t {
-            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> ::std::result::Result<Self, D::Error> {
-                <$t>::deserialize($crate::spec::ObjectOnly(d))
-            }
-        }
-    )+};
-}
-
 /// `Serialize` for structs derived with `#[serde(remote = "Self")]`: as
 /// derived.
 macro_rules! serialize_as_derived {
@@ -137,7 +83,7 @@ macro_rules! serialize_as_derived {
     )+};
 }
 
-crate::objects_only!(ArmSpec, ExperimentSpec);
+qroute_core::objects_only!(ArmSpec, ExperimentSpec);
 serialize_as_derived!(ArmSpec, ExperimentSpec);
 
 /// One arm: a strategy, the share of traffic it gets, and optionally a
@@ -149,7 +95,7 @@ pub struct ArmSpec {
     /// Relative traffic weight (normalised over the arms).
     #[serde(default = "one")]
     pub weight: f64,
-    #[serde(deserialize_with = "object")]
+    #[serde(deserialize_with = "qroute_core::objects::object")]
     pub strategy: Strategy,
     /// The policy this arm scores with, frozen, by name: `vN` for version N
     /// of the policy registry, or a directory name inside the configured

@@ -24,7 +24,7 @@ pub enum BudgetPeriod {
 
 /// `POST /v1/keys`'s body.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct NewKey {
     pub name: String,
     /// Only these model ids (absent: every model).
@@ -47,6 +47,8 @@ pub struct NewKey {
     #[serde(default)]
     pub admin: bool,
 }
+
+qroute_core::objects_only!(NewKey);
 
 /// A stored key: everything but the secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

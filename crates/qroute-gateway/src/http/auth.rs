@@ -179,10 +179,11 @@ pub async fn route_as(
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct Login {
     api_key: String,
 }
+qroute_core::objects_only!(Login);
 
 /// `POST /v1/auth/login` (public): a short-lived bearer token for a key.
 pub async fn login(State(gw): State<Arc<Gateway>>, ApiJson(body): ApiJson<Login>) -> Response {

@@ -21,7 +21,7 @@ use crate::exec::providers::{ChatMessage, ChatRequest};
 use qroute_core::Error;
 
 // Objects only: a derived struct would also read from an array, positionally.
-qroute_experiment::objects_only!(ExecuteRequest, PreferenceBody);
+qroute_core::objects_only!(ExecuteRequest, PreferenceBody);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, remote = "Self")]

@@ -30,7 +30,7 @@ use qroute_core::unix_ms;
 use qroute_core::Error;
 
 // Objects only: a derived struct would also read from an array, positionally.
-qroute_experiment::objects_only!(FeedbackRequest);
+qroute_core::objects_only!(FeedbackRequest);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, remote = "Self")]

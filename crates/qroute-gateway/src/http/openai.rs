@@ -38,7 +38,7 @@ use qroute_core::Error;
 pub const AUTO: &str = "auto";
 
 // Objects only: a derived struct would also read from an array, positionally.
-qroute_experiment::objects_only!(ChatCompletionRequest, StreamOptions, InMessage, Part);
+qroute_core::objects_only!(ChatCompletionRequest, StreamOptions, InMessage, Part);
 
 #[derive(Debug, Deserialize)]
 #[serde(remote = "Self")]

@@ -180,6 +180,7 @@ async fn keys_are_stored_hashed_listed_without_secrets_and_revoked_at_once() {
         (json!({"name": "x", "rpm": 0}), "rpm"),
         (json!({"name": "x", "budget_period": "week"}), "budget_period"),
         (json!({"name": "x", "colour": "red"}), "colour"),
+        (json!(["x"]), "sequence"),
     ] {
         let (s, b) = json_of(call(&t, "POST", "/v1/keys", Some(&master), Some(&body)).await).await;
         assert_eq!(s, 400, "{body}");
@@ -215,6 +216,7 @@ async fn tokens_log_in_work_and_die_with_their_key() {
         json!({"api_key": "sk-qr-nope"}),
         json!({"api_key": token}),
         json!({"key": secret}),
+        json!([secret]),
     ] {
         let (s, _) = json_of(call(&t, "POST", "/v1/auth/login", None, Some(&bad)).await).await;
         assert!(s == 401 || s == 400, "{bad}: {s}");
