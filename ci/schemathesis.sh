@@ -113,6 +113,11 @@ args=(
     run "$BASE/openapi.json"
     -H "Authorization: Bearer $KEY"
     --checks all
+    # Not the `examples` phase: generating from the document's examples
+    # crashed inside Hypothesis on CPython 3.11 ("AST constructor recursion
+    # depth mismatch" while describing a lambda), a tool failure rather than
+    # a finding; coverage, fuzzing and stateful generate from the schemas.
+    --phases coverage,fuzzing,stateful
     # `DELETE /v1/keys/{id}` revokes a key, and a revoked key stays readable
     # (with `revoked_ms`): reading it afterwards answers 200 by design.
     --exclude-checks use_after_free
