@@ -185,8 +185,10 @@ fn learning_survives_sigterm_and_sigkill() {
     }
     let served = served.max(s.version());
     s.signal("-KILL");
+    // (A checkpoint may land between reading the version and the kill, so
+    // the newest registered version may be above `served`.)
     let newest = registered(&data).last().unwrap().0;
-    assert!(newest > last && newest <= served, "{newest} in ({last}, {served}]");
+    assert!(newest > last, "{newest} > {last}");
 
     let s = Server::start(&config, &data);
     assert_eq!(
