@@ -48,7 +48,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tower::util::Either;
 use tower::{Layer, Service, ServiceExt};
-use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, Cors, CorsLayer};
 
 use super::errors::error_response;
 use crate::server_config::{normalize_host, ServerConfig};
@@ -69,7 +69,10 @@ pub fn layer(cfg: &ServerConfig) -> EdgeLayer {
                 origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
             ))
             .allow_methods([Method::GET, Method::POST, Method::DELETE])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            // Whatever headers a listed origin's page asks for: the browser
+            // OpenAI SDK sends `x-stainless-*` headers that change between
+            // versions, and the origin list is the boundary, not the headers.
+            .allow_headers(AllowHeaders::mirror_request())
             .max_age(Duration::from_secs(600))
     });
     EdgeLayer {

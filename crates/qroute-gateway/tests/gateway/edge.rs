@@ -138,7 +138,10 @@ async fn preflight(t: &crate::harness::TestGateway, origin: &str) -> reqwest::Re
         .request(reqwest::Method::OPTIONS, format!("{}/v1/execute", t.url))
         .header("origin", origin)
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "content-type")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,x-stainless-os",
+        )
         .send()
         .await
         .unwrap()
@@ -201,7 +204,7 @@ async fn cors_only_for_configured_origins() {
         .unwrap()
         .to_ascii_lowercase();
     assert!(
-        allowed.contains("content-type") && allowed.contains("authorization"),
+        allowed.contains("content-type") && allowed.contains("authorization") && allowed.contains("x-stainless-os"),
         "{allowed}"
     );
 
