@@ -442,7 +442,10 @@ impl Loop {
     /// (`qroute policy rollback`): serve it at once and train on from it.
     fn adopt_newer(&mut self, learner: &Learner) -> Option<Learner> {
         let registry = &self.cfg.checkpoints.as_ref()?.registry;
-        let newer = match registry.newer_than(self.version) {
+        // Newer than what this loop last registered, not than what it
+        // serves: a version published in memory after the other process
+        // took its number must not hide it.
+        let newer = match registry.newer_than(self.checkpointed) {
             Ok(p) => p?,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the policy registry");
@@ -460,12 +463,19 @@ impl Loop {
             version = newer.version,
             "adopting a version registered by another process"
         );
-        self.version = newer.version;
-        self.checkpointed = newer.version;
+        let registered = newer.version;
+        self.checkpointed = registered;
         let seed = rand::RngCore::next_u64(&mut learner.rng.clone());
         let adopted = Learner::new(newer, learner.config().clone(), seed);
-        self.current.store(Arc::new(adopted.snapshot(self.version)));
-        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        if registered > self.version {
+            self.version = registered;
+            self.current.store(Arc::new(adopted.snapshot(registered)));
+            self.stats.published.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // Serving numbers only increase: the same weights go out under
+            // the next number (registered at the next checkpoint).
+            self.publish(&adopted);
+        }
         Some(adopted)
     }
 }

@@ -174,3 +174,63 @@ fn trainer_idles_on_an_empty_store_and_stops_cleanly() {
     let learner = trainer.stop().unwrap();
     assert_eq!(learner.steps(), 0);
 }
+
+/// A rollback registered while the trainer keeps publishing in memory (its
+/// serving number soon passes the rollback's) is still adopted: the trainer
+/// trains on from the rolled-back version, and serves it under a number
+/// above every one it used.
+#[test]
+fn a_rollback_is_adopted_even_after_the_trainer_published_past_its_number() {
+    use qroute_learn::online::Checkpoints;
+    use qroute_learn::registry::{Lineage, Registry};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
+    let mut p = policy();
+    let fz = Featurizer::new(p.spec.clone()).unwrap();
+    fill(&store, &fz);
+    let registry = Registry::open(dir.path().join("policies")).unwrap();
+    p.version = registry.allocate(1).unwrap();
+    let lineage = Lineage {
+        parent: None,
+        base: qroute_learn::registry::fingerprint(&p),
+        source: "base".into(),
+        steps: 0,
+        experiences: 0,
+        created_ms: 0,
+        writer: "test".into(),
+    };
+    registry.save(&p, &lineage).unwrap();
+    let trainer = OnlineTrainer::spawn(
+        store,
+        Learner::new(p, LearnerConfig::default(), 3),
+        OnlineConfig {
+            batch: 16,
+            publish_every: 1,
+            checkpoints: Some(Checkpoints {
+                registry: registry.clone(),
+                // No checkpoint of its own until it stops.
+                every: Duration::from_secs(3600),
+                keep: 100,
+                lineage,
+            }),
+            ..OnlineConfig::default()
+        },
+    )
+    .unwrap();
+    while trainer.policy().version < 5 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let rollback = registry.rollback(1, "operator").unwrap().version;
+    // Let the trainer publish past the rollback's number, and poll.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while trainer.policy().version < rollback + 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    trainer.stop().unwrap();
+    let last = registry.latest().unwrap().unwrap();
+    assert!(last > rollback);
+    let lineage = registry.entry(last).unwrap().lineage.unwrap();
+    assert_eq!(lineage.parent, Some(rollback), "the trainer went on from the rollback");
+}
