@@ -6,7 +6,7 @@
 //! store's `spend` documents every [`FLUSH_EVERY`] and when the gateway
 //! stops: a crash forgets at most that last second of spend.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -31,7 +31,8 @@ struct Entry {
 
 struct State {
     entries: HashMap<String, Entry>,
-    dirty: Vec<String>,
+    /// Keys whose entry changed since the last flush.
+    dirty: HashSet<String>,
 }
 
 /// Spend per key, durable within a second.
@@ -87,7 +88,7 @@ impl Ledger {
             .collect();
         let state = Arc::new(Mutex::new(State {
             entries,
-            dirty: Vec::new(),
+            dirty: HashSet::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let flusher = {
@@ -140,7 +141,7 @@ impl Ledger {
         }
         e.usd += usd;
         if !s.dirty.contains(&key.id) {
-            s.dirty.push(key.id.clone());
+            s.dirty.insert(key.id.clone());
         }
     }
 

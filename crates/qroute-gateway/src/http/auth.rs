@@ -27,7 +27,11 @@ use std::time::Instant;
 
 /// The scope `method path` needs.
 pub fn scope(method: &Method, path: &str, metrics_public: bool) -> Scope {
-    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    // On every request: no allocation.
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
     match (method, path) {
         (&Method::GET, "/v1/health" | "/openapi.json") | (&Method::POST, "/v1/auth/login") => Scope::Public,
         _ if under("/ui") => Scope::Public,
