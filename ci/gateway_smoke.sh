@@ -16,54 +16,8 @@ if [[ ! -x "$BIN" ]]; then
     exit 2
 fi
 
-TMP="$(mktemp -d)"
-SERVER_PID=""
-
-cleanup() {
-    local rc=$?
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [[ $rc -ne 0 && -f "$TMP/server.log" ]]; then
-        echo "--- last lines of the server log ---" >&2
-        tail -n 50 "$TMP/server.log" >&2 || true
-    fi
-    rm -rf "$TMP"
-    if [[ $rc -eq 0 ]]; then
-        echo "gateway smoke test: PASS"
-    else
-        echo "gateway smoke test: FAIL" >&2
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-
-fail() {
-    echo "FAIL $*" >&2
-    exit 1
-}
-
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-BASE="http://127.0.0.1:$PORT"
-
-echo "starting $BIN serve --listen 127.0.0.1:$PORT --data-dir $TMP/data"
-"$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$TMP/data" >"$TMP/server.log" 2>&1 &
-SERVER_PID=$!
-
-# Wait up to 60 s for /v1/health to answer.
-deadline=$((SECONDS + 60))
-until curl -sf --max-time 2 "$BASE/v1/health" -o "$TMP/health.json"; do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        wait "$SERVER_PID" && status=0 || status=$?
-        SERVER_PID=""
-        fail "the server exited (status $status) before answering /v1/health"
-    fi
-    if ((SECONDS >= deadline)); then
-        fail "/v1/health did not answer within 60 s"
-    fi
-    sleep 0.25
-done
+source "$ROOT/ci/serve_gateway.sh"
+serve_gateway "gateway smoke test"
 python3 - "$TMP/health.json" <<'EOF' || fail "/v1/health body"
 import json, sys
 h = json.load(open(sys.argv[1]))

@@ -45,50 +45,9 @@ if ! "$VENV/bin/st" --version 2>/dev/null | grep -qF "$ST_VERSION"; then
     fi
 fi
 
-TMP="$(mktemp -d)"
-SERVER_PID=""
-
-cleanup() {
-    local rc=$?
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [[ $rc -ne 0 && -f "$TMP/server.log" ]]; then
-        echo "--- last lines of the server log ---" >&2
-        tail -n 30 "$TMP/server.log" >&2 || true
-    fi
-    rm -rf "$TMP"
-    if [[ $rc -eq 0 ]]; then
-        echo "schemathesis: PASS"
-    else
-        echo "schemathesis: FAIL" >&2
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-BASE="http://127.0.0.1:$PORT"
 KEY="st-$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
-
-echo "starting $BIN serve --listen 127.0.0.1:$PORT --data-dir $TMP/data (auth on)"
-QROUTE_MASTER_KEY="$KEY" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$TMP/data" >"$TMP/server.log" 2>&1 &
-SERVER_PID=$!
-
-deadline=$((SECONDS + 60))
-until curl -sf --max-time 2 "$BASE/v1/health" -o /dev/null; do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        SERVER_PID=""
-        echo "FAIL the server exited before answering /v1/health" >&2
-        exit 1
-    fi
-    if ((SECONDS >= deadline)); then
-        echo "FAIL /v1/health did not answer within 60 s" >&2
-        exit 1
-    fi
-    sleep 0.25
-done
+source "$ROOT/ci/serve_gateway.sh"
+serve_gateway schemathesis QROUTE_MASTER_KEY="$KEY"
 
 # What the document cannot express, and nothing else, is relaxed here.
 cat >"$TMP/schemathesis.toml" <<'EOF'

@@ -99,9 +99,14 @@ impl ExecuteRequest {
     }
 }
 
+/// Largest cost or latency weight a request may ask for. Operating points
+/// span about 0 to 10; beyond this bound a weight only risks overflowing
+/// the `f32` scores (every candidate at minus infinity, no distribution to
+/// draw from), and means nothing more than "the cheapest, whatever it does".
+pub const MAX_WEIGHT: f64 = 1000.0;
+
 /// The bounds `/v1/execute` and `/v1/chat/completions` share: `max_tokens`
-/// at least 1, `temperature` in [0, 2], and weights that are finite and
-/// non-negative in single precision (the engine computes in `f32`).
+/// at least 1, `temperature` in [0, 2], and weights in [0, MAX_WEIGHT].
 pub fn check_numbers(
     max_tokens: &[(&str, Option<u32>)],
     temperature: Option<f64>,
@@ -115,10 +120,9 @@ pub fn check_numbers(
         return Err(Error::InvalidInput(format!("temperature: must lie in [0, 2], got {t}")));
     }
     for (name, w) in [("cost_weight", cost_weight), ("latency_weight", latency_weight)] {
-        if let Some(w) = w.filter(|w| !(0.0..=f32::MAX as f64).contains(w)) {
+        if let Some(w) = w.filter(|w| !(0.0..=MAX_WEIGHT).contains(w)) {
             return Err(Error::InvalidInput(format!(
-                "{name}: must lie in [0, {:e}] (a single-precision number), got {w}",
-                f32::MAX as f64
+                "{name}: must lie in [0, {MAX_WEIGHT}], got {w}"
             )));
         }
     }

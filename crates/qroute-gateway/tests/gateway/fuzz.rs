@@ -636,12 +636,10 @@ fn bounds_match_the_document() {
     assert!(execute(json!({"temperature": 2.0000000000000004})).is_err());
     assert!(execute(json!({"temperature": -5e-324})).is_err());
     for w in ["cost_weight", "latency_weight"] {
+        let top = qroute_gateway::http::execute::MAX_WEIGHT;
+        assert!(execute(json!({"preference": {w: top}})).is_ok(), "{w}");
         assert!(
-            execute(json!({"preference": {w: 3.4028234663852886e38}})).is_ok(),
-            "{w}"
-        );
-        assert!(
-            execute(json!({"preference": {w: 3.402823466385289e38}})).is_err(),
+            execute(json!({"preference": {w: top * (1.0 + f64::EPSILON)}})).is_err(),
             "{w}"
         );
         assert!(execute(json!({"preference": {w: -5e-324}})).is_err(), "{w}");
@@ -687,10 +685,18 @@ fn bounds_match_the_document() {
         schemas["ExecuteRequest"]["properties"]["temperature"]["maximum"],
         json!(2)
     );
-    assert_eq!(
-        schemas["Preference"]["properties"]["cost_weight"]["maximum"],
-        json!(f32::MAX as f64)
-    );
+    for (schema, field) in [
+        ("Preference", "cost_weight"),
+        ("Preference", "latency_weight"),
+        ("ChatCompletionRequest", "cost_weight"),
+        ("ChatCompletionRequest", "latency_weight"),
+    ] {
+        assert_eq!(
+            schemas[schema]["properties"][field]["maximum"].as_f64(),
+            Some(qroute_gateway::http::execute::MAX_WEIGHT),
+            "{schema}.{field}"
+        );
+    }
 }
 
 /// Every endpoint the router serves is in the document, and every

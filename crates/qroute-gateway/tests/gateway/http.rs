@@ -382,3 +382,34 @@ async fn a_rule_strategy_routes_and_logs_its_own_distribution() {
     }
     assert_eq!(seen.len(), MODELS.len());
 }
+
+/// The largest weights a request may send still give every candidate a
+/// finite score and a real propensity (schemathesis once found `null`
+/// propensities from a weight near `f32::MAX`); one past it is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_weights_keep_propensities_finite() {
+    let t = start(MODELS, "").await;
+    let top = qroute_gateway::http::execute::MAX_WEIGHT;
+    let (s, b) = t
+        .post(
+            "/v1/execute",
+            &json!({"prompt": "hi", "variations": 2, "preference": {"cost_weight": top, "latency_weight": top}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b["propensity"].as_f64().is_some_and(|p| p > 0.0 && p <= 1.0), "{b}");
+    for v in b["variations"].as_array().unwrap() {
+        assert!(v["propensity"].as_f64().is_some(), "{b}");
+    }
+    let (s, b) = t
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "latency_weight": top * 1.001}),
+        )
+        .await;
+    assert_eq!((s, error_type(&b)), (400, "invalid_request"), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("latency_weight"),
+        "{b}"
+    );
+}
