@@ -36,7 +36,7 @@ MODULES = {
     "qroute-learn": ["config", "grad", "adam", "learner", "offline", "registry", "online", "watch"],
     "qroute-experiment": ["stats", "assign", "spec", "registry", "results"],
     "qroute-lab": ["metrics", "plots", "bandits", "evaluate", "simulate", "ope", "export", "report", "experiment_report"],
-    "qroute-gateway": ["embedded", "exec", "access", "server_config", "config", "engine", "http"],
+    "qroute-gateway": ["embedded", "exec", "cache", "access", "server_config", "config", "engine", "http"],
     "qroute-mock": [],
     "qroute-bench": [],
 }

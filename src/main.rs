@@ -3,9 +3,10 @@
 
 mod cli;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// mimalloc: the gateway allocates small short-lived buffers per request
 /// (JSON, headers, records); glibc's malloc and free were ~8% of its CPU.
@@ -19,8 +20,18 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "An engine that learns which LLM should answer each request"
 )]
 struct Cli {
+    /// How log lines (on stderr) are written: `text` for people, `json`
+    /// (one object per line) for log pipelines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -46,12 +57,26 @@ enum Command {
     Evaluate(cli::evaluate::Args),
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`). Text is
+/// coloured only on a terminal (and not under `NO_COLOR`): escape codes
+/// in a file or a log collector are noise. JSON puts each event's fields at
+/// the top level and keeps its spans' fields (the request id among them).
+fn init_logging(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match Cli::parse().command {
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
         Command::Serve(a) => cli::serve::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Ope(a) => cli::ope::run(a),

@@ -1,8 +1,9 @@
 //! `qroute mock-provider`: the mock upstream as a process.
 
 /// An OpenAI-, Anthropic- and Gemini-compatible mock upstream for tests and
-/// load tests. Faults by model name: error, flaky, timeout, slow, ratelimit,
-/// reject, delay<N>.
+/// load tests, streaming included. Faults by model name: error, flaky,
+/// timeout, slow, ratelimit, reject, notools, break, echo-auth, delay<N>,
+/// score<N>.
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(long, default_value_t = 9100)]
@@ -18,6 +19,9 @@ pub struct Args {
     /// Latency of models named `slow`, in ms.
     #[arg(long, default_value_t = 1000)]
     slow_ms: u64,
+    /// Pause between the content chunks of a streamed answer, in ms.
+    #[arg(long, default_value_t = 0)]
+    chunk_delay_ms: u64,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -25,6 +29,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         latency_ms: a.latency_ms,
         jitter_ms: a.jitter_ms,
         slow_ms: a.slow_ms,
+        chunk_delay_ms: a.chunk_delay_ms,
         ..Default::default()
     };
     super::runtime()?.block_on(async move {

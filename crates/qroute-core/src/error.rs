@@ -41,6 +41,11 @@ pub enum Error {
     /// Every upstream attempt failed; carries the last upstream error.
     #[error("upstream failed: {0}")]
     Upstream(String),
+    /// The upstream refused the request as the client sent it (a 400 or
+    /// 422 of its own): relayed with that status, since trying again
+    /// cannot help and the client can fix it.
+    #[error("the model refused the request: {message}")]
+    Rejected { status: u16, message: String },
     /// The request's deadline passed before any upstream answered.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -69,6 +74,7 @@ impl Error {
             Error::Conflict(_) => 409,
             Error::PayloadTooLarge(_) => 413,
             Error::Upstream(_) => 502,
+            Error::Rejected { status, .. } => *status,
             Error::Unavailable(_) | Error::RetryLater { .. } => 503,
             Error::Timeout(_) => 504,
             Error::Checkpoint { .. } | Error::Store(_) | Error::Io { .. } | Error::Config { .. } => 500,
@@ -88,6 +94,7 @@ impl Error {
             Error::Config { .. } => "config_error",
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::Upstream(_) => "upstream_error",
+            Error::Rejected { .. } => "invalid_request",
             Error::Timeout(_) => "timeout",
             Error::Unavailable(_) | Error::RetryLater { .. } => "unavailable",
         }

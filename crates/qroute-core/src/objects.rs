@@ -60,3 +60,17 @@ macro_rules! objects_only {
         }
     )+};
 }
+
+/// `Serialize` for types that derive it beside `#[serde(remote = "Self")]`
+/// (needed by [`objects_only!`](crate::objects_only)): the derive then
+/// writes an inherent `serialize` only, which this makes the trait's.
+#[macro_export]
+macro_rules! serialize_derived {
+    ($($t:ty),+ $(,)?) => {$(
+        impl ::serde::Serialize for $t {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> ::std::result::Result<S::Ok, S::Error> {
+                <$t>::serialize(self, s)
+            }
+        }
+    )+};
+}

@@ -22,6 +22,7 @@ use qroute_core::{Error, Result};
 use qroute_experiment::ExperimentSpec;
 
 pub use crate::access::AuthConfig;
+pub use crate::cache::CacheConfig;
 pub use crate::embedded::DATASET_NAME as EMBEDDED_DATASET;
 pub use crate::exec::judge::JudgeKind;
 pub use crate::exec::providers::config::{ModelConfig, ProviderConfig, ProviderKind};
@@ -56,6 +57,9 @@ pub struct Config {
     pub breaker: BreakerConfig,
     #[serde(default)]
     pub variations: VariationsConfig,
+    /// The response cache: exact repeats of deterministic requests.
+    #[serde(default)]
+    pub cache: CacheConfig,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
     /// Experiments created at start-up unless the store already has them
@@ -187,6 +191,20 @@ impl Config {
             if !(m.input_per_mtok >= 0.0 && m.output_per_mtok >= 0.0) {
                 return Err(format!("models[{i}]: prices must be non-negative numbers"));
             }
+            if m.context_window == Some(0) {
+                return Err(format!("models[{i}].context_window: must be at least 1"));
+            }
+            if let (Some(kind), Some(narrowed)) = (
+                self.providers.iter().find(|p| p.name == m.provider).map(|p| p.kind),
+                &m.capabilities,
+            ) {
+                if let Some(c) = narrowed.iter().find(|c| !kind.capabilities().contains(c)) {
+                    return Err(format!(
+                        "models[{i}].capabilities: {:?} is beyond what a {kind:?} provider can carry",
+                        c.as_str()
+                    ));
+                }
+            }
         }
         let l = &self.limits;
         if l.body_bytes == 0 || l.attempt_timeout_ms == 0 || l.request_timeout_ms == 0 {
@@ -199,6 +217,7 @@ impl Config {
         self.server.validate()?;
         self.retry.validate()?;
         self.breaker.validate()?;
+        self.cache.validate()?;
         let v = &self.variations;
         v.validate()?;
         for (field, id) in [("judge_model", &v.judge_model), ("combine_model", &v.combine_model)] {

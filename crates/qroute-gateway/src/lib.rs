@@ -7,6 +7,7 @@
 //! is axum routes and tower layers that only translate.
 
 pub mod access;
+pub mod cache;
 pub mod config;
 pub mod embedded;
 pub mod engine;

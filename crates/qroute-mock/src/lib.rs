@@ -1,32 +1,78 @@
 //! A mock LLM upstream over real HTTP, speaking OpenAI's, Anthropic's and
-//! Gemini's wire formats, so that the gateway's adapters, retries, fallback
-//! and load behaviour can be tested without keys, network or cost.
+//! Gemini's wire formats, so that the gateway's adapters, retries, fallback,
+//! streaming and load behaviour can be tested without keys, network or cost.
 //!
 //! Routes:
-//! - `POST /v1/chat/completions` (OpenAI and compatibles)
-//! - `POST /v1/messages` (Anthropic)
-//! - `POST /v1beta/models/MODEL:generateContent` (Gemini)
-//! - `GET /mock/stats` → `{"calls": {model: count}}`
+//! - `POST /v1/chat/completions` (OpenAI and compatibles; `"stream": true`
+//!   streams `chat.completion.chunk` events)
+//! - `POST /v1/messages` (Anthropic; `"stream": true` streams the Messages
+//!   events)
+//! - `POST /v1beta/models/MODEL:generateContent` and
+//!   `MODEL:streamGenerateContent` (Gemini; with `?alt=sse` the stream is
+//!   SSE, without it a JSON array sent piece by piece, as Gemini does)
+//! - `GET /mock/stats` → `{"calls": {model: n}, "streams_started": {..},
+//!   "streams_finished": {..}, "last_requests": {model: body}}`
 //!
-//! Faults are chosen by the model name, as in TensorZero's dummy provider: a
-//! name containing (case-insensitively) `error` always fails with 500,
-//! `flaky` fails every other call with 503 (the first call fails),
-//! `ratelimit` answers 429, `reject` answers 400, `timeout` hangs for
-//! [`MockConfig::hang_ms`], `slow` sleeps [`MockConfig::slow_ms`], and
-//! `delay<N>` sleeps exactly N ms, and `echo-auth` answers 401 with a body
-//! that quotes the request's credential headers and its own URL, as a
-//! badly-behaved upstream might (to test that the gateway redacts what it
-//! passes on). Anything else answers after the sampled
-//! latency. The answer is deterministic and reflects the request, so tests
-//! can see what reached the upstream, except for a model named with
-//! `score<N>` (e.g. `judge-score8`), which answers exactly `Score: N`, as an
-//! LLM judge would.
+//! # Faults, by model name
+//!
+//! As in TensorZero's dummy provider, a model name containing
+//! (case-insensitively):
+//! - `error` always fails with 500;
+//! - `flaky` fails every other call with 503 (the first call fails);
+//! - `ratelimit` answers 429, `reject` answers 400;
+//! - `notools` answers 400 ("tools are not supported by this model") when the
+//!   request declares tools, as a provider rejecting a client request would;
+//! - `timeout` hangs for [`MockConfig::hang_ms`], `slow` sleeps
+//!   [`MockConfig::slow_ms`], `delay<N>` sleeps exactly N ms (before the
+//!   headers, so in a stream they delay the first token);
+//! - `break` streams 3 content chunks and then drops the connection without
+//!   finishing the stream (a non-streamed request fails with 500);
+//! - `echo-auth` answers 401 with a body that quotes the request's credential
+//!   headers and its own URL, as a badly-behaved upstream might (to test that
+//!   the gateway redacts what it passes on);
+//! - `score<N>` (e.g. `judge-score8`) answers exactly `Score: N`, as an LLM
+//!   judge would.
+//!
+//! Anything else answers after the sampled latency.
+//!
+//! # Answers
+//!
+//! The answer is deterministic and reflects the request, so tests can see
+//! what reached the upstream: `mock answer from MODEL [system: …] [N
+//! images]: LAST USER MESSAGE` (the bracketed parts only when present; a
+//! tool result coming back counts as the last user message). On top of that
+//! the mock follows the request's surface:
+//! - declared tools (unless the tool choice is none) are called: the first
+//!   tool, or the one the tool choice names, with an argument for each
+//!   required property of its schema (strings `"mock"`, numbers 1, booleans
+//!   true, objects built the same way, arrays empty, others null), unless
+//!   the last message already carries a tool result;
+//! - JSON mode (OpenAI's `response_format`, Gemini's `responseMimeType`)
+//!   answers a JSON object: the schema's required properties, plus an
+//!   `"answer"` echoing as above where the schema allows it;
+//! - `n` (OpenAI) and `candidateCount` (Gemini) answer that many choices,
+//!   choice i > 0 suffixed ` (choice i)`;
+//! - `logprobs: true` (OpenAI) adds a log probability of -0.1 per word;
+//! - `max_tokens` truncates at 4 characters a token, as the counts assume.
+//!
+//! A streamed text answer comes in exactly 8 content chunks (a text under 8
+//! characters, only possible with `max_tokens` 1, is padded with spaces),
+//! with [`MockConfig::chunk_delay_ms`] between consecutive content chunks.
+//! [`MockStats`] counts the streams started and finished and keeps each
+//! model's last request body.
+
+mod answer;
+mod anthropic;
+mod gemini;
+mod openai;
+mod request;
+mod stream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -37,16 +83,11 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-/// Characters per token, for the token counts the mock reports.
-const CHARS_PER_TOKEN: usize = 4;
-
-/// Characters of the last user message (and of the system prompt) echoed in
-/// an answer.
-const ECHO_CHARS: usize = 60;
+use answer::{Received, Reply};
+use request::{Request, StreamMode};
 
 /// How the mock behaves when the model name asks for nothing special.
 #[derive(Debug, Clone)]
@@ -60,6 +101,9 @@ pub struct MockConfig {
     /// How long a `timeout` model hangs before answering anyway; long enough
     /// that any sane caller gives up first.
     pub hang_ms: u64,
+    /// The pause between consecutive content chunks of a stream, so that
+    /// tests can observe a stream while it is still under way.
+    pub chunk_delay_ms: u64,
     /// Seeds the latency sampler.
     pub seed: u64,
 }
@@ -71,44 +115,108 @@ impl Default for MockConfig {
             jitter_ms: 0.0,
             slow_ms: 1000,
             hang_ms: 300_000,
+            chunk_delay_ms: 0,
             seed: 0,
         }
     }
 }
 
-/// Calls received, per model name, failed ones included.
+/// What the mock has seen, per model name: calls (failed ones included),
+/// streams started and finished, and the last request body.
 #[derive(Debug, Default)]
 pub struct MockStats {
-    calls: Mutex<HashMap<String, u64>>,
+    inner: Mutex<StatsInner>,
+}
+
+#[derive(Debug, Default)]
+struct StatsInner {
+    calls: HashMap<String, u64>,
+    streams_started: HashMap<String, u64>,
+    streams_finished: HashMap<String, u64>,
+    last_requests: HashMap<String, Value>,
 }
 
 impl MockStats {
     /// Calls received for `model` (exactly as the request named it).
     pub fn calls(&self, model: &str) -> u64 {
-        self.lock().get(model).copied().unwrap_or(0)
+        count(&self.lock().calls, model)
     }
 
     /// Every model's call count.
     pub fn snapshot(&self) -> HashMap<String, u64> {
-        self.lock().clone()
+        self.lock().calls.clone()
     }
 
-    /// Counts one call and returns the model's count including it.
-    fn record(&self, model: &str) -> u64 {
-        let mut calls = self.lock();
-        // Look up before inserting, so the common case allocates nothing.
-        if let Some(n) = calls.get_mut(model) {
-            *n += 1;
-            return *n;
+    /// Streamed answers `model` began to send (after its faults passed).
+    pub fn streams_started(&self, model: &str) -> u64 {
+        count(&self.lock().streams_started, model)
+    }
+
+    /// Streamed answers whose last chunk `model` handed to the connection;
+    /// counted as that chunk is yielded, so a client that has read a whole
+    /// stream sees it counted, and one that has read only the start of a
+    /// paced stream does not.
+    pub fn streams_finished(&self, model: &str) -> u64 {
+        count(&self.lock().streams_finished, model)
+    }
+
+    /// The last request body that named `model`, as parsed JSON, so tests
+    /// can check what reached the upstream (tools, seed, stop…).
+    pub fn last_request(&self, model: &str) -> Option<Value> {
+        self.lock().last_requests.get(model).cloned()
+    }
+
+    /// Everything, as `/mock/stats` serves it.
+    fn to_json(&self) -> Value {
+        let inner = self.lock();
+        json!({
+            "calls": inner.calls,
+            "streams_started": inner.streams_started,
+            "streams_finished": inner.streams_finished,
+            "last_requests": inner.last_requests,
+        })
+    }
+
+    /// Counts one call, keeps its body, and returns the model's call count
+    /// including it.
+    fn record(&self, model: &str, body: Value) -> u64 {
+        let mut inner = self.lock();
+        match inner.last_requests.get_mut(model) {
+            Some(last) => *last = body,
+            None => {
+                inner.last_requests.insert(model.to_string(), body);
+            }
         }
-        calls.insert(model.to_string(), 1);
-        1
+        increment(&mut inner.calls, model)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        // A panic while holding this lock cannot leave the counts torn.
-        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    fn stream_started(&self, model: &str) {
+        increment(&mut self.lock().streams_started, model);
     }
+
+    fn stream_finished(&self, model: &str) {
+        increment(&mut self.lock().streams_finished, model);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StatsInner> {
+        // A panic while holding this lock cannot leave the counts torn.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn count(counts: &HashMap<String, u64>, model: &str) -> u64 {
+    counts.get(model).copied().unwrap_or(0)
+}
+
+/// Adds one to `model`'s count and returns the new count.
+fn increment(counts: &mut HashMap<String, u64>, model: &str) -> u64 {
+    // Look up before inserting, so the common case allocates nothing.
+    if let Some(n) = counts.get_mut(model) {
+        *n += 1;
+        return *n;
+    }
+    counts.insert(model.to_string(), 1);
+    1
 }
 
 /// A mock running in the background on the current tokio runtime; it serves
@@ -129,17 +237,12 @@ impl MockServer {
 /// The mock's routes and the counters they update.
 pub fn router(cfg: MockConfig) -> (Router, Arc<MockStats>) {
     let stats = Arc::new(MockStats::default());
-    let shared = Arc::new(Shared {
-        rng: Mutex::new(ChaCha8Rng::seed_from_u64(cfg.seed)),
-        cfg,
-        stats: stats.clone(),
-        next_id: AtomicU64::new(1),
-    });
+    let shared = Arc::new(Shared::new(cfg, stats.clone()));
     let app = Router::new()
-        .route("/v1/chat/completions", post(openai))
-        .route("/v1/messages", post(anthropic))
-        .route("/v1beta/models/{model_and_action}", post(gemini))
-        .route("/mock/stats", get(stats_handler))
+        .route("/v1/chat/completions", post(openai_route))
+        .route("/v1/messages", post(anthropic_route))
+        .route("/v1beta/models/{model_and_action}", post(gemini_route))
+        .route("/mock/stats", get(stats_route))
         .with_state(shared);
     (app, stats)
 }
@@ -171,6 +274,7 @@ async fn serve_router(listener: TcpListener, app: Router) -> std::io::Result<()>
     axum::serve(listener, app).await
 }
 
+/// The state every route shares.
 struct Shared {
     cfg: MockConfig,
     stats: Arc<MockStats>,
@@ -179,6 +283,15 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(cfg: MockConfig, stats: Arc<MockStats>) -> Shared {
+        Shared {
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(cfg.seed)),
+            cfg,
+            stats,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
     /// A latency from the configured normal, clipped at 0.
     fn sample_latency_ms(&self) -> f64 {
         let MockConfig {
@@ -196,44 +309,43 @@ impl Shared {
         (latency_ms + jitter_ms * z).max(0.0)
     }
 
+    /// A number unique within this mock, for response and tool-call ids.
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 }
 
 /// Which wire format a request came in, to answer in the same one.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Format {
     OpenAi,
     Anthropic,
     Gemini,
 }
 
-/// What the mock needs of a request, whatever its format.
-struct Parsed {
-    model: String,
-    system: Option<String>,
-    last_user: String,
-    total_chars: usize,
-    max_tokens: Option<u32>,
-}
+impl Format {
+    /// The whole answer, as one JSON body.
+    fn body(self, req: &Request, reply: &Reply, id: u64) -> Value {
+        match self {
+            Format::OpenAi => openai::body(req, reply, id),
+            Format::Anthropic => anthropic::body(req, reply, id),
+            Format::Gemini => gemini::body(req, reply, id),
+        }
+    }
 
-/// The answer to a request that did not fail.
-struct Answer {
-    text: String,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    truncated: bool,
-}
-
-/// Where a request came in, for a model that quotes it back (`echo-auth`).
-struct Received<'a> {
-    headers: &'a HeaderMap,
-    uri: &'a Uri,
+    /// The answer as the stream of events the format sends.
+    fn events(self, req: &Request, reply: &Reply, id: u64) -> Vec<stream::Event> {
+        match self {
+            Format::OpenAi => openai::events(req, reply, id),
+            Format::Anthropic => anthropic::events(req, reply, id),
+            Format::Gemini => gemini::events(req, reply, id),
+        }
+    }
 }
 
 /// A request that fails, in the status and words the format's error body
 /// will carry.
+#[derive(Debug)]
 struct Failure {
     status: StatusCode,
     message: String,
@@ -245,6 +357,10 @@ impl Failure {
             status,
             message: message.into(),
         }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Failure {
+        Failure::new(StatusCode::BAD_REQUEST, message)
     }
 
     fn into_response(self, format: Format) -> Response {
@@ -286,125 +402,81 @@ impl Failure {
     }
 }
 
-/// Counts the call, waits as the model name asks, injects its fault, and
-/// otherwise composes the answer.
-async fn answer(shared: &Shared, req: &Parsed, received: &Received<'_>) -> Result<Answer, Failure> {
-    let n = shared.stats.record(&req.model);
-    let model = req.model.as_str();
-    let delay_ms = if contains_ci(model, "timeout") {
-        shared.cfg.hang_ms as f64
-    } else if contains_ci(model, "slow") {
-        shared.cfg.slow_ms as f64
-    } else if let Some(ms) = delay_keyword(model) {
-        ms as f64
+// ---- routes ----
+
+async fn openai_route(State(shared): State<Arc<Shared>>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
+    let parsed = parse_body(&body).and_then(|v| Ok((openai::parse(&v)?, v)));
+    respond(&shared, Format::OpenAi, parsed, Received::new(&headers, &uri)).await
+}
+
+async fn anthropic_route(State(shared): State<Arc<Shared>>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
+    let parsed = if headers.contains_key("anthropic-version") {
+        parse_body(&body).and_then(|v| Ok((anthropic::parse(&v)?, v)))
     } else {
-        shared.sample_latency_ms()
+        Err(Failure::bad_request("anthropic-version: header is required"))
     };
-    if delay_ms > 0.0 {
-        tokio::time::sleep(Duration::from_secs_f64(delay_ms / 1000.0)).await;
-    }
-    if contains_ci(model, "echo-auth") {
-        return Err(echo_auth(received));
-    }
-    if contains_ci(model, "error") {
-        return Err(Failure::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("mock: model {model} always fails"),
-        ));
-    }
-    if contains_ci(model, "reject") {
-        return Err(Failure::new(
-            StatusCode::BAD_REQUEST,
-            format!("mock: model {model} rejects every request"),
-        ));
-    }
-    if contains_ci(model, "ratelimit") {
-        return Err(Failure::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("mock: model {model} is rate limited"),
-        ));
-    }
-    if contains_ci(model, "flaky") && n % 2 == 1 {
-        return Err(Failure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("mock: model {model} failed call {n}, the next one will succeed"),
-        ));
-    }
+    respond(&shared, Format::Anthropic, parsed, Received::new(&headers, &uri)).await
+}
 
-    let mut text = match keyword_number(model, "score") {
-        // An LLM judge's verdict, for testing judges over HTTP.
-        Some(score) => format!("Score: {score}"),
-        None => echo(model, req),
+async fn gemini_route(
+    State(shared): State<Arc<Shared>>,
+    Path(model_and_action): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let parsed = gemini::route(&model_and_action, uri.query()).and_then(|(model, stream)| {
+        let v = parse_body(&body)?;
+        Ok((gemini::parse(&v, model, stream)?, v))
+    });
+    respond(&shared, Format::Gemini, parsed, Received::new(&headers, &uri)).await
+}
+
+async fn stats_route(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.stats.to_json()).into_response()
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, Failure> {
+    serde_json::from_slice(body).map_err(|e| Failure::bad_request(format!("malformed request: {e}")))
+}
+
+/// What every route does with a request it could read: count it, answer it
+/// (or fail as its model name asks), whole or streamed.
+async fn respond(
+    shared: &Shared,
+    format: Format,
+    parsed: Result<(Request, Value), Failure>,
+    received: Received<'_>,
+) -> Response {
+    let (req, body) = match parsed {
+        Ok(p) => p,
+        Err(f) => return f.into_response(format),
     };
-    let mut completion_tokens = req_tokens(text.chars().count());
-    let mut truncated = false;
-    if let Some(max) = req.max_tokens {
-        if completion_tokens > u64::from(max) {
-            let keep = max as usize * CHARS_PER_TOKEN;
-            text = text.chars().take(keep).collect();
-            completion_tokens = u64::from(max);
-            truncated = true;
-        }
-    }
-    Ok(Answer {
-        text,
-        prompt_tokens: req_tokens(req.total_chars).max(1),
-        completion_tokens,
-        truncated,
-    })
-}
-
-/// A 401 whose message quotes the credentials the request carried, bare
-/// and in header form, and the URL it was sent to with the key in its query
-/// string, the way some proxies and misconfigured servers do.
-fn echo_auth(received: &Received<'_>) -> Failure {
-    let header = |name: &str| {
-        received
-            .headers
-            .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    let call = shared.stats.record(&req.model, body);
+    let reply = match answer::answer(shared, &req, call, &received).await {
+        Ok(r) => r,
+        Err(f) => return f.into_response(format),
     };
-    let authorization = header("authorization");
-    let api_key = header("x-api-key");
-    let goog_key = header("x-goog-api-key");
-    let key = authorization
-        .as_deref()
-        .map(|a| a.strip_prefix("Bearer ").unwrap_or(a).to_string())
-        .or_else(|| api_key.clone())
-        .or_else(|| goog_key.clone())
-        .unwrap_or_default();
-    let host = header("host").unwrap_or_default();
-    let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
-    Failure::new(
-        StatusCode::UNAUTHORIZED,
-        format!(
-            "Incorrect API key provided: {key}. Received Authorization: {}, x-api-key: {}, x-goog-api-key: {} \
-             for http://{host}{}?key={key} (upstream {host})",
-            shown(&authorization),
-            shown(&api_key),
-            shown(&goog_key),
-            received.uri.path(),
-        ),
-    )
+    let id = shared.next_id();
+    let Some(mode) = req.stream else {
+        return Json(format.body(&req, &reply, id)).into_response();
+    };
+    shared.stats.stream_started(&req.model);
+    let plan = stream::Plan {
+        events: format.events(&req, &reply, id),
+        content_type: match mode {
+            StreamMode::JsonArray => "application/json",
+            StreamMode::Sse { .. } => "text/event-stream",
+        },
+        chunk_delay_ms: shared.cfg.chunk_delay_ms,
+        breaks: contains_ci(&req.model, "break"),
+        stats: shared.stats.clone(),
+        model: req.model.clone(),
+    };
+    plan.into_response()
 }
 
-/// The normal answer: the model's name, then the start of the system prompt
-/// and of the last user message.
-fn echo(model: &str, req: &Parsed) -> String {
-    let mut text = format!("mock answer from {model}");
-    if let Some(system) = &req.system {
-        text.push_str(" [system: ");
-        text.extend(system.chars().take(ECHO_CHARS));
-        text.push(']');
-    }
-    text.push_str(": ");
-    text.extend(req.last_user.chars().take(ECHO_CHARS));
-    text
-}
-
-fn req_tokens(chars: usize) -> u64 {
-    chars.div_ceil(CHARS_PER_TOKEN) as u64
-}
+// ---- model-name keywords ----
 
 /// Whether `haystack` contains `needle` (ASCII, lowercase), ignoring case,
 /// without allocating a lowercased copy per request.
@@ -413,11 +485,6 @@ fn contains_ci(haystack: &str, needle: &str) -> bool {
         .as_bytes()
         .windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-}
-
-/// N from the first `delay<N>` in a model name, when digits follow.
-fn delay_keyword(model: &str) -> Option<u64> {
-    keyword_number(model, "delay")
 }
 
 /// N from the first `<keyword><N>` in a model name (keyword ASCII lowercase,
@@ -439,376 +506,9 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-// ---- request bodies, as loose as the real APIs allow ----
-
-/// Message content: a string, or a list of typed parts of which the text
-/// ones count.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum InContent {
-    Text(String),
-    Parts(Vec<InPart>),
-}
-
-impl InContent {
-    fn into_text(self) -> String {
-        match self {
-            InContent::Text(t) => t,
-            InContent::Parts(parts) => parts.into_iter().filter_map(|p| p.text).collect(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct InPart {
-    #[serde(default)]
-    text: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct InMessage {
-    role: String,
-    #[serde(default)]
-    content: Option<InContent>,
-}
-
-/// Folds a format's system prompt and message list into what [`answer`]
-/// needs. System prompts found inside the list (OpenAI's way) join the
-/// top-level one (Anthropic's and Gemini's way).
-fn fold_messages(model: String, system: Option<String>, messages: Vec<InMessage>, max_tokens: Option<u32>) -> Parsed {
-    let mut system_parts: Vec<String> = system.into_iter().collect();
-    let mut last_user = String::new();
-    let mut total_chars = system_parts.iter().map(|s| s.chars().count()).sum();
-    for m in messages {
-        let text = m.content.map(InContent::into_text).unwrap_or_default();
-        total_chars += text.chars().count();
-        if m.role == "system" || m.role == "developer" {
-            system_parts.push(text);
-        } else if m.role == "user" {
-            last_user = text;
-        }
-    }
-    Parsed {
-        model,
-        system: (!system_parts.is_empty()).then(|| system_parts.join("\n\n")),
-        last_user,
-        total_chars,
-        max_tokens,
-    }
-}
-
-fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Failure> {
-    serde_json::from_slice(body).map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("malformed request: {e}")))
-}
-
-// ---- OpenAI ----
-
-#[derive(Deserialize)]
-struct OpenAiRequest {
-    #[serde(default)]
-    model: String,
-    messages: Vec<InMessage>,
-    #[serde(default)]
-    max_tokens: Option<u32>,
-    /// The newer name OpenAI's reasoning models require.
-    #[serde(default)]
-    max_completion_tokens: Option<u32>,
-}
-
-#[derive(Serialize)]
-struct OpenAiResponse<'a> {
-    id: String,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [OpenAiChoice<'a>; 1],
-    usage: OpenAiUsage,
-}
-
-#[derive(Serialize)]
-struct OpenAiChoice<'a> {
-    index: u32,
-    message: OpenAiMessage<'a>,
-    finish_reason: &'static str,
-}
-
-#[derive(Serialize)]
-struct OpenAiMessage<'a> {
-    role: &'static str,
-    content: &'a str,
-}
-
-#[derive(Serialize)]
-struct OpenAiUsage {
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
-}
-
-async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
-    let req = match parse_json::<OpenAiRequest>(&body) {
-        Ok(r) if r.model.is_empty() => {
-            return Failure::new(StatusCode::BAD_REQUEST, "model is required").into_response(Format::OpenAi)
-        }
-        Ok(r) => fold_messages(r.model, None, r.messages, r.max_completion_tokens.or(r.max_tokens)),
-        Err(f) => return f.into_response(Format::OpenAi),
-    };
-    let received = Received {
-        headers: &headers,
-        uri: &uri,
-    };
-    let a = match answer(&shared, &req, &received).await {
-        Ok(a) => a,
-        Err(f) => return f.into_response(Format::OpenAi),
-    };
-    Json(OpenAiResponse {
-        id: format!("chatcmpl-mock{}", shared.next_id()),
-        object: "chat.completion",
-        created: unix_now(),
-        model: &req.model,
-        choices: [OpenAiChoice {
-            index: 0,
-            message: OpenAiMessage {
-                role: "assistant",
-                content: &a.text,
-            },
-            finish_reason: if a.truncated { "length" } else { "stop" },
-        }],
-        usage: OpenAiUsage {
-            prompt_tokens: a.prompt_tokens,
-            completion_tokens: a.completion_tokens,
-            total_tokens: a.prompt_tokens + a.completion_tokens,
-        },
-    })
-    .into_response()
-}
-
-// ---- Anthropic ----
-
-#[derive(Deserialize)]
-struct AnthropicRequest {
-    #[serde(default)]
-    model: String,
-    /// Required by the real API; the mock enforces it so that an adapter
-    /// forgetting it fails here rather than in production.
-    #[serde(default)]
-    max_tokens: Option<u32>,
-    #[serde(default)]
-    system: Option<InContent>,
-    messages: Vec<InMessage>,
-}
-
-#[derive(Serialize)]
-struct AnthropicResponse<'a> {
-    id: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    role: &'static str,
-    model: &'a str,
-    content: [AnthropicBlock<'a>; 1],
-    stop_reason: &'static str,
-    stop_sequence: Option<&'a str>,
-    usage: AnthropicUsage,
-}
-
-#[derive(Serialize)]
-struct AnthropicBlock<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: &'a str,
-}
-
-#[derive(Serialize)]
-struct AnthropicUsage {
-    input_tokens: u64,
-    output_tokens: u64,
-}
-
-async fn anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
-    let fail = |status, message: &str| Failure::new(status, message).into_response(Format::Anthropic);
-    if !headers.contains_key("anthropic-version") {
-        return fail(StatusCode::BAD_REQUEST, "anthropic-version: header is required");
-    }
-    let req = match parse_json::<AnthropicRequest>(&body) {
-        Ok(r) if r.model.is_empty() => return fail(StatusCode::BAD_REQUEST, "model: Field required"),
-        Ok(AnthropicRequest { max_tokens: None, .. }) => {
-            return fail(StatusCode::BAD_REQUEST, "max_tokens: Field required");
-        }
-        Ok(r) => {
-            let system = r.system.map(InContent::into_text);
-            fold_messages(r.model, system, r.messages, r.max_tokens)
-        }
-        Err(f) => return f.into_response(Format::Anthropic),
-    };
-    let received = Received {
-        headers: &headers,
-        uri: &uri,
-    };
-    let a = match answer(&shared, &req, &received).await {
-        Ok(a) => a,
-        Err(f) => return f.into_response(Format::Anthropic),
-    };
-    Json(AnthropicResponse {
-        id: format!("msg_mock{}", shared.next_id()),
-        kind: "message",
-        role: "assistant",
-        model: &req.model,
-        content: [AnthropicBlock {
-            kind: "text",
-            text: &a.text,
-        }],
-        stop_reason: if a.truncated { "max_tokens" } else { "end_turn" },
-        stop_sequence: None,
-        usage: AnthropicUsage {
-            input_tokens: a.prompt_tokens,
-            output_tokens: a.completion_tokens,
-        },
-    })
-    .into_response()
-}
-
-// ---- Gemini ----
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GeminiRequest {
-    contents: Vec<GeminiContent>,
-    #[serde(default)]
-    system_instruction: Option<GeminiContent>,
-    #[serde(default)]
-    generation_config: Option<GeminiGenerationConfig>,
-}
-
-#[derive(Deserialize)]
-struct GeminiContent {
-    /// Optional in the real API, where it defaults to `user`.
-    #[serde(default)]
-    role: Option<String>,
-    #[serde(default)]
-    parts: Vec<InPart>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GeminiGenerationConfig {
-    #[serde(default)]
-    max_output_tokens: Option<u32>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct GeminiResponse<'a> {
-    candidates: [GeminiCandidate<'a>; 1],
-    usage_metadata: GeminiUsage,
-    model_version: &'a str,
-    response_id: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct GeminiCandidate<'a> {
-    content: GeminiOutContent<'a>,
-    finish_reason: &'static str,
-    index: u32,
-}
-
-#[derive(Serialize)]
-struct GeminiOutContent<'a> {
-    role: &'static str,
-    parts: [GeminiOutPart<'a>; 1],
-}
-
-#[derive(Serialize)]
-struct GeminiOutPart<'a> {
-    text: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct GeminiUsage {
-    prompt_token_count: u64,
-    candidates_token_count: u64,
-    total_token_count: u64,
-}
-
-async fn gemini(
-    State(shared): State<Arc<Shared>>,
-    Path(model_and_action): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let model = match model_and_action.rsplit_once(':') {
-        Some((model, "generateContent")) if !model.is_empty() => model.to_string(),
-        _ => {
-            return Failure::new(
-                StatusCode::NOT_FOUND,
-                format!("mock: only MODEL:generateContent is served, not {model_and_action}"),
-            )
-            .into_response(Format::Gemini)
-        }
-    };
-    let req = match parse_json::<GeminiRequest>(&body) {
-        Ok(r) => {
-            let messages = r
-                .contents
-                .into_iter()
-                .map(|c| InMessage {
-                    role: c.role.unwrap_or_else(|| "user".to_string()),
-                    content: Some(InContent::Parts(c.parts)),
-                })
-                .collect();
-            let system = r.system_instruction.map(|s| InContent::Parts(s.parts).into_text());
-            let max_tokens = r.generation_config.and_then(|g| g.max_output_tokens);
-            fold_messages(model, system, messages, max_tokens)
-        }
-        Err(f) => return f.into_response(Format::Gemini),
-    };
-    let received = Received {
-        headers: &headers,
-        uri: &uri,
-    };
-    let a = match answer(&shared, &req, &received).await {
-        Ok(a) => a,
-        Err(f) => return f.into_response(Format::Gemini),
-    };
-    Json(GeminiResponse {
-        candidates: [GeminiCandidate {
-            content: GeminiOutContent {
-                role: "model",
-                parts: [GeminiOutPart { text: &a.text }],
-            },
-            finish_reason: if a.truncated { "MAX_TOKENS" } else { "STOP" },
-            index: 0,
-        }],
-        usage_metadata: GeminiUsage {
-            prompt_token_count: a.prompt_tokens,
-            candidates_token_count: a.completion_tokens,
-            total_token_count: a.prompt_tokens + a.completion_tokens,
-        },
-        model_version: &req.model,
-        response_id: format!("mock{}", shared.next_id()),
-    })
-    .into_response()
-}
-
-// ---- stats ----
-
-async fn stats_handler(State(shared): State<Arc<Shared>>) -> Response {
-    Json(json!({ "calls": shared.stats.snapshot() })).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn delay_keyword_reads_the_digits_after_delay() {
-        assert_eq!(delay_keyword("m-delay50"), Some(50));
-        assert_eq!(delay_keyword("m-DELAY7-x"), Some(7));
-        assert_eq!(delay_keyword("m-delay"), None);
-        assert_eq!(delay_keyword("plain"), None);
-    }
 
     #[test]
     fn score_keyword_reads_the_digits_after_score() {
@@ -827,57 +527,33 @@ mod tests {
     }
 
     #[test]
-    fn echo_auth_quotes_the_credentials_and_the_url() {
-        let mut headers = HeaderMap::new();
-        headers.insert("authorization", "Bearer sk-echo-123456789".parse().unwrap());
-        headers.insert("host", "127.0.0.1:4321".parse().unwrap());
-        let uri: Uri = "/v1/chat/completions".parse().unwrap();
-        let f = echo_auth(&Received {
-            headers: &headers,
-            uri: &uri,
-        });
-        assert_eq!(f.status, StatusCode::UNAUTHORIZED);
-        assert!(f.message.contains("provided: sk-echo-123456789."), "{}", f.message);
-        assert!(
-            f.message.contains("Authorization: Bearer sk-echo-123456789,"),
-            "{}",
-            f.message
-        );
-        assert!(f.message.contains("x-api-key: (none)"), "{}", f.message);
-        assert!(
-            f.message
-                .contains("http://127.0.0.1:4321/v1/chat/completions?key=sk-echo-123456789"),
-            "{}",
-            f.message
-        );
-
-        let mut headers = HeaderMap::new();
-        headers.insert("x-goog-api-key", "AIza-echo".parse().unwrap());
-        let f = echo_auth(&Received {
-            headers: &headers,
-            uri: &uri,
-        });
-        assert!(f.message.contains("provided: AIza-echo."), "{}", f.message);
-        assert!(f.message.contains("x-goog-api-key: AIza-echo "), "{}", f.message);
-    }
-
-    #[test]
     fn jitter_never_makes_latency_negative() {
         let cfg = MockConfig {
             latency_ms: 1.0,
             jitter_ms: 50.0,
             ..MockConfig::default()
         };
-        let (_, stats) = router(cfg.clone());
-        let shared = Shared {
-            rng: Mutex::new(ChaCha8Rng::seed_from_u64(cfg.seed)),
-            cfg,
-            stats,
-            next_id: AtomicU64::new(1),
-        };
+        let shared = Shared::new(cfg, Arc::default());
         let samples: Vec<f64> = (0..1000).map(|_| shared.sample_latency_ms()).collect();
         assert!(samples.iter().all(|&s| s >= 0.0));
         assert!(samples.contains(&0.0));
         assert!(samples.iter().any(|&s| s > 40.0));
+    }
+
+    #[test]
+    fn stats_keep_the_last_body_and_count_streams() {
+        let stats = MockStats::default();
+        assert_eq!(stats.record("m", json!({"a": 1})), 1);
+        assert_eq!(stats.record("m", json!({"a": 2})), 2);
+        stats.stream_started("m");
+        assert_eq!(stats.calls("m"), 2);
+        assert_eq!(stats.last_request("m"), Some(json!({"a": 2})));
+        assert_eq!(stats.last_request("other"), None);
+        assert_eq!((stats.streams_started("m"), stats.streams_finished("m")), (1, 0));
+        stats.stream_finished("m");
+        assert_eq!(stats.streams_finished("m"), 1);
+        let all = stats.to_json();
+        assert_eq!(all["calls"]["m"], 2);
+        assert_eq!(all["streams_finished"]["m"], 1);
     }
 }

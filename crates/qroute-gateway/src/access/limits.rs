@@ -118,12 +118,6 @@ impl KeyLimits {
     }
 }
 
-/// Tokens a prompt of `chars` characters counts for against `tpm` before
-/// the upstream has said: about four characters a token, at least one.
-pub fn estimate_tokens(chars: usize) -> u32 {
-    (chars.div_ceil(4).max(1)).min(u32::MAX as usize) as u32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::variations::Variation;
-use crate::exec::providers::Completion;
+use crate::exec::providers::{Completion, DeltaStream};
 
 /// One model tried for a request.
 #[derive(Debug, Clone, Serialize)]
@@ -52,6 +52,42 @@ pub struct Routed {
     pub timings: Timings,
     /// Time spent waiting on upstreams, retries' backoff included.
     pub upstream: Duration,
+    /// Whether the answer came from the response cache.
+    pub cache: CacheStatus,
+}
+
+/// What the response cache did for a request (the `x-qroute-cache` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Answered from the cache: no model was called, nothing was learned.
+    Hit,
+    /// Looked up and not found; the answer is stored for next time.
+    Miss,
+    /// Not cacheable (sampled, several choices, the caller said no, or the
+    /// cache is off): neither looked up nor stored.
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Bypass => "bypass",
+        }
+    }
+}
+
+/// A routed request whose answer is streamed: how it was routed (the
+/// answer in `routed.completion` is empty, or whole for a replay), and
+/// the deltas as they come. The stream records the outcome when it ends
+/// or is dropped.
+pub struct Streaming {
+    pub routed: Routed,
+    pub deltas: DeltaStream,
+    /// The request's cost, sent once the stream has ended (or was dropped),
+    /// for the key's budget.
+    pub cost: Option<tokio::sync::oneshot::Receiver<f64>>,
 }
 
 impl Timings {

@@ -73,7 +73,13 @@ impl Gateway {
                     c
                 }
             };
+            let kind = config
+                .providers
+                .iter()
+                .find(|p| p.name == m.provider)
+                .map_or(ProviderKind::Simulated, |p| p.kind);
             models.push(ServedModel {
+                capabilities: m.capabilities(kind),
                 config: m.clone(),
                 card,
                 provider: built[&m.provider].clone(),
@@ -185,6 +191,7 @@ impl Gateway {
                 }
             })?
         };
+        let cache = crate::cache::build(&config.cache);
         Ok(Gateway {
             config,
             models,
@@ -195,6 +202,7 @@ impl Gateway {
             access,
             shadow,
             judge,
+            cache,
             writer,
             learning,
             _pruner: pruner,

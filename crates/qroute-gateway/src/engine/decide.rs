@@ -16,7 +16,8 @@ use qroute_core::policy::{
 use qroute_core::record::{ExperimentTag, ShadowPick};
 use qroute_core::{Error, Result};
 
-use super::{Gateway, RouteRequest};
+use super::{Gateway, RouteRequest, ServedModel};
+use crate::exec::providers::Capability;
 
 /// What [`Gateway::prepare`] decided, before any model is called.
 pub(super) struct Prepared {
@@ -229,6 +230,44 @@ impl Gateway {
             .collect()
     }
 
+    /// Leaves out of `set` the models that cannot serve `req` as asked:
+    /// those without a capability it needs (tools, images, JSON mode,
+    /// several choices, log-probabilities, streaming), and those whose
+    /// context window the estimated prompt plus `max_tokens` would
+    /// overflow. An empty set is a 400 naming what no model could do.
+    fn servable(&self, req: &RouteRequest, set: &mut Vec<usize>) -> Result<()> {
+        let mut needs = req.chat.needs();
+        if req.stream {
+            needs.push(Capability::Streaming);
+        }
+        let tokens = req.chat.estimated_prompt_tokens() + u64::from(req.chat.params.max_tokens.unwrap_or(0));
+        let fits = |m: &ServedModel| m.config.context_window.is_none_or(|w| tokens <= w);
+        let lacking = |m: &ServedModel| needs.iter().copied().find(|c| !m.capabilities.contains(c));
+        let before = set.clone();
+        set.retain(|&i| lacking(&self.models[i]).is_none() && fits(&self.models[i]));
+        if !set.is_empty() {
+            return Ok(());
+        }
+        let first = &self.models[before[0]];
+        let whom = |c: Capability| match before.len() {
+            1 => format!("{}: model {:?} does not support {}", c.field(), first.config.id, c.as_str()),
+            _ => format!("{}: no allowed model supports {}", c.field(), c.as_str()),
+        };
+        let has = |i: usize, c: Capability| self.models[i].capabilities.contains(&c);
+        let message = if let Some(&c) = needs.iter().find(|&&c| before.iter().all(|&i| !has(i, c))) {
+            whom(c)
+        } else if before.iter().all(|&i| lacking(&self.models[i]).is_some()) {
+            let all: Vec<&str> = needs.iter().map(|c| c.as_str()).collect();
+            format!("no allowed model supports all of: {}", all.join(", "))
+        } else {
+            format!(
+                "messages: the prompt (about {tokens} tokens, max_tokens included) fits no allowed model's context window (the largest is {})",
+                before.iter().filter_map(|&i| self.models[i].config.context_window).max().unwrap_or_default()
+            )
+        };
+        Err(Error::InvalidInput(message))
+    }
+
     /// Indices of the models this request may go to. Unknown model ids are
     /// `NotFound`; an empty set after the cost cap is `InvalidInput`; an
     /// empty set because breakers are open is `Unavailable`.
@@ -265,6 +304,7 @@ impl Gateway {
                 )));
             }
         }
+        self.servable(req, &mut set)?;
         let now = Instant::now();
         let first_probe = set
             .iter()
@@ -285,8 +325,8 @@ impl Gateway {
 /// The text the featurizer sees: every message's content, system first.
 fn feature_text(chat: &ChatRequest) -> String {
     match chat.messages.as_slice() {
-        [only] => only.content.clone(),
-        many => many.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"),
+        [only] => only.content.text(),
+        many => many.iter().map(|m| m.content.text()).collect::<Vec<_>>().join("\n"),
     }
 }
 

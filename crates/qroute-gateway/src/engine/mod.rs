@@ -25,13 +25,15 @@
 
 mod answer;
 mod build;
+mod cached;
 mod decide;
 mod record;
 mod request;
 mod single;
+mod stream;
 pub mod variations;
 
-pub use answer::{Attempt, Routed, Timings};
+pub use answer::{Attempt, CacheStatus, Routed, Streaming, Timings};
 pub use decide::{Choice, Decider, Shadow};
 pub use request::{Preference, RouteRequest};
 
@@ -42,9 +44,10 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 
 use crate::access::Access;
+use crate::cache::{CacheKey, ResponseCache};
 use crate::config::{Config, ModelConfig};
 use crate::exec::judge::Judge;
-use crate::exec::providers::Provider;
+use crate::exec::providers::{Capability, Provider};
 use crate::exec::resilience::{BreakerState, CircuitBreaker};
 use qroute_core::catalog::ModelCard;
 use qroute_core::policy::DqnPolicy;
@@ -64,6 +67,8 @@ pub struct ServedModel {
     pub card: ModelCard,
     pub provider: Arc<Provider>,
     pub breaker: CircuitBreaker,
+    /// What it can serve beyond plain chat (see [`Capability`]).
+    pub capabilities: Vec<Capability>,
 }
 
 /// Who changes the serving policy (`learning.mode`): the trainer thread,
@@ -90,6 +95,8 @@ pub struct Gateway {
     pub shadow: Option<Shadow>,
     /// Scores the answers of variations.
     pub(super) judge: Judge,
+    /// Answers already given to deterministic requests; `None` when off.
+    cache: Option<Arc<dyn ResponseCache>>,
     /// Declared before `learning` and `store` so it drains first on drop.
     pub(super) writer: GroupWriter,
     learning: Learning,
@@ -165,6 +172,37 @@ impl Gateway {
     /// `received` is when the request arrived, so timings include reading
     /// and parsing it.
     pub async fn route(&self, req: RouteRequest, received: Instant) -> Result<Routed> {
+        let k = self.check_variations(&req)?;
+        let key = self.cache_key(&req);
+        if let Some(key) = &key {
+            if let Some(hit) = self.from_cache(&req, key, received).await {
+                return Ok(hit);
+            }
+        }
+        let prep = self.prepare(&req, received)?;
+        let mut routed = if k > 1 && req.pinned.is_none() && prep.candidates.len() > 1 {
+            self.run_variations(req, prep, k).await?
+        } else {
+            self.run_single(req, prep).await?
+        };
+        routed.cache = self.remember_routed(key, &routed).await;
+        Ok(routed)
+    }
+
+    /// Stores a routed answer under `key` (when there is one), saying what
+    /// the cache did.
+    async fn remember_routed(&self, key: Option<CacheKey>, routed: &Routed) -> CacheStatus {
+        match key {
+            Some(key) => {
+                self.remember(key, &routed.model, &routed.completion).await;
+                CacheStatus::Miss
+            }
+            None => CacheStatus::Bypass,
+        }
+    }
+
+    /// The number of variations `req` asks for, checked with `combine`.
+    fn check_variations(&self, req: &RouteRequest) -> Result<usize> {
         let k = req.variations.unwrap_or(self.config.variations.default);
         if k == 0 || k > self.config.variations.max {
             return Err(Error::InvalidInput(format!(
@@ -180,11 +218,6 @@ impl Gateway {
                 "combine: no variations.combine_model is configured on this gateway".into(),
             ));
         }
-        let prep = self.prepare(&req, received)?;
-        if k > 1 && req.pinned.is_none() && prep.candidates.len() > 1 {
-            self.run_variations(req, prep, k).await
-        } else {
-            self.run_single(req, prep).await
-        }
+        Ok(k)
     }
 }

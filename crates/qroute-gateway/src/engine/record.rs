@@ -71,8 +71,12 @@ impl Gateway {
                 outcome.quality = c.known_quality.map(|q| q.clamp(0.0, 1.0));
                 outcome.cost_usd = cost;
                 metrics::gauge!("qroute_cost_usd_total", "model" => id.clone()).increment(cost);
+                metrics::counter!("qroute_input_tokens_total", "model" => id.clone()).increment(c.input_tokens);
+                metrics::counter!("qroute_output_tokens_total", "model" => id.clone()).increment(c.output_tokens);
             }
-            Err(e) if !counts => {
+            // Cut by the caller's deadline, or the request's own fault:
+            // nothing said about the model's health.
+            Err(e) if !counts || !e.counts_against_model() => {
                 model.breaker.release();
                 outcome.error = Some(e.message.clone());
             }

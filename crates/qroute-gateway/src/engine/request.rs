@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::cache::CacheMode;
 use crate::exec::providers::ChatRequest;
 use qroute_experiment::Enrollment;
 
@@ -37,4 +38,9 @@ pub struct RouteRequest {
     /// The caller's key id, recorded with the answer so that only the same
     /// key may send feedback on it.
     pub key: Option<String>,
+    /// The answer is to be streamed: only models that stream are candidates.
+    pub stream: bool,
+    /// What the caller lets the response cache do (for what the config
+    /// makes cacheable at all).
+    pub cache: CacheMode,
 }

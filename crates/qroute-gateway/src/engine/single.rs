@@ -1,30 +1,113 @@
 //! Steps 3–4 for one model: run the chosen model, fall back to the next
 //! best by score when it fails, each fallback its own decision.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use super::decide::Prepared;
-use super::{Attempt, Gateway, RouteRequest, Routed, Timings};
-use crate::exec::providers;
-use crate::exec::resilience::call_with_retries;
+use super::{Attempt, CacheStatus, Gateway, RouteRequest, Routed, Timings};
+use crate::exec::providers::{self, ProviderError};
+use crate::exec::resilience::{with_retries, Attempted};
 use qroute_core::record::Answered;
 use qroute_core::{unix_ms, Error, Result};
+
+/// The model that answered, after the ones that failed before it.
+pub(super) struct Tried<T> {
+    /// Index into [`Gateway::models`].
+    pub model: usize,
+    /// The decision record it ran under (`{request_id}/fallback-{n}` for a
+    /// fallback).
+    pub decision_id: String,
+    /// Its call, which succeeded; not yet settled (see [`Gateway::settle`]).
+    pub attempted: Attempted<T>,
+    /// Every model tried before it, and the time they took.
+    pub failed: Vec<Attempt>,
+    pub failed_upstream: Duration,
+}
 
 impl Gateway {
     /// One model, with fallback to the next-best by score when it fails.
     pub(super) async fn run_single(&self, req: RouteRequest, prep: Prepared) -> Result<Routed> {
+        let tried = self
+            .attempt_in_order(&req, &prep, |k, limit| {
+                let m = &self.models[k];
+                m.provider.complete_within(m.config.upstream(), &req.chat, limit)
+            })
+            .await?;
+        let model = &self.models[tried.model];
+        let outcome = self.settle(model, &tried.decision_id, &tried.attempted, true);
+        let mut attempts = tried.failed;
+        attempts.push(Attempt {
+            model: model.config.id.clone(),
+            calls: tried.attempted.calls,
+            latency_ms: outcome.latency_ms,
+            error: None,
+        });
+        let cost = outcome.cost_usd;
+        self.writer.outcome_later(outcome);
+        let upstream = tried.failed_upstream + tried.attempted.upstream_time;
+        let Ok(completion) = tried.attempted.result else {
+            return Err(Error::Upstream("the answering model's result went missing".into()));
+        };
+        self.answered(&prep.request_id, req.key.clone(), &tried.decision_id, &model.config.id);
+        Ok(Routed {
+            request_id: prep.request_id.clone(),
+            model: model.config.id.clone(),
+            completion,
+            cost_usd: cost,
+            policy_version: prep.policy.version,
+            propensity: prep.propensities[prep.chosen],
+            cost_weight: prep.cost_weight,
+            attempts,
+            variations: Vec::new(),
+            judge: None,
+            combined_by: None,
+            upstream,
+            timings: Timings::new(prep.received, upstream, prep.decision_us),
+            cache: CacheStatus::Miss,
+        })
+    }
+
+    /// Records which decision answered the request, for delayed feedback
+    /// (from the key `key_id` only).
+    pub(super) fn answered(&self, request_id: &str, key_id: Option<String>, decision_id: &str, model: &str) {
+        self.writer.answered_later(Answered {
+            request_id: request_id.to_string(),
+            decision_id: decision_id.to_string(),
+            model: model.to_string(),
+            time_ms: unix_ms(),
+            key_id,
+        });
+    }
+
+    /// Calls the chosen model through `call` (given a model index and the
+    /// attempt's time limit), then the rest by score until one succeeds:
+    /// each under its own decision record, with retries, within the
+    /// request deadline. A failed model is settled here; the one that
+    /// succeeded is returned unsettled, for the caller to settle when its
+    /// answer is complete (at once, or when a stream ends).
+    ///
+    /// A request the upstream refused as malformed (400, 422) is relayed
+    /// with that status when no other model is left to try: pinned to one
+    /// model it is never tried elsewhere, and under `auto` another model
+    /// may accept it.
+    pub(super) async fn attempt_in_order<T, F, Fut>(
+        &self,
+        req: &RouteRequest,
+        prep: &Prepared,
+        mut call: F,
+    ) -> Result<Tried<T>>
+    where
+        F: FnMut(usize, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<T, ProviderError>>,
+    {
         let Prepared {
             ref request_id,
-            received: t0,
-            ref policy,
             ref candidates,
             ref scores,
             chosen,
-            ref propensities,
-            cost_weight,
-            decision_us,
             ..
-        } = prep;
+        } = *prep;
         // The chosen model first, then the rest by score: the fallback order.
         let mut order: Vec<usize> = (0..candidates.len()).filter(|&k| k != chosen).collect();
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
@@ -36,13 +119,13 @@ impl Gateway {
         });
 
         let deadline = tokio::time::Instant::now() + self.config.limits.request_timeout();
-        let mut attempts = Vec::new();
-        let mut upstream = Duration::ZERO;
-        let mut last_error = None;
+        let mut failed = Vec::new();
+        let mut failed_upstream = Duration::ZERO;
+        let mut last_error: Option<ProviderError> = None;
         for (n, &k) in order.iter().enumerate() {
             let model = &self.models[candidates[k]];
             let id = &model.config.id;
-            let mut record = self.record(&prep, &req, vec![id.clone()]);
+            let mut record = self.record(prep, req, vec![id.clone()]);
             if n > 0 {
                 // A fallback is its own decision: the rest of the order, the
                 // next one taken with certainty.
@@ -65,7 +148,7 @@ impl Gateway {
                 } else {
                     self.writer.decision_later(record);
                 }
-                attempts.push(Attempt {
+                failed.push(Attempt {
                     model: id.clone(),
                     calls: 0,
                     latency_ms: 0.0,
@@ -74,81 +157,81 @@ impl Gateway {
                 continue;
             }
             metrics::counter!("qroute_choices_total", "model" => id.clone()).increment(1);
-            let call = call_with_retries(
-                &model.provider,
-                model.config.upstream(),
-                &req.chat,
+            let models_after = order.len() - n - 1;
+            let attempt = with_retries(
                 &self.config.retry,
                 self.config.limits.attempt_timeout(),
                 deadline,
+                models_after,
+                |limit| call(candidates[k], limit),
             );
             let (durable, attempted) = if self.config.store.durable_ack {
-                tokio::join!(self.writer.decision(record), call)
+                tokio::join!(self.writer.decision(record), attempt)
             } else {
                 self.writer.decision_later(record);
-                (Ok(()), call.await)
+                (Ok(()), attempt.await)
             };
-            upstream += attempted.upstream_time;
+            let error = match attempted.result {
+                Ok(answer) => {
+                    durable?;
+                    let attempted = Attempted {
+                        result: Ok(answer),
+                        calls: attempted.calls,
+                        upstream_time: attempted.upstream_time,
+                    };
+                    return Ok(Tried {
+                        model: candidates[k],
+                        decision_id,
+                        attempted,
+                        failed,
+                        failed_upstream,
+                    });
+                }
+                Err(e) => e,
+            };
+            let attempted = Attempted {
+                result: Err(error.clone()),
+                calls: attempted.calls,
+                upstream_time: attempted.upstream_time,
+            };
+            failed_upstream += attempted.upstream_time;
             // The breaker is settled before a failed write is reported, so no
             // probe leaks.
             let outcome = self.settle(model, &decision_id, &attempted, true);
             durable?;
-            let attempt = Attempt {
+            failed.push(Attempt {
                 model: id.clone(),
                 calls: attempted.calls,
                 latency_ms: outcome.latency_ms,
                 error: outcome.error.clone(),
-            };
-            let cost = outcome.cost_usd;
+            });
             self.writer.outcome_later(outcome);
-            attempts.push(attempt);
-            match attempted.result {
-                Ok(completion) => {
-                    self.writer.answered_later(Answered {
-                        request_id: request_id.clone(),
-                        decision_id,
-                        model: id.clone(),
-                        time_ms: unix_ms(),
-                        key_id: req.key.clone(),
-                    });
-                    return Ok(Routed {
-                        request_id: request_id.clone(),
-                        model: id.clone(),
-                        completion,
-                        cost_usd: cost,
-                        policy_version: policy.version,
-                        propensity: propensities[chosen],
-                        cost_weight,
-                        attempts,
-                        variations: Vec::new(),
-                        judge: None,
-                        combined_by: None,
-                        upstream,
-                        timings: Timings::new(t0, upstream, decision_us),
-                    });
-                }
-                Err(e) => {
-                    let timed_out = tokio::time::Instant::now() >= deadline;
-                    last_error = Some(e);
-                    if timed_out {
-                        break;
-                    }
-                }
+            last_error = Some(error);
+            if tokio::time::Instant::now() >= deadline {
+                break;
             }
         }
-        let summary = attempts
+        let summary = failed
             .iter()
             .map(|a| format!("{}: {}", a.model, a.error.as_deref().unwrap_or("ok")))
             .collect::<Vec<_>>()
             .join("; ");
         Err(match last_error {
+            Some(e) if e.refused_request() => Error::Rejected {
+                status: match e.kind {
+                    providers::ErrorKind::Status(s) => s,
+                    _ => 400,
+                },
+                message: e.message,
+            },
             Some(e) if tokio::time::Instant::now() >= deadline || e.kind == providers::ErrorKind::Timeout => {
                 Error::Timeout(format!("request {request_id}: {summary}"))
             }
             Some(_) => Error::Upstream(format!("request {request_id}: every model tried failed ({summary})")),
-            None => Error::Unavailable(format!(
-                "request {request_id}: every candidate's circuit breaker is open"
-            )),
+            None => Error::RetryLater {
+                message: format!("request {request_id}: every candidate's circuit breaker is open"),
+                retry_after_ms: self.config.breaker.probe_interval_ms,
+            },
         })
     }
 }

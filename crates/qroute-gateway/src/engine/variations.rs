@@ -25,7 +25,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::decide::Prepared;
-use super::{Gateway, RouteRequest, Routed, Timings};
+use super::{CacheStatus, Gateway, RouteRequest, Routed, Timings};
 use crate::exec::ensemble;
 use crate::exec::judge::{Answer, Judge};
 use crate::exec::providers::{Completion, ErrorKind};
@@ -92,6 +92,8 @@ impl Gateway {
                 &self.config.retry,
                 self.config.limits.attempt_timeout(),
                 deadline,
+                // Run side by side: none waits on another.
+                0,
             )
         });
         let started = Instant::now();
@@ -271,6 +273,7 @@ impl Gateway {
             combined_by,
             upstream,
             timings: Timings::new(prep.received, upstream, prep.decision_us),
+            cache: CacheStatus::Miss,
         })
     }
 }

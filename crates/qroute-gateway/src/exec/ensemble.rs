@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use super::judge::Answer;
-use super::providers::{ChatMessage, ChatRequest, Completion, ErrorKind, Provider, ProviderError};
+use super::providers::{ChatMessage, ChatRequest, Completion, ErrorKind, Params, Provider, ProviderError};
 
 /// The aggregator's task, before the candidates.
 const TASK: &str = "You are given several candidate answers, written by different AI models, to the \
@@ -28,11 +28,11 @@ the answer were your own: do not mention the candidates, the models or this proc
 /// rest numbered from 1 in their given order.
 fn combine_request(request: &ChatRequest, answers: &[Answer<'_>]) -> ChatRequest {
     let mut system = String::from(TASK);
-    let own: Vec<&str> = request
+    let own: Vec<String> = request
         .messages
         .iter()
         .filter(|m| m.role == "system")
-        .map(|m| m.content.as_str())
+        .map(|m| m.content.text())
         .collect();
     if !own.is_empty() {
         system.push_str("\n\nThe conversation's own instructions, which the answer must follow:\n");
@@ -55,16 +55,16 @@ fn combine_request(request: &ChatRequest, answers: &[Answer<'_>]) -> ChatRequest
         ));
     }
     let mut messages = Vec::with_capacity(request.messages.len() + 1);
-    messages.push(ChatMessage {
-        role: "system".into(),
-        content: system,
-    });
+    messages.push(ChatMessage::text("system", system));
     messages.extend(request.messages.iter().filter(|m| m.role != "system").cloned());
     ChatRequest {
         messages,
         // The combined answer is the one the user gets: their limits apply.
-        max_tokens: request.max_tokens,
-        temperature: request.temperature,
+        params: Params {
+            max_tokens: request.params.max_tokens,
+            temperature: request.params.temperature,
+            ..Params::default()
+        },
     }
 }
 
@@ -108,10 +108,7 @@ mod tests {
     }
 
     fn msg(role: &str, content: &str) -> ChatMessage {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-        }
+        ChatMessage::text(role, content)
     }
 
     #[test]
@@ -123,8 +120,11 @@ mod tests {
                 msg("assistant", "Bonjour"),
                 msg("user", "Capital of Italy?"),
             ],
-            max_tokens: Some(77),
-            temperature: Some(0.3),
+            params: Params {
+                max_tokens: Some(77),
+                temperature: Some(0.3),
+                ..Params::default()
+            },
         };
         let (a, b, c) = (
             done("Rome"),
@@ -149,12 +149,12 @@ mod tests {
             },
         ];
         let r = combine_request(&request, &answers);
-        assert_eq!(r.max_tokens, Some(77));
-        assert_eq!(r.temperature, Some(0.3));
+        assert_eq!(r.params.max_tokens, Some(77));
+        assert_eq!(r.params.temperature, Some(0.3));
         assert_eq!(r.messages.len(), 4);
         assert_eq!(r.messages[0].role, "system");
         assert_eq!(&r.messages[1..], &request.messages[1..]);
-        let s = &r.messages[0].content;
+        let s = &r.messages[0].content.text();
         assert!(s.starts_with(TASK));
         assert!(s.contains("Answer in French."));
         assert!(s.contains("<candidate number=\"1\" model=\"m1\">\nRome\n</candidate>"));

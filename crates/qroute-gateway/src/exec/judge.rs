@@ -37,7 +37,7 @@ pub enum JudgeKind {
 
 use futures_util::future::join_all;
 
-use super::providers::{ChatMessage, ChatRequest, Completion, Provider};
+use super::providers::{ChatMessage, ChatRequest, Completion, Params, Provider};
 
 /// One answer to judge.
 #[derive(Debug, Clone, Copy)]
@@ -118,14 +118,14 @@ impl Judge {
 // ---- request inspection, shared by the judges ----
 
 /// The last user message's text, or "" when there is none.
-fn last_user(request: &ChatRequest) -> &str {
+fn last_user(request: &ChatRequest) -> String {
     request
         .messages
         .iter()
         .rev()
         .find(|m| m.role == "user")
-        .map(|m| m.content.as_str())
-        .unwrap_or("")
+        .map(|m| m.content.text())
+        .unwrap_or_default()
 }
 
 /// Option letters a multiple-choice question may use.
@@ -311,7 +311,7 @@ fn heuristic(request: &ChatRequest, completion: &Completion) -> Judgement {
     if is_refusal(text) {
         return Judgement::free(REFUSAL_SCORE, "refusal");
     }
-    let prompt = last_user(request);
+    let prompt = &last_user(request);
     let mut score = BASE_SCORE;
     let mut reasons = vec![format!("base {BASE_SCORE:.2}")];
     let mut format_checked = false;
@@ -442,7 +442,7 @@ fn answer_key(text: &str, options: &[u8], numeric: bool) -> Option<String> {
 /// highest. Empty answers score 0 and agree with nothing; a lone answer
 /// scores 0.5.
 fn agreement(request: &ChatRequest, answers: &[Answer<'_>]) -> Vec<Judgement> {
-    let prompt = last_user(request);
+    let prompt = &last_user(request);
     let options = mc_options(prompt);
     let numeric = prompt.bytes().any(|c| c.is_ascii_digit());
     let keys: Vec<Option<String>> = answers
@@ -511,7 +511,7 @@ const REASON_CHARS: usize = 200;
 fn judge_request(request: &ChatRequest, completion: &Completion) -> ChatRequest {
     let mut user = String::from("<conversation>\n");
     for m in &request.messages {
-        user.push_str(&format!("[{}]\n{}\n\n", m.role, m.content.trim_end()));
+        user.push_str(&format!("[{}]\n{}\n\n", m.role, m.content.text().trim_end()));
     }
     user.push_str("</conversation>\n\n<answer>\n");
     user.push_str(completion.text.trim_end());
@@ -522,17 +522,14 @@ fn judge_request(request: &ChatRequest, completion: &Completion) -> ChatRequest 
     user.push_str("\nGrade the answer on the rubric and end with \"Score: N\".");
     ChatRequest {
         messages: vec![
-            ChatMessage {
-                role: "system".into(),
-                content: RUBRIC.into(),
-            },
-            ChatMessage {
-                role: "user".into(),
-                content: user,
-            },
+            ChatMessage::text("system", RUBRIC),
+            ChatMessage::text("user", user),
         ],
-        max_tokens: Some(JUDGE_MAX_TOKENS),
-        temperature: Some(0.0),
+        params: Params {
+            max_tokens: Some(JUDGE_MAX_TOKENS),
+            temperature: Some(0.0),
+            ..Params::default()
+        },
     }
 }
 
@@ -903,10 +900,7 @@ mod tests {
         let mut req = ChatRequest::user("What is 2+2?");
         req.messages.insert(
             0,
-            ChatMessage {
-                role: "system".into(),
-                content: "Be terse.".into(),
-            },
+            ChatMessage::text("system", "Be terse."),
         );
         let cut = Completion {
             finish_reason: "length".into(),
@@ -915,8 +909,8 @@ mod tests {
         let jr = judge_request(&req, &cut);
         assert_eq!(jr.messages.len(), 2);
         assert_eq!(jr.messages[0].role, "system");
-        assert!(jr.messages[0].content.contains("Score: N"));
-        let user = &jr.messages[1].content;
+        assert!(jr.messages[0].content.text().contains("Score: N"));
+        let user = &jr.messages[1].content.text();
         assert!(user.contains("[system]\nBe terse."));
         assert!(user.contains("[user]\nWhat is 2+2?"));
         assert!(user.contains("<answer>\n4 because\n</answer>"));

@@ -73,16 +73,24 @@ pub struct BreakerConfig {
     /// Consecutive failed requests that open the breaker.
     #[serde(default = "default_failure_threshold")]
     pub failure_threshold: u32,
-    /// How long an open breaker keeps the model out before one probe.
+    /// How long an open breaker keeps the model out before its first probe.
     #[serde(default = "default_cooldown_ms")]
     pub cooldown_ms: u64,
+    /// After the cool-down, one request per interval probes the model (a
+    /// failed probe waits one interval, not a whole cool-down), so the
+    /// model is back within one interval of its upstream.
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
 }
 
 fn default_failure_threshold() -> u32 {
     5
 }
 fn default_cooldown_ms() -> u64 {
-    30_000
+    5_000
+}
+fn default_probe_interval_ms() -> u64 {
+    1_000
 }
 
 impl BreakerConfig {
@@ -90,6 +98,9 @@ impl BreakerConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.failure_threshold == 0 {
             return Err("breaker.failure_threshold: must be at least 1".into());
+        }
+        if self.probe_interval_ms == 0 {
+            return Err("breaker.probe_interval_ms: must be at least 1".into());
         }
         Ok(())
     }
@@ -100,6 +111,7 @@ impl Default for BreakerConfig {
         BreakerConfig {
             failure_threshold: default_failure_threshold(),
             cooldown_ms: default_cooldown_ms(),
+            probe_interval_ms: default_probe_interval_ms(),
         }
     }
 }
@@ -135,7 +147,7 @@ enum Inner {
     },
     /// `probe_since` is when the one probe allowed was handed out; a probe
     /// that never reports (its request was cancelled) is replaced after a
-    /// further cool-down.
+    /// probe interval.
     HalfOpen {
         probe_since: Option<Instant>,
     },
@@ -143,11 +155,14 @@ enum Inner {
 
 /// A circuit breaker for one model: `failure_threshold` consecutive failed
 /// requests open it; after `cooldown` one probe is let through; its success
-/// closes the breaker and its failure opens it again.
+/// closes the breaker and its failure opens it again for one
+/// `probe_interval`. Only failures that say something about the model's
+/// health count: see [`ProviderError::counts_against_model`].
 #[derive(Debug)]
 pub struct CircuitBreaker {
     threshold: u32,
     cooldown: Duration,
+    probe_interval: Duration,
     inner: Mutex<Inner>,
 }
 
@@ -156,6 +171,7 @@ impl CircuitBreaker {
         CircuitBreaker {
             threshold: cfg.failure_threshold,
             cooldown: Duration::from_millis(cfg.cooldown_ms),
+            probe_interval: Duration::from_millis(cfg.probe_interval_ms),
             inner: Mutex::new(Inner::Closed { failures: 0 }),
         }
     }
@@ -179,7 +195,7 @@ impl CircuitBreaker {
         match &*self.lock() {
             Inner::Closed { .. } => true,
             Inner::Open { until } => now >= *until,
-            Inner::HalfOpen { probe_since } => probe_since.is_none_or(|t| now >= t + self.cooldown),
+            Inner::HalfOpen { probe_since } => probe_since.is_none_or(|t| now >= t + self.probe_interval),
         }
     }
 
@@ -188,7 +204,7 @@ impl CircuitBreaker {
         match &*self.lock() {
             Inner::Closed { .. } | Inner::HalfOpen { probe_since: None } => Duration::ZERO,
             Inner::Open { until } => until.saturating_duration_since(now),
-            Inner::HalfOpen { probe_since: Some(t) } => (*t + self.cooldown).saturating_duration_since(now),
+            Inner::HalfOpen { probe_since: Some(t) } => (*t + self.probe_interval).saturating_duration_since(now),
         }
     }
 
@@ -199,7 +215,7 @@ impl CircuitBreaker {
         match &*inner {
             Inner::Closed { .. } => true,
             Inner::Open { until } if now < *until => false,
-            Inner::HalfOpen { probe_since: Some(t) } if now < *t + self.cooldown => false,
+            Inner::HalfOpen { probe_since: Some(t) } if now < *t + self.probe_interval => false,
             Inner::Open { .. } | Inner::HalfOpen { .. } => {
                 *inner = Inner::HalfOpen { probe_since: Some(now) };
                 true
@@ -225,20 +241,26 @@ impl CircuitBreaker {
     /// The model failed after its retries; returns true when this opened the breaker.
     pub fn on_failure(&self, now: Instant) -> bool {
         let mut inner = self.lock();
-        let failures = match &*inner {
-            Inner::Closed { failures } => failures + 1,
-            // A failed probe, or a failure reported late while open.
-            Inner::HalfOpen { .. } | Inner::Open { .. } => self.threshold,
-        };
-        if failures >= self.threshold {
-            let was_open = matches!(*inner, Inner::Open { .. });
-            *inner = Inner::Open {
-                until: now + self.cooldown,
-            };
-            !was_open
-        } else {
-            *inner = Inner::Closed { failures };
-            false
+        match &*inner {
+            Inner::Closed { failures } if failures + 1 < self.threshold => {
+                *inner = Inner::Closed { failures: failures + 1 };
+                false
+            }
+            Inner::Closed { .. } => {
+                *inner = Inner::Open {
+                    until: now + self.cooldown,
+                };
+                true
+            }
+            // A failed probe: the next one in one interval.
+            Inner::HalfOpen { .. } => {
+                *inner = Inner::Open {
+                    until: now + self.probe_interval,
+                };
+                false
+            }
+            // A failure reported late, while open: nothing new.
+            Inner::Open { .. } => false,
         }
     }
 }
@@ -257,39 +279,52 @@ pub fn backoff(cfg: &RetryConfig, retry: u32, rng: &mut impl Rng) -> Duration {
     Duration::from_micros(rng.gen_range(0..=cap * 1000))
 }
 
-/// How calling one model went, retries included.
+/// How calling one model went, retries included: the answer (a whole
+/// [`Completion`], or a stream whose first chunk arrived) or the last error.
 #[derive(Debug)]
-pub struct Attempted {
-    pub result: Result<Completion, ProviderError>,
+pub struct Attempted<T = Completion> {
+    pub result: Result<T, ProviderError>,
     /// Calls made (1 + retries).
     pub calls: u32,
     /// Time spent waiting on the upstream, backoff included.
     pub upstream_time: Duration,
 }
 
-/// Calls `upstream` on `provider`, each attempt cut at `attempt_timeout`
-/// and all of them at `deadline`; retries only errors that could go away
-/// ([`ProviderError::retryable`]), after a jittered backoff, up to
-/// `retry.attempts_per_model` calls. A retry whose backoff would end past
-/// the deadline is not made.
-pub async fn call_with_retries(
-    provider: &Provider,
-    upstream: &str,
-    req: &ChatRequest,
+/// The time one attempt may take: `attempt_timeout`, but never more than
+/// an even share of what is left of the request between this attempt and
+/// one attempt of each model still to try after it:
+/// `min(attempt_timeout, remaining / (models_after + 1))`. So a hung first
+/// choice leaves the fallbacks time to answer within the request deadline.
+pub fn attempt_limit(attempt_timeout: Duration, remaining: Duration, models_after: usize) -> Duration {
+    attempt_timeout.min(remaining / (models_after as u32 + 1))
+}
+
+/// Calls one model through `attempt` (given the attempt's time limit, see
+/// [`attempt_limit`]), all attempts cut at `deadline`; retries only errors
+/// that could go away ([`ProviderError::retryable`]), after a jittered
+/// backoff, up to `retry.attempts_per_model` calls. A retry whose backoff
+/// would end past the deadline is not made.
+pub async fn with_retries<T, F, Fut>(
     retry: &RetryConfig,
     attempt_timeout: Duration,
     deadline: tokio::time::Instant,
-) -> Attempted {
+    models_after: usize,
+    mut attempt: F,
+) -> Attempted<T>
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ProviderError>>,
+{
     let start = tokio::time::Instant::now();
     let mut attempts = 0;
     loop {
         attempts += 1;
         let now = tokio::time::Instant::now();
-        let limit = attempt_timeout.min(deadline.saturating_duration_since(now));
+        let limit = attempt_limit(attempt_timeout, deadline.saturating_duration_since(now), models_after);
         let result = if limit.is_zero() {
             Err(ProviderError::new(ErrorKind::Timeout, "the request deadline passed"))
         } else {
-            provider.complete_within(upstream, req, limit).await
+            attempt(limit).await
         };
         let retry_after = match &result {
             Err(e) if e.retryable() && attempts < retry.attempts_per_model => {
@@ -310,15 +345,33 @@ pub async fn call_with_retries(
     }
 }
 
+/// [`with_retries`] for a whole answer from `provider`.
+pub async fn call_with_retries(
+    provider: &Provider,
+    upstream: &str,
+    req: &ChatRequest,
+    retry: &RetryConfig,
+    attempt_timeout: Duration,
+    deadline: tokio::time::Instant,
+    models_after: usize,
+) -> Attempted {
+    with_retries(retry, attempt_timeout, deadline, models_after, |limit| {
+        provider.complete_within(upstream, req, limit)
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
 
+    /// Probes every 40 ms after the cool-down.
     fn breaker(threshold: u32, cooldown_ms: u64) -> CircuitBreaker {
         CircuitBreaker::new(&BreakerConfig {
             failure_threshold: threshold,
             cooldown_ms,
+            probe_interval_ms: 40,
         })
     }
 
@@ -346,15 +399,27 @@ mod tests {
     }
 
     #[test]
-    fn failed_probe_reopens() {
+    fn failed_probe_reopens_for_one_probe_interval() {
         let b = breaker(1, 100);
         let t0 = Instant::now();
         assert!(b.on_failure(t0));
         let t1 = t0 + Duration::from_millis(100);
         assert!(b.try_acquire(t1));
-        assert!(b.on_failure(t1));
-        assert_eq!(b.state(t1 + Duration::from_millis(50)), BreakerState::Open);
-        assert!(b.try_acquire(t1 + Duration::from_millis(100)));
+        assert!(!b.on_failure(t1), "still the same outage: not opened anew");
+        assert_eq!(b.state(t1 + Duration::from_millis(39)), BreakerState::Open);
+        assert!(!b.try_acquire(t1 + Duration::from_millis(39)));
+        assert!(b.try_acquire(t1 + Duration::from_millis(40)), "the next probe one interval later");
+        b.on_success();
+        assert_eq!(b.state(t1 + Duration::from_millis(40)), BreakerState::Closed);
+    }
+
+    #[test]
+    fn each_attempt_leaves_the_fallbacks_their_share() {
+        let s = Duration::from_secs;
+        assert_eq!(attempt_limit(s(3), s(6), 1), s(3));
+        assert_eq!(attempt_limit(s(60), s(120), 2), s(40));
+        assert_eq!(attempt_limit(s(60), s(120), 0), s(60));
+        assert_eq!(attempt_limit(s(3), s(2), 0), s(2));
     }
 
     #[test]
@@ -384,14 +449,14 @@ mod tests {
     }
 
     #[test]
-    fn lost_probe_is_replaced_after_a_cooldown() {
+    fn lost_probe_is_replaced_after_a_probe_interval() {
         let b = breaker(1, 100);
         let t0 = Instant::now();
         b.on_failure(t0);
         let t1 = t0 + Duration::from_millis(100);
         assert!(b.try_acquire(t1));
-        assert!(!b.try_acquire(t1 + Duration::from_millis(99)));
-        assert!(b.try_acquire(t1 + Duration::from_millis(100)));
+        assert!(!b.try_acquire(t1 + Duration::from_millis(39)));
+        assert!(b.try_acquire(t1 + Duration::from_millis(40)));
     }
 
     #[test]

@@ -19,9 +19,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::errors::{error_response, ApiError, ApiJson};
-use crate::access::limits::{estimate_tokens, RateHeaders};
+use crate::access::limits::RateHeaders;
 use crate::access::{Denied, Principal, Scope};
-use crate::engine::{Gateway, RouteRequest, Routed};
+use crate::engine::{Gateway, RouteRequest, Routed, Streaming};
 use qroute_core::{unix_ms, Error};
 use std::time::Instant;
 
@@ -147,18 +147,13 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// Routes `req` for `who`, the one way both routing endpoints do it: every
-/// model the request names must be on the key's list (403), a request that
-/// names none is narrowed to that list, the key's rates and budget must
-/// allow it (429); then the request is routed with the key recorded beside
-/// its answer, and its cost is charged to the key. Returns the answer and
-/// the `x-ratelimit-*` headers to send with it.
-pub async fn route_as(
-    gw: &Gateway,
-    who: &Principal,
-    mut req: RouteRequest,
-    received: Instant,
-) -> Result<(Routed, RateHeaders), Refusal> {
+/// Lets `req` in for `who`, the one way every routing endpoint does it:
+/// every model the request names must be on the key's list (403), a
+/// request that names none is narrowed to that list, and the key's rates
+/// and budget must allow it (429). The request goes on with the key
+/// recorded beside its answer (so only that key may send feedback on it),
+/// with the `x-ratelimit-*` headers to send back.
+fn admit(gw: &Gateway, who: &Principal, mut req: RouteRequest) -> Result<(RouteRequest, RateHeaders), Refusal> {
     req.key = who.id().map(String::from);
     let mut rate = RateHeaders::new();
     if let Principal::Key(key) = who {
@@ -168,18 +163,51 @@ pub async fn route_as(
             .chain(req.preference.models.iter().flatten())
             .map(String::as_str)
             .collect();
-        let chars: usize = req.chat.messages.iter().map(|m| m.content.len()).sum();
+        // Counted against `tpm` before the upstream has said.
+        let tokens = req.chat.estimated_prompt_tokens().clamp(1, u32::MAX as u64) as u32;
         rate = gw
             .access
-            .admit(who, &named, estimate_tokens(chars), unix_ms())
+            .admit(who, &named, tokens, unix_ms())
             .map_err(Refusal::Denied)?;
         if named.is_empty() {
             req.preference.models.clone_from(&key.models);
         }
     }
+    Ok((req, rate))
+}
+
+/// Routes `req` for `who` (see [`admit`]) and charges its cost to the key.
+pub async fn route_as(
+    gw: &Gateway,
+    who: &Principal,
+    req: RouteRequest,
+    received: Instant,
+) -> Result<(Routed, RateHeaders), Refusal> {
+    let (req, rate) = admit(gw, who, req)?;
     let routed = gw.route(req, received).await?;
     gw.access.charge(who, routed.cost_usd, unix_ms());
     Ok((routed, rate))
+}
+
+/// [`route_as`] for a streamed answer: the cost is known, and charged,
+/// when the stream ends (or the client leaves).
+pub async fn stream_as(
+    gw: &Arc<Gateway>,
+    who: &Principal,
+    req: RouteRequest,
+    received: Instant,
+) -> Result<(Streaming, RateHeaders), Refusal> {
+    let (req, rate) = admit(gw, who, req)?;
+    let mut streaming = gw.route_stream(req, received).await?;
+    if let Some(cost) = streaming.cost.take() {
+        let (gw, who) = (gw.clone(), who.clone());
+        tokio::spawn(async move {
+            if let Ok(usd) = cost.await {
+                gw.access.charge(&who, usd, unix_ms());
+            }
+        });
+    }
+    Ok((streaming, rate))
 }
 
 #[derive(Deserialize)]

@@ -17,7 +17,8 @@ use super::metrics::{Received, UpstreamTime};
 use crate::access::Principal;
 use crate::engine::variations::Variation;
 use crate::engine::{Attempt, Gateway, Preference, RouteRequest, Timings};
-use crate::exec::providers::{ChatMessage, ChatRequest};
+use crate::cache::CacheMode;
+use crate::exec::providers::{ChatMessage, ChatRequest, Params};
 use qroute_core::Error;
 
 // Objects only: a derived struct would also read from an array, positionally.
@@ -172,20 +173,17 @@ pub async fn execute(
     let enrollment = enroll(&gw, &headers, body.user_id.as_deref());
     let mut messages = Vec::with_capacity(2);
     if let Some(system) = body.system {
-        messages.push(ChatMessage {
-            role: "system".into(),
-            content: system,
-        });
+        messages.push(ChatMessage::text("system", system));
     }
-    messages.push(ChatMessage {
-        role: "user".into(),
-        content: body.prompt,
-    });
+    messages.push(ChatMessage::text("user", body.prompt));
     let req = RouteRequest {
         chat: ChatRequest {
             messages,
-            max_tokens: body.max_tokens,
-            temperature: body.temperature.map(|t| t as f32),
+            params: Params {
+                max_tokens: body.max_tokens,
+                temperature: body.temperature.map(|t| t as f32),
+                ..Params::default()
+            },
         },
         task_type: body.task_type,
         persona: body.persona,
@@ -195,6 +193,8 @@ pub async fn execute(
         combine: body.combine,
         enrollment,
         key: None,
+        stream: false,
+        cache: CacheMode::Use,
     };
     let (routed, rate) = match route_as(&gw, &who, req, Received::instant(received)).await {
         Ok(answered) => answered,

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod edge;
 pub mod errors;
+pub mod chat_request;
 pub mod execute;
 pub mod experiments;
 pub mod feedback;
@@ -57,8 +58,9 @@ pub const ENDPOINTS: &[&str] = &[
 /// The OpenAPI description of every endpoint, served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// All routes, with the body limit, metrics, `X-Process-Time`, JSON 404/405
-/// answers and a panic guard that turns a bug into a JSON 500.
+/// All routes, with the body limit, metrics, `X-Process-Time`,
+/// `X-Request-Id`, JSON 404/405 answers and a panic guard that turns a bug
+/// into a JSON 500.
 pub fn router(gw: Arc<Gateway>) -> Router {
     metrics::handle();
     let body_limit = gw.config.limits.body_bytes;
@@ -92,9 +94,12 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
         }))
         .layer(axum::middleware::from_fn(metrics::track))
-        // Host/Origin checks and CORS (http/edge.rs): keep this the
-        // outermost layer, so preflights are answered before authentication.
+        // Host/Origin checks and CORS (http/edge.rs): keep this outside
+        // authentication, so preflights are answered before it.
         .layer(edge::layer(&gw.config.server))
+        // Outside even the edge, so its refusals (421, 403) and CORS
+        // preflights carry an `X-Request-Id` too.
+        .layer(axum::middleware::from_fn(metrics::request_id))
         .with_state(gw)
 }
 

@@ -26,7 +26,7 @@ use qroute_gateway::http::auth::{scope, Login};
 use qroute_gateway::http::errors::parse_json;
 use qroute_gateway::http::execute::{check_numbers, ExecuteRequest};
 use qroute_gateway::http::feedback::FeedbackRequest;
-use qroute_gateway::http::openai::ChatCompletionRequest;
+use qroute_gateway::http::chat_request::ChatCompletionRequest;
 use qroute_gateway::http::{ENDPOINTS, OPENAPI};
 
 const DEFAULT_TOML: &str = qroute_gateway::embedded::CONFIG;

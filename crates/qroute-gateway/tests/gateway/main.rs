@@ -15,6 +15,7 @@ mod fuzz;
 mod http;
 mod judges;
 mod learning;
+mod metrics;
 mod providers;
 mod resilience;
 mod sanitize;

@@ -45,10 +45,7 @@ async fn mock() -> (MockServer, Adapters) {
 }
 
 fn msg(role: &str, content: &str) -> ChatMessage {
-    ChatMessage {
-        role: role.into(),
-        content: content.into(),
-    }
+    ChatMessage::text(role, content)
 }
 
 fn tokens(chars: usize) -> u64 {
@@ -79,11 +76,9 @@ async fn each_format_returns_text_usage_and_finish_reason() {
 #[tokio::test]
 async fn max_tokens_truncates_and_reports_length() {
     let (_server, adapters) = mock().await;
-    let req = ChatRequest {
-        max_tokens: Some(3),
-        temperature: Some(0.2),
-        ..ChatRequest::user("a prompt long enough to need more than three tokens")
-    };
+    let mut req = ChatRequest::user("a prompt long enough to need more than three tokens");
+    req.params.max_tokens = Some(3);
+    req.params.temperature = Some(0.2);
     for (name, result) in ["openai", "anthropic", "gemini"]
         .iter()
         .zip(adapters.all("m-ok", &req).await)
@@ -116,7 +111,7 @@ async fn system_messages_reach_each_formats_system_slot() {
         let c = result.unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(c.text, expected, "{name}");
         // Every message's characters count, the system prompt's included.
-        let chars = req.messages.iter().map(|m| m.content.len()).sum::<usize>();
+        let chars = req.messages.iter().map(|m| m.content.text().len()).sum::<usize>();
         let separator = if *name == "openai" { 0 } else { 2 };
         assert_eq!(c.input_tokens, tokens(chars + separator), "{name}");
     }

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::capability::Capability;
+
 /// The wire format a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,8 +51,14 @@ pub struct ModelConfig {
     /// USD per million output tokens.
     #[serde(default)]
     pub output_per_mtok: f64,
+    /// Tokens of prompt plus answer the model takes; `None` when unknown,
+    /// which sets no limit.
     #[serde(default)]
     pub context_window: Option<u64>,
+    /// Narrows what the model can do below what its provider's wire
+    /// format carries ([`ProviderKind::capabilities`]); `None` keeps all.
+    #[serde(default)]
+    pub capabilities: Option<Vec<Capability>>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -58,6 +66,16 @@ pub struct ModelConfig {
 impl ModelConfig {
     pub fn upstream(&self) -> &str {
         self.upstream.as_deref().unwrap_or(&self.id)
+    }
+
+    /// What the model can do behind a provider of `kind`: the kind's
+    /// capabilities, narrowed by `capabilities` when the config lists them.
+    pub fn capabilities(&self, kind: ProviderKind) -> Vec<Capability> {
+        kind.capabilities()
+            .iter()
+            .copied()
+            .filter(|c| self.capabilities.as_ref().is_none_or(|only| only.contains(c)))
+            .collect()
     }
 
     /// Price of a call in USD from its token counts.

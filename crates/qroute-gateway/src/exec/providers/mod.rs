@@ -6,64 +6,28 @@
 //! picks one), so dispatch is a `match` rather than a trait object.
 
 pub mod anthropic;
+pub mod capability;
+pub mod chat;
 pub mod config;
 pub mod gemini;
 pub mod openai_compat;
 pub mod sanitize;
 pub mod simulated;
+pub mod stream;
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 
 pub use anthropic::Anthropic;
+pub use capability::Capability;
+pub use chat::{
+    Assembler, ChatMessage, ChatRequest, Choice, Completion, Content, Delta, Params, Part, ResponseFormat, Tool,
+    ToolCall,
+};
 pub use gemini::Gemini;
 pub use openai_compat::OpenAiCompat;
 pub use simulated::Simulated;
-
-/// One chat message; `role` is `system`, `user` or `assistant`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
-
-/// What the gateway asks of a provider: the same for every wire format.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ChatRequest {
-    pub messages: Vec<ChatMessage>,
-    pub max_tokens: Option<u32>,
-    pub temperature: Option<f32>,
-}
-
-impl ChatRequest {
-    /// A single user message.
-    pub fn user(prompt: &str) -> ChatRequest {
-        ChatRequest {
-            messages: vec![ChatMessage {
-                role: "user".into(),
-                content: prompt.into(),
-            }],
-            ..ChatRequest::default()
-        }
-    }
-}
-
-/// A provider's answer.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Completion {
-    pub text: String,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    /// `stop`, `length`, … in OpenAI's vocabulary.
-    pub finish_reason: String,
-    /// The quality recorded for this (prompt, model) in a dataset, when the
-    /// provider is simulated from one; real providers leave it `None`.
-    pub known_quality: Option<f32>,
-    /// The cost recorded in a dataset, when simulated; real providers leave
-    /// it `None` and the gateway prices the tokens.
-    pub known_cost_usd: Option<f64>,
-}
+pub use stream::DeltaStream;
 
 /// Why a call failed, in the categories retry and fallback decide on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +71,20 @@ impl ProviderError {
             ErrorKind::Status(s) => s == 408 || s == 429 || s >= 500,
             ErrorKind::Decode | ErrorKind::Config => false,
         }
+    }
+
+    /// Whether the failure says the model is unwell, and so counts against
+    /// its circuit breaker: a timeout, a broken connection, 408, 429, 5xx
+    /// or an unreadable answer. A refusal of the request itself (400, 401,
+    /// 403, 404, 413, 422) does not: another request would not meet it.
+    pub fn counts_against_model(&self) -> bool {
+        self.retryable() || self.kind == ErrorKind::Decode
+    }
+
+    /// The request itself was refused (400 or 422): a client's mistake
+    /// that the client should hear as such, never retried on the model.
+    pub fn refused_request(&self) -> bool {
+        matches!(self.kind, ErrorKind::Status(400 | 422))
     }
 
     /// Classifies a reqwest error. The message is from a fixed vocabulary
@@ -160,12 +138,48 @@ impl Provider {
     ) -> Result<Completion, ProviderError> {
         match tokio::time::timeout(limit, self.complete(upstream_model, req)).await {
             Ok(result) => result,
-            Err(_) => Err(ProviderError::new(
-                ErrorKind::Timeout,
-                format!("no answer within {} ms", limit.as_millis()),
-            )),
+            Err(_) => Err(timed_out(limit)),
         }
     }
+
+    /// Opens a streamed answer from `upstream_model`. Resolves once the
+    /// upstream accepted the request; the deltas follow as it generates.
+    pub async fn stream(&self, upstream_model: &str, req: &ChatRequest) -> Result<DeltaStream, ProviderError> {
+        match self {
+            Provider::OpenAi(p) => p.stream(upstream_model, req).await,
+            Provider::Anthropic(p) => p.stream(upstream_model, req).await,
+            Provider::Gemini(p) => p.stream(upstream_model, req).await,
+            Provider::Simulated(p) => Ok(stream::replay(&p.complete(upstream_model, req).await?)),
+        }
+    }
+
+    /// [`Provider::stream`] whose first delta arrived within `limit`: up
+    /// to then a failure may still be retried or fall back, since nothing
+    /// has gone to the client. The stream returned starts with that delta.
+    pub async fn stream_within(
+        &self,
+        upstream_model: &str,
+        req: &ChatRequest,
+        limit: Duration,
+    ) -> Result<DeltaStream, ProviderError> {
+        use futures_util::StreamExt;
+        let first = async {
+            let mut s = self.stream(upstream_model, req).await?;
+            match s.next().await {
+                Some(Ok(d)) => Ok(futures_util::stream::once(std::future::ready(Ok(d))).chain(s).boxed()),
+                Some(Err(e)) => Err(e),
+                None => Err(ProviderError::new(ErrorKind::Decode, "the stream ended before its first chunk")),
+            }
+        };
+        match tokio::time::timeout(limit, first).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out(limit)),
+        }
+    }
+}
+
+fn timed_out(limit: Duration) -> ProviderError {
+    ProviderError::new(ErrorKind::Timeout, format!("no answer within {} ms", limit.as_millis()))
 }
 
 /// The shared HTTP client: pooled keep-alive connections to every upstream.

@@ -8,10 +8,15 @@
 
 use std::fmt;
 
+use futures_util::stream::BoxStream;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::sanitize::Scrubber;
+use serde_json::Value;
+
+use super::chat::{Choice, Delta, Params, ToolCall, ToolCallDelta};
+use super::stream::DeltaStream;
 use super::{ChatMessage, ChatRequest, Completion, ErrorKind, ProviderError};
 
 /// Bytes of an error body worth reading. Past this the rest is dropped with
@@ -69,21 +74,56 @@ impl Upstream {
     /// it in `{"error": {"message": …}}`, and a body that does not is
     /// quoted instead.
     pub async fn send<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, ProviderError> {
-        let mut resp = rb.send().await.map_err(|e| self.errors.transport(&e))?;
-        let status = resp.status();
-        if !status.is_success() {
-            // Best effort: the status alone is the error; the body only explains.
-            let mut body = Vec::new();
-            while body.len() < ERROR_BODY_LIMIT {
-                match resp.chunk().await {
-                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            return Err(self.errors.status(status, &error_reason(&body)));
-        }
+        let resp = self.open(rb).await?;
         let bytes = resp.bytes().await.map_err(|e| self.errors.transport(&e))?;
         serde_json::from_slice(&bytes).map_err(|e| self.errors.decode(&e, &bytes))
+    }
+
+    /// Sends one request and returns the response once its status says
+    /// success, for the caller to read whole or as a stream.
+    ///
+    /// A failure becomes `Status(code)` carrying the upstream's own
+    /// explanation, cleaned: every supported format wraps it in
+    /// `{"error": {"message": …}}`, and a body that does not is quoted
+    /// instead.
+    pub async fn open(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ProviderError> {
+        let mut resp = rb.send().await.map_err(|e| self.errors.transport(&e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        // Best effort: the status alone is the error; the body only explains.
+        let mut body = Vec::new();
+        while body.len() < ERROR_BODY_LIMIT {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Err(self.errors.status(status, &error_reason(&body)))
+    }
+
+    /// Opens a server-sent-event stream and decodes each event's data as
+    /// `T`, ending at OpenAI's `[DONE]` or when the upstream closes. A broken
+    /// connection or an unreadable event is one error item, and the end.
+    pub async fn open_events<T: DeserializeOwned + Send + 'static>(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<BoxStream<'static, Result<T, ProviderError>>, ProviderError> {
+        use eventsource_stream::Eventsource;
+        use futures_util::StreamExt;
+        let resp = self.open(rb).await?;
+        let errors = self.errors.clone();
+        let events = resp.bytes_stream().eventsource();
+        let decoded = events
+            .take_while(|e| std::future::ready(!matches!(e, Ok(ev) if ev.data == "[DONE]")))
+            .filter(|e| std::future::ready(!matches!(e, Ok(ev) if ev.data.trim().is_empty())))
+            .map(move |e| match e {
+                Ok(ev) => serde_json::from_str::<T>(&ev.data).map_err(|err| errors.decode(&err, ev.data.as_bytes())),
+                Err(eventsource_stream::EventStreamError::Transport(err)) => Err(errors.transport(&err)),
+                Err(_) => Err(errors.error(ErrorKind::Decode, "the event stream is not server-sent events")),
+            });
+        Ok(super::stream::end_at_first_error(decoded))
     }
 }
 
@@ -103,14 +143,25 @@ pub struct OpenAiCompat {
     endpoint: Option<reqwest::Url>,
 }
 
+/// The request as sent: the client's messages and parameters unchanged,
+/// the model renamed to the provider's.
 #[derive(Serialize)]
 struct WireRequest<'a> {
     model: &'a str,
     messages: &'a [ChatMessage],
+    #[serde(flatten)]
+    params: &'a Params,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f32>,
+    stream_options: Option<WireStreamOptions>,
+}
+
+/// Usage on the last chunk, so a streamed answer is priced from the
+/// provider's own count.
+#[derive(Serialize)]
+struct WireStreamOptions {
+    include_usage: bool,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +179,8 @@ struct WireChoice {
     message: WireMessage,
     #[serde(default)]
     finish_reason: Option<String>,
+    #[serde(default)]
+    logprobs: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +188,8 @@ struct WireMessage {
     /// `null` when the model answered with tool calls or a refusal only.
     #[serde(default)]
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCall>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -143,6 +198,34 @@ struct WireUsage {
     prompt_tokens: Option<u64>,
     #[serde(default)]
     completion_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct WireChunk {
+    #[serde(default)]
+    choices: Vec<WireChunkChoice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChunkChoice {
+    #[serde(default)]
+    index: u32,
+    #[serde(default)]
+    delta: Option<WireDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+    #[serde(default)]
+    logprobs: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireDelta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 impl OpenAiCompat {
@@ -164,37 +247,87 @@ impl OpenAiCompat {
         self
     }
 
-    pub async fn complete(&self, upstream_model: &str, req: &ChatRequest) -> Result<Completion, ProviderError> {
+    fn request(&self, upstream_model: &str, req: &ChatRequest, stream: bool) -> Result<reqwest::RequestBuilder, ProviderError> {
         let body = WireRequest {
             model: upstream_model,
             messages: &req.messages,
-            max_tokens: req.max_tokens,
-            temperature: req.temperature,
+            params: &req.params,
+            stream,
+            stream_options: stream.then_some(WireStreamOptions { include_usage: true }),
         };
         let mut rb = self.upstream.post(&self.endpoint)?.json(&body);
         if let Some(key) = &self.upstream.api_key {
             rb = rb.bearer_auth(key);
         }
-        let resp: WireResponse = self.upstream.send(rb).await?;
+        Ok(rb)
+    }
+
+    pub async fn complete(&self, upstream_model: &str, req: &ChatRequest) -> Result<Completion, ProviderError> {
+        let resp: WireResponse = self.upstream.send(self.request(upstream_model, req, false)?).await?;
         let usage = resp.usage.unwrap_or_default();
-        let choice = resp
+        if resp.choices.is_empty() {
+            return Err(self.upstream.errors.error(ErrorKind::Decode, "answer has no choices"));
+        }
+        let choices = resp
             .choices
             .into_iter()
-            .next()
-            .ok_or_else(|| self.upstream.errors.error(ErrorKind::Decode, "answer has no choices"))?;
-        Ok(Completion {
-            text: choice.message.content.unwrap_or_default(),
-            input_tokens: usage.prompt_tokens.unwrap_or(0),
-            output_tokens: usage.completion_tokens.unwrap_or(0),
-            // Some servers leave it out; a complete answer is what it means.
-            finish_reason: choice
-                .finish_reason
-                .filter(|f| !f.is_empty())
-                .unwrap_or_else(|| "stop".into()),
-            known_quality: None,
-            known_cost_usd: None,
-        })
+            .map(|c| Choice {
+                text: c.message.content.unwrap_or_default(),
+                tool_calls: c.message.tool_calls.unwrap_or_default(),
+                // Some servers leave it out; a complete answer is what it means.
+                finish_reason: c.finish_reason.filter(|f| !f.is_empty()).unwrap_or_else(|| "stop".into()),
+                logprobs: c.logprobs.filter(|l| !l.is_null()),
+            })
+            .collect();
+        Ok(Completion::from_choices(
+            choices,
+            usage.prompt_tokens.unwrap_or(0),
+            usage.completion_tokens.unwrap_or(0),
+        ))
     }
+
+    /// The answer as the upstream generates it, each chunk one [`Delta`]
+    /// per choice it carries (and one for the usage at the end).
+    pub async fn stream(&self, upstream_model: &str, req: &ChatRequest) -> Result<DeltaStream, ProviderError> {
+        use futures_util::StreamExt;
+        let chunks = self
+            .upstream
+            .open_events::<WireChunk>(self.request(upstream_model, req, true)?)
+            .await?;
+        Ok(chunks
+            .flat_map(|chunk| futures_util::stream::iter(deltas(chunk)))
+            .boxed())
+    }
+}
+
+/// One chunk's deltas, or its error.
+fn deltas(chunk: Result<WireChunk, ProviderError>) -> Vec<Result<Delta, ProviderError>> {
+    let chunk = match chunk {
+        Ok(c) => c,
+        Err(e) => return vec![Err(e)],
+    };
+    let mut out: Vec<Result<Delta, ProviderError>> = chunk
+        .choices
+        .into_iter()
+        .map(|c| {
+            let delta = c.delta.unwrap_or_default();
+            Ok(Delta {
+                choice: c.index,
+                content: delta.content,
+                tool_calls: delta.tool_calls.unwrap_or_default(),
+                finish_reason: c.finish_reason.filter(|f| !f.is_empty()),
+                logprobs: c.logprobs.filter(|l| !l.is_null()),
+                usage: None,
+            })
+        })
+        .collect();
+    if let Some(u) = chunk.usage {
+        out.push(Ok(Delta {
+            usage: Some((u.prompt_tokens.unwrap_or(0), u.completion_tokens.unwrap_or(0))),
+            ..Delta::default()
+        }));
+    }
+    out
 }
 
 /// A base URL without its trailing slashes, so that paths can be appended

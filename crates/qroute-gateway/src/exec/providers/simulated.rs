@@ -61,9 +61,10 @@ impl Simulated {
             .iter()
             .rev()
             .find(|m| m.role == "user")
-            .map(|m| m.content.as_str())
-            .unwrap_or("");
-        let chars = req.messages.iter().map(|m| m.content.chars().count()).sum::<usize>();
+            .map(|m| m.content.text())
+            .unwrap_or_default();
+        let prompt = prompt.as_str();
+        let chars = req.messages.iter().map(|m| m.content.text().chars().count()).sum::<usize>();
         let recorded = self.prompts.get(prompt).map(|o| o[*pos]);
         let latency = recorded.and_then(|o| o.latency_ms).or(card.mean_latency_ms);
         if self.delay {
@@ -86,6 +87,7 @@ impl Simulated {
             finish_reason: "stop".into(),
             known_quality: recorded.map(|o| o.quality),
             known_cost_usd: Some(recorded.map_or_else(|| card.estimate_cost(chars as f32), |o| o.cost_usd)),
+            ..Completion::default()
         })
     }
 }

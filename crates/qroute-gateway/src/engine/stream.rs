@@ -1,0 +1,226 @@
+//! Steps 3–5 for a streamed answer: the chosen model is asked to stream,
+//! and retries and fallback happen only until its first chunk arrives
+//! (after that the client has bytes, and a switch would splice two
+//! answers). The chunks are relayed as they come; the outcome (usage-based
+//! cost, latency, time to first token, or how the stream broke) is
+//! recorded when the stream ends, or when the client leaves.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_util::Stream;
+use tokio::sync::oneshot;
+
+use super::{Attempt, CacheStatus, Gateway, RouteRequest, Routed, Streaming, Timings};
+use crate::cache::CacheKey;
+use crate::exec::providers::stream::replay;
+use crate::exec::providers::{Assembler, Completion, Delta, DeltaStream, ErrorKind, ProviderError};
+use crate::exec::resilience::Attempted;
+use qroute_core::Result;
+
+impl Gateway {
+    /// Routes `req` and streams the answer. A cache hit and the judged
+    /// best of several variations are whole before they are sent, so they
+    /// are replayed as a stream.
+    pub async fn route_stream(self: &Arc<Self>, req: RouteRequest, received: Instant) -> Result<Streaming> {
+        let k = self.check_variations(&req)?;
+        let key = self.cache_key(&req);
+        if let Some(hit) = match &key {
+            Some(key) => self.from_cache(&req, key, received).await,
+            None => None,
+        } {
+            return Ok(replayed(hit));
+        }
+        let prep = self.prepare(&req, received)?;
+        if k > 1 && req.pinned.is_none() && prep.candidates.len() > 1 {
+            let mut routed = self.run_variations(req, prep, k).await?;
+            routed.cache = self.remember_routed(key, &routed).await;
+            return Ok(replayed(routed));
+        }
+        let tried = self
+            .attempt_in_order(&req, &prep, |k, limit| {
+                let m = &self.models[k];
+                m.provider.stream_within(m.config.upstream(), &req.chat, limit)
+            })
+            .await?;
+        let model = &self.models[tried.model];
+        let id = model.config.id.clone();
+        metrics::histogram!("qroute_time_to_first_token_seconds", "model" => id.clone())
+            .record(received.elapsed().as_secs_f64());
+        let Attempted {
+            result,
+            calls,
+            upstream_time,
+        } = tried.attempted;
+        let Ok(deltas) = result else {
+            return Err(qroute_core::Error::Upstream("the answering model's stream went missing".into()));
+        };
+        let mut attempts = tried.failed;
+        attempts.push(Attempt {
+            model: id.clone(),
+            calls,
+            latency_ms: upstream_time.as_secs_f64() * 1e3,
+            error: None,
+        });
+        let upstream = tried.failed_upstream + upstream_time;
+        let (cost_tx, cost_rx) = oneshot::channel();
+        let cache = if key.is_some() {
+            CacheStatus::Miss
+        } else {
+            CacheStatus::Bypass
+        };
+        let relay = Relay {
+            deltas,
+            end: Some(End {
+                gw: self.clone(),
+                model: tried.model,
+                decision_id: tried.decision_id,
+                request_id: prep.request_id.clone(),
+                key_id: req.key.clone(),
+                calls,
+                started: Instant::now() - upstream_time,
+                assembler: Assembler::default(),
+                estimated_input: req.chat.estimated_prompt_tokens(),
+                cost: cost_tx,
+                cache_key: key,
+            }),
+        };
+        Ok(Streaming {
+            routed: Routed {
+                request_id: prep.request_id.clone(),
+                model: id,
+                completion: Completion::default(),
+                cost_usd: 0.0,
+                policy_version: prep.policy.version,
+                propensity: prep.propensities[prep.chosen],
+                cost_weight: prep.cost_weight,
+                attempts,
+                variations: Vec::new(),
+                judge: None,
+                combined_by: None,
+                upstream,
+                timings: Timings::new(prep.received, upstream, prep.decision_us),
+                cache,
+            },
+            deltas: Box::pin(relay),
+            cost: Some(cost_rx),
+        })
+    }
+}
+
+/// A whole answer sent as a stream; its cost is known already.
+fn replayed(routed: Routed) -> Streaming {
+    let (tx, rx) = oneshot::channel();
+    // The receiver is returned alongside: it cannot be gone yet.
+    let _ = tx.send(routed.cost_usd);
+    Streaming {
+        deltas: replay(&routed.completion),
+        routed,
+        cost: Some(rx),
+    }
+}
+
+/// The upstream's deltas, passed on as they come and assembled on the way,
+/// so the outcome is recorded once, however the stream ends.
+struct Relay {
+    deltas: DeltaStream,
+    /// `None` once recorded.
+    end: Option<End>,
+}
+
+/// What recording the end of a stream needs.
+struct End {
+    gw: Arc<Gateway>,
+    /// Index into [`Gateway::models`].
+    model: usize,
+    decision_id: String,
+    request_id: String,
+    key_id: Option<String>,
+    calls: u32,
+    /// When the call that is streaming began.
+    started: Instant,
+    assembler: Assembler,
+    estimated_input: u64,
+    cost: oneshot::Sender<f64>,
+    cache_key: Option<CacheKey>,
+}
+
+impl End {
+    /// Settles the model's breaker, queues the outcome, charges the cost
+    /// and, for a whole answer, stores it in the cache. `counts` is false
+    /// when the stream was cut by the client, which says nothing about
+    /// the model.
+    fn record(self, result: std::result::Result<(), ProviderError>, counts: bool) {
+        let gw = self.gw;
+        let model = &gw.models[self.model];
+        let completion = self.assembler.completion(self.estimated_input);
+        let attempted = Attempted {
+            result: result.map(|()| completion.clone()),
+            calls: self.calls,
+            upstream_time: self.started.elapsed(),
+        };
+        let outcome = gw.settle(model, &self.decision_id, &attempted, counts);
+        let cost = outcome.cost_usd;
+        gw.writer.outcome_later(outcome);
+        // The request may have gone, and its cost with it.
+        let _ = self.cost.send(cost);
+        if attempted.result.is_ok() {
+            gw.answered(&self.request_id, self.key_id.clone(), &self.decision_id, &model.config.id);
+            if let Some(key) = self.cache_key {
+                let id = model.config.id.clone();
+                let gw = gw.clone();
+                tokio::spawn(async move { gw.remember(key, &id, &completion).await });
+            }
+        }
+    }
+}
+
+impl Stream for Relay {
+    type Item = std::result::Result<Delta, ProviderError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.end.is_none() {
+            return Poll::Ready(None);
+        }
+        let item = std::task::ready!(this.deltas.as_mut().poll_next(cx));
+        match &item {
+            Some(Ok(d)) => {
+                if let Some(end) = &mut this.end {
+                    end.assembler.push(d);
+                }
+            }
+            Some(Err(e)) => {
+                if let Some(end) = this.end.take() {
+                    end.record(Err(e.clone()), true);
+                }
+            }
+            None => {
+                if let Some(end) = this.end.take() {
+                    if end.assembler.finished() {
+                        end.record(Ok(()), true);
+                    } else {
+                        let broke = ProviderError::new(ErrorKind::Decode, "the stream ended before the answer finished");
+                        end.record(Err(broke.clone()), true);
+                        return Poll::Ready(Some(Err(broke)));
+                    }
+                }
+            }
+        }
+        Poll::Ready(item)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(end) = self.end.take() {
+            metrics::counter!("qroute_stream_disconnects_total").increment(1);
+            end.record(
+                Err(ProviderError::new(ErrorKind::Connect, "the client disconnected mid-stream")),
+                false,
+            );
+        }
+    }
+}
