@@ -186,6 +186,10 @@ pub struct CacheTarget {
     pub variations: Option<usize>,
     /// Whether the variations' answers are merged.
     pub combine: bool,
+    /// The caller's API key id (`None` without auth). Entries are shared
+    /// within one key only, so that no caller can learn, from an answer or
+    /// its speed, what another tenant asked.
+    pub key: Option<String>,
 }
 
 impl CacheTarget {

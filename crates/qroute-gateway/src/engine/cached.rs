@@ -29,13 +29,14 @@ impl Gateway {
             persona: req.persona.clone(),
             variations: req.variations,
             combine: req.combine,
+            key: req.key.clone(),
         };
         CacheKey::of(&req.chat, &target)
     }
 
     /// The stored answer for `key`, as a routed request, if the caller
     /// lets it be served.
-    pub(super) async fn from_cache(&self, req: &RouteRequest, key: &CacheKey, received: Instant) -> Option<Routed> {
+    pub(super) async fn cached_answer(&self, req: &RouteRequest, key: &CacheKey, received: Instant) -> Option<Routed> {
         let cache = self.cache.as_ref()?;
         if !req.cache.reads() {
             return None;

@@ -137,7 +137,9 @@ impl Gateway {
     /// before a model is called.
     pub(super) fn prepare(&self, req: &RouteRequest, received: Instant) -> Result<Prepared> {
         let prompt = feature_text(&req.chat);
-        if prompt.trim().is_empty() {
+        // An image, or a tool's result, is a prompt without text.
+        let wordless = req.chat.messages.iter().any(|m| m.content.images() > 0 || m.role == "tool");
+        if prompt.trim().is_empty() && !wordless {
             return Err(Error::InvalidInput("the prompt is empty".into()));
         }
         let pref = &req.preference;

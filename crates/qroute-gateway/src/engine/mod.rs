@@ -175,7 +175,7 @@ impl Gateway {
         let k = self.check_variations(&req)?;
         let key = self.cache_key(&req);
         if let Some(key) = &key {
-            if let Some(hit) = self.from_cache(&req, key, received).await {
+            if let Some(hit) = self.cached_answer(&req, key, received).await {
                 return Ok(hit);
             }
         }

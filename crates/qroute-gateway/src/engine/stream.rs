@@ -28,7 +28,7 @@ impl Gateway {
         let k = self.check_variations(&req)?;
         let key = self.cache_key(&req);
         if let Some(hit) = match &key {
-            Some(key) => self.from_cache(&req, key, received).await,
+            Some(key) => self.cached_answer(&req, key, received).await,
             None => None,
         } {
             return Ok(replayed(hit));

@@ -6,9 +6,10 @@
 //! is described there too, so each carries `# HELP` and `# TYPE` from its
 //! first sample on (a family appears with its first sample).
 //!
-//! Code below this module in the flow (`engine`, `exec`) emits through the
-//! `metrics` facade macros by name; [`record_ttft`] and [`record_cache`] are
-//! for the HTTP layer's own use.
+//! The engine and the executors emit through the `metrics` facade macros by
+//! name (they come before `http` in the flow, see ci/check_layers.py, so
+//! they cannot call in here); this module only installs the exporter,
+//! describes, renders, and reads engine state at scrape time.
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
@@ -25,6 +26,7 @@
 //! | `qroute_cache_requests_total` | counter | result (`hit`, `miss`) |
 //! | `qroute_fallbacks_total`, `qroute_outcomes_recorded_total`, `qroute_experiences_pruned_total` | counter | — |
 //! | `qroute_shadow_decisions_total` | counter | agree |
+//! | `qroute_stream_disconnects_total` | counter | — |
 //! | `qroute_trainer_steps_total` | counter | — |
 //! | `qroute_policy_version` | gauge | — |
 //!
@@ -178,22 +180,14 @@ fn describe() {
         "Requests the shadow policy scored, by whether it agreed with the serving policy."
     );
     describe_counter!(
+        "qroute_stream_disconnects_total",
+        "Streamed answers the client hung up on before they finished."
+    );
+    describe_counter!(
         "qroute_trainer_steps_total",
         "Online training steps taken by this process."
     );
     describe_gauge!("qroute_policy_version", "The version of the policy serving requests.");
-}
-
-/// Records how long a streamed answer took to its first content token,
-/// measured from when the request was received.
-pub fn record_ttft(model: &str, seconds: f64) {
-    metrics::histogram!("qroute_time_to_first_token_seconds", "model" => model.to_string()).record(seconds);
-}
-
-/// Counts one response-cache look-up.
-pub fn record_cache(hit: bool) {
-    let result = if hit { "hit" } else { "miss" };
-    metrics::counter!("qroute_cache_requests_total", "result" => result).increment(1);
 }
 
 /// `qroute_breaker_state`'s value: larger is worse, so `max by (model)`
@@ -405,9 +399,9 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     let request_id = RequestId(id.clone());
     let span = tracing::info_span!(
         "request",
-        request_id = request_id.as_str(),
+        request_id = %request_id.as_str(),
         method = %req.method(),
-        path = req.uri().path(),
+        path = %req.uri().path(),
     );
     req.extensions_mut().insert(request_id);
     let mut resp = next.run(req).instrument(span).await;

@@ -57,11 +57,27 @@ base_url = "{mock_url}"
 
 /// Starts a mock upstream and a gateway in front of it.
 pub async fn start(models: &[(&str, &str, f64)], extra: &str) -> TestGateway {
-    let mock = qroute_mock::spawn(MockConfig::default()).await.expect("mock starts");
+    start_raw(MockConfig::default(), models, extra, "").await
+}
+
+/// [`start`] with the mock configured as given, and `models_toml`
+/// (`[[models]]` tables with fields `models` cannot say, such as
+/// `context_window` or `capabilities`) appended to the config.
+pub async fn start_raw(mock: MockConfig, models: &[(&str, &str, f64)], extra: &str, models_toml: &str) -> TestGateway {
+    let mock = qroute_mock::spawn(mock).await.expect("mock starts");
     let dir = tempfile::tempdir().unwrap();
-    let text = config_text(&mock.url(), &dir.path().join("store"), models, extra);
+    let mut text = config_text(&mock.url(), &dir.path().join("store"), models, extra);
+    text.push_str(models_toml);
     let cfg = Config::parse(Path::new("test.toml"), &text).expect("test config parses");
     start_with(cfg, mock, dir).await
+}
+
+/// The `data:` payloads of a server-sent-event body, in order.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.trim().to_string())
+        .collect()
 }
 
 pub async fn start_with(cfg: Config, mock: MockServer, dir: tempfile::TempDir) -> TestGateway {

@@ -7,6 +7,7 @@
 mod harness;
 
 mod auth;
+mod cache;
 mod durable;
 mod edge;
 mod experiments;
@@ -19,4 +20,7 @@ mod metrics;
 mod providers;
 mod resilience;
 mod sanitize;
+mod streaming;
+mod surface;
+mod translate;
 mod variations;

@@ -28,11 +28,12 @@ async fn a_retryable_failure_is_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_non_retryable_failure_is_not_retried() {
+async fn a_refused_request_is_not_retried_and_reaches_the_client_as_such() {
     let extra = "[retry]\nattempts_per_model = 3\nbackoff_base_ms = 1\nmax_fallbacks = 0\n";
     let t = start(&[("reject-mock", "openai", 1.0)], extra).await;
     let (s, b) = t.post("/v1/execute", &execute(&["reject-mock"])).await;
-    assert_eq!((s, error_type(&b)), (502, "upstream_error"), "{b}");
+    // The upstream's 400 is the client's to fix: relayed, not a 502.
+    assert_eq!((s, error_type(&b)), (400, "invalid_request"), "{b}");
     assert_eq!(t.mock.stats.calls("reject-mock"), 1, "a 400 is not worth repeating");
 }
 
@@ -144,7 +145,8 @@ async fn a_timed_out_model_falls_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_deadline_bounds_everything() {
     // Each attempt may take 10 s but the request only 300 ms: retries and
-    // fallbacks stop at the deadline.
+    // fallbacks share it and stop at the deadline, and the fallback gets
+    // its share.
     let extra = format!(
         "{GREEDY}[limits]\nattempt_timeout_ms = 10000\nrequest_timeout_ms = 300\n[retry]\nattempts_per_model = 3\n"
     );
@@ -157,5 +159,46 @@ async fn the_request_deadline_bounds_everything() {
         .post("/v1/execute", &execute(&["timeout-mock", "timeout2-mock"]))
         .await;
     assert_eq!((s, error_type(&b)), (504, "timeout"), "{b}");
-    assert_eq!(t.mock.stats.calls("timeout-mock"), 1);
+    assert!(t.mock.stats.calls("timeout-mock") >= 1);
+    assert!(t.mock.stats.calls("timeout2-mock") >= 1, "the fallback was tried: {b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_first_choice_leaves_the_fallback_time_to_answer() {
+    // The config, scaled down: attempts may take the whole request
+    // deadline, yet the hung first choice gets only its share.
+    let extra = format!(
+        "{GREEDY}[limits]\nattempt_timeout_ms = 600\nrequest_timeout_ms = 1200\n[retry]\nattempts_per_model = 2\nbackoff_base_ms = 1\n"
+    );
+    let t = start(&[("timeout-mock", "openai", 0.01), ("good-mock", "openai", 5.0)], &extra).await;
+    let (s, b) = t.post("/v1/execute", &execute(&["timeout-mock", "good-mock"])).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["model"], "good-mock");
+    assert_eq!(b["attempts"][0]["model"], "timeout-mock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_recovers_within_one_probe_interval_of_its_upstream() {
+    // An upstream that is down: nothing listens on its port yet.
+    let parked = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = parked.local_addr().unwrap();
+    drop(parked);
+    let extra = format!(
+        "[breaker]\nfailure_threshold = 1\ncooldown_ms = 300\nprobe_interval_ms = 50\n[retry]\nattempts_per_model = 1\nmax_fallbacks = 0\n\n[[providers]]\nname = \"later\"\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\n"
+    );
+    let models = "\n[[models]]\nid = \"later-mock\"\nprovider = \"later\"\n";
+    let t = crate::harness::start_raw(qroute_mock::MockConfig::default(), &[], &extra, models).await;
+    let prompt = json!({"prompt": "hi"});
+    let ask = || t.post("/v1/execute", &prompt);
+    assert_eq!(ask().await.0, 502, "down: the breaker opens");
+    assert_eq!(ask().await.0, 503, "open: refused without a call");
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    assert_eq!(ask().await.0, 502, "the cool-down's probe fails: still down");
+    // The upstream comes back.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(qroute_mock::serve(listener, qroute_mock::MockConfig::default()));
+    // One probe interval later (not a whole cool-down), a probe goes through.
+    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    let (s, b) = ask().await;
+    assert_eq!(s, 200, "{b}");
 }

@@ -123,8 +123,13 @@ enum WireBlockOut<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum WireImageSource<'a> {
-    Base64 { media_type: Cow<'a, str>, data: Cow<'a, str> },
-    Url { url: &'a str },
+    Base64 {
+        media_type: Cow<'a, str>,
+        data: Cow<'a, str>,
+    },
+    Url {
+        url: &'a str,
+    },
 }
 
 #[derive(Serialize)]
@@ -272,7 +277,12 @@ impl Anthropic {
         self
     }
 
-    fn request(&self, upstream_model: &str, req: &ChatRequest, stream: bool) -> Result<reqwest::RequestBuilder, ProviderError> {
+    fn request(
+        &self,
+        upstream_model: &str,
+        req: &ChatRequest,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let mut rb = self
             .upstream
             .post(&self.endpoint)?
@@ -640,10 +650,7 @@ impl Decoder {
             WireEvent::ContentBlockStop { index } => {
                 // A call without arguments streams no input at all; OpenAI's
                 // clients expect a JSON object, as a whole answer gives.
-                let unargued = self
-                    .tool_blocks
-                    .iter()
-                    .any(|t| t.block == index && !t.has_arguments);
+                let unargued = self.tool_blocks.iter().any(|t| t.block == index && !t.has_arguments);
                 if unargued {
                     self.arguments(index, "{}".into())
                 } else {
@@ -915,7 +922,10 @@ mod tests {
             ],
             params: Params {
                 tools: vec![
-                    tool("get_weather", Some(json!({"type": "object", "properties": {"city": {"type": "string"}}}))),
+                    tool(
+                        "get_weather",
+                        Some(json!({"type": "object", "properties": {"city": {"type": "string"}}})),
+                    ),
                     tool("now", None),
                 ],
                 tool_choice: Some(json!("required")),
@@ -947,7 +957,10 @@ mod tests {
                 {"name": "now", "description": "now it", "input_schema": {"type": "object", "properties": {}}}
             ])
         );
-        assert_eq!(v["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
+        assert_eq!(
+            v["tool_choice"],
+            json!({"type": "any", "disable_parallel_tool_use": true})
+        );
     }
 
     #[test]
@@ -957,7 +970,11 @@ mod tests {
             (Some(json!("auto")), None, Some(json!({"type": "auto"}))),
             (Some(json!("none")), Some(false), Some(json!({"type": "none"}))),
             (Some(named), None, Some(json!({"type": "tool", "name": "f"}))),
-            (None, Some(false), Some(json!({"type": "auto", "disable_parallel_tool_use": true}))),
+            (
+                None,
+                Some(false),
+                Some(json!({"type": "auto", "disable_parallel_tool_use": true})),
+            ),
             (None, Some(true), None),
             (Some(json!("bogus")), None, None),
         ];
@@ -986,7 +1003,10 @@ mod tests {
         .unwrap();
         let c = completion(resp);
         assert_eq!(c.text, "Let me check.");
-        assert_eq!(c.tool_calls, vec![call("toolu_1", "get_weather", r#"{"city":"Paris"}"#)]);
+        assert_eq!(
+            c.tool_calls,
+            vec![call("toolu_1", "get_weather", r#"{"city":"Paris"}"#)]
+        );
         assert_eq!(c.finish_reason, "tool_calls");
         assert_eq!((c.input_tokens, c.output_tokens), (12, 34));
     }
@@ -1003,7 +1023,9 @@ mod tests {
     }
 
     async fn run(sse: &str) -> Vec<Result<Delta, ProviderError>> {
-        decode(events(sse), Scrubber::new("anthropic", "http://h", None)).collect().await
+        decode(events(sse), Scrubber::new("anthropic", "http://h", None))
+            .collect()
+            .await
     }
 
     const TOOL_STREAM: &str = r#"event: message_start
@@ -1146,8 +1168,10 @@ data: {"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"out
             data_url("data:image/webp;base64,AAAA"),
             Some((Cow::Borrowed("image/webp"), Cow::Borrowed("AAAA")))
         );
-        assert_eq!(data_url("data:,hi%21").map(|(t, d)| (t.into_owned(), d.into_owned())),
-            Some(("image/jpeg".into(), "aGkh".into())));
+        assert_eq!(
+            data_url("data:,hi%21").map(|(t, d)| (t.into_owned(), d.into_owned())),
+            Some(("image/jpeg".into(), "aGkh".into()))
+        );
         assert_eq!(percent_decode("100%"), b"100%");
         assert_eq!(percent_decode("%zz%4"), b"%zz%4");
         assert_eq!(data_url("https://x/y.png"), None);

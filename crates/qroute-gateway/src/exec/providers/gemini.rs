@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::anthropic::{arguments_object, data_url};
-use super::chat::{Choice, Content, Delta, FunctionCall, FunctionDelta, Part, ResponseFormat, Stop, ToolCall, ToolCallDelta};
+use super::chat::{
+    Choice, Content, Delta, FunctionCall, FunctionDelta, Part, ResponseFormat, Stop, ToolCall, ToolCallDelta,
+};
 use super::openai_compat::Upstream;
 use super::stream::DeltaStream;
 use super::{ChatRequest, Completion, ProviderError};
@@ -384,12 +386,7 @@ fn wire_request(req: &ChatRequest) -> WireRequest<'_> {
         .map(|t| WireFunctionDeclaration {
             name: &t.function.name,
             description: t.function.description.as_deref(),
-            parameters: t
-                .function
-                .parameters
-                .as_ref()
-                .map(schema)
-                .filter(takes_arguments),
+            parameters: t.function.parameters.as_ref().map(schema).filter(takes_arguments),
         })
         .collect();
     let tool_config = if declarations.is_empty() {
@@ -545,11 +542,10 @@ fn clean_schema(s: &Value, root: &Value, depth: usize) -> Value {
                 }
             }
             // The tuple form (an array of schemas) has no equivalent.
-            "items" => {
-                if value.is_object() {
-                    out.insert(key.clone(), clean_schema(value, root, depth + 1));
-                }
+            "items" if value.is_object() => {
+                out.insert(key.clone(), clean_schema(value, root, depth + 1));
             }
+            "items" => {}
             "anyOf" | "oneOf" => {
                 let Value::Array(options) = value else { continue };
                 let is_null = |o: &&Value| o.get("type").and_then(Value::as_str) == Some("null");
@@ -588,11 +584,10 @@ fn clean_schema(s: &Value, root: &Value, depth: usize) -> Value {
             "const" if !map.contains_key("enum") => {
                 out.insert("enum".into(), Value::Array(vec![value.clone()]));
             }
-            "format" => {
-                if value.as_str().is_some_and(|f| SCHEMA_FORMATS.contains(&f)) {
-                    out.insert(key.clone(), value.clone());
-                }
+            "format" if value.as_str().is_some_and(|f| SCHEMA_FORMATS.contains(&f)) => {
+                out.insert(key.clone(), value.clone());
             }
+            "format" => {}
             k if SCHEMA_KEYWORDS.contains(&k) => {
                 out.insert(key.clone(), value.clone());
             }
@@ -660,14 +655,14 @@ fn completion(resp: WireResponse) -> Completion {
 /// an id (`call_<k>`, its place in the answer) where Gemini gave none.
 fn tool_call(call: WireFunctionCallIn, k: usize) -> ToolCall {
     ToolCall {
-        id: call.id.filter(|id| !id.is_empty()).unwrap_or_else(|| format!("call_{k}")),
+        id: call
+            .id
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| format!("call_{k}")),
         kind: "function".into(),
         function: FunctionCall {
             name: call.name,
-            arguments: call
-                .args
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| "{}".into()),
+            arguments: call.args.map(|a| a.to_string()).unwrap_or_else(|| "{}".into()),
         },
     }
 }
@@ -955,7 +950,10 @@ mod tests {
         });
         let req = ChatRequest {
             params: Params {
-                tools: vec![tool("get_weather", Some(params)), tool("now", Some(json!({"type": "object", "properties": {}})))],
+                tools: vec![
+                    tool("get_weather", Some(params)),
+                    tool("now", Some(json!({"type": "object", "properties": {}}))),
+                ],
                 tool_choice: Some(json!({"type": "function", "function": {"name": "get_weather"}})),
                 ..Params::default()
             },
@@ -990,7 +988,10 @@ mod tests {
     fn tool_choice_maps_to_modes() {
         let mode = |c: Value| serde_json::to_value(tool_config(Some(&c))).unwrap();
         assert_eq!(mode(json!("auto")), json!({"functionCallingConfig": {"mode": "AUTO"}}));
-        assert_eq!(mode(json!("required")), json!({"functionCallingConfig": {"mode": "ANY"}}));
+        assert_eq!(
+            mode(json!("required")),
+            json!({"functionCallingConfig": {"mode": "ANY"}})
+        );
         assert_eq!(mode(json!("none")), json!({"functionCallingConfig": {"mode": "NONE"}}));
         assert_eq!(mode(json!("bogus")), Value::Null);
         assert!(tool_config(None).is_none());
@@ -1061,7 +1062,10 @@ mod tests {
         assert_eq!(c.text, "Let me check.");
         assert_eq!(
             c.tool_calls,
-            vec![call("call_0", "get_weather", r#"{"city":"Paris"}"#), call("call_1", "now", "{}")]
+            vec![
+                call("call_0", "get_weather", r#"{"city":"Paris"}"#),
+                call("call_1", "now", "{}")
+            ]
         );
         assert_eq!(c.finish_reason, "tool_calls");
         assert_eq!(c.more_choices[0].text, "second");
@@ -1104,11 +1108,20 @@ data: {"candidates": [{"content": {"parts": [{"functionCall": {"name": "smile"}}
         assert_eq!(c.text, "Hello");
         assert_eq!(
             c.tool_calls,
-            vec![call("call_0", "wave", r#"{"hand":"left"}"#), call("call_1", "smile", "{}")]
+            vec![
+                call("call_0", "wave", r#"{"hand":"left"}"#),
+                call("call_1", "smile", "{}")
+            ]
         );
         assert_eq!(c.finish_reason, "tool_calls");
         assert_eq!(c.more_choices.len(), 1);
-        assert_eq!((c.more_choices[0].text.as_str(), c.more_choices[0].finish_reason.as_str()), ("Bonjour", "stop"));
+        assert_eq!(
+            (
+                c.more_choices[0].text.as_str(),
+                c.more_choices[0].finish_reason.as_str()
+            ),
+            ("Bonjour", "stop")
+        );
         assert_eq!((c.input_tokens, c.output_tokens), (9, 11));
         // The usage comes once, last.
         let usages: Vec<usize> = (0..deltas.len())
