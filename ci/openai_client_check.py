@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Checks that the real `openai` Python SDK works against a running qroute.
 
-    python3 ci/openai_client_check.py --base-url http://127.0.0.1:PORT/v1
+    python3 ci/openai_client_check.py --base-url http://127.0.0.1:PORT/v1 [--mock-url URL]
+
+With --mock-url (a `qroute mock-provider` the gateway routes to), also
+checks streaming order against the mock's counters, tool calls (whole and
+streamed) and JSON mode.
 
 Runs every check, prints one line per check (`ok` or `FAIL`), and exits 1
 if any failed. Needs only the `openai` package (pip install openai).
@@ -175,10 +179,94 @@ def check_malformed(base_url):
     return f"HTTP 400 type={err['type']}"
 
 
+WEATHER = [{
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}]
+ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def mock_stats(mock_url):
+    with urllib.request.urlopen(f"{mock_url}/mock/stats", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def check_stream_order(client, mock_url):
+    """The first token reaches the client before the mock sent its last chunk."""
+    stream = client.chat.completions.create(
+        model="mock-gpt", messages=[{"role": "user", "content": "Stream me a story."}], stream=True
+    )
+    finished_at_first = None
+    parts = []
+    for chunk in stream:
+        for choice in chunk.choices:
+            if choice.delta is not None and choice.delta.content:
+                if finished_at_first is None:
+                    finished_at_first = mock_stats(mock_url).get("streams_finished", {}).get("mock-gpt", 0)
+                parts.append(choice.delta.content)
+    after = mock_stats(mock_url).get("streams_finished", {}).get("mock-gpt", 0)
+    expect(finished_at_first is not None, "no content arrived")
+    expect(after == finished_at_first + 1, f"the mock finished {after - finished_at_first} stream(s) during this one")
+    expect(len(parts) >= 8, f"only {len(parts)} content chunks: not streamed through")
+    return f"first token before the upstream's last chunk; {len(parts)} content chunks"
+
+
+def check_tools(client):
+    resp = client.chat.completions.create(model="auto", messages=ASK_WEATHER, tools=WEATHER)
+    choice = resp.choices[0]
+    expect(choice.finish_reason == "tool_calls", f"finish_reason = {choice.finish_reason!r}")
+    calls = choice.message.tool_calls or []
+    expect(len(calls) == 1 and calls[0].function.name == "get_weather", f"tool_calls = {calls!r}")
+    args = json.loads(calls[0].function.arguments)
+    expect(isinstance(args.get("city"), str), f"arguments = {args!r}")
+    # The tool's result goes back; the model answers in words.
+    followup = ASK_WEATHER + [
+        {"role": "assistant", "content": None, "tool_calls": [calls[0].model_dump()]},
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny, 21 C"},
+    ]
+    resp = client.chat.completions.create(model="auto", messages=followup, tools=WEATHER)
+    text = resp.choices[0].message.content
+    expect(isinstance(text, str) and "sunny" in text, f"the tool result did not come back: {text!r}")
+    return f"model={resp.model} call={calls[0].function.name}({calls[0].function.arguments}) then {text[:30]!r}"
+
+
+def check_streamed_tools(client):
+    stream = client.chat.completions.create(model="auto", messages=ASK_WEATHER, tools=WEATHER, stream=True)
+    name, arguments, finish = "", "", None
+    for chunk in stream:
+        for choice in chunk.choices:
+            for call in (choice.delta.tool_calls or []) if choice.delta else []:
+                if call.function is not None:
+                    name += call.function.name or ""
+                    arguments += call.function.arguments or ""
+            finish = choice.finish_reason or finish
+    expect(name == "get_weather", f"streamed tool name = {name!r}")
+    expect(isinstance(json.loads(arguments).get("city"), str), f"streamed arguments = {arguments!r}")
+    expect(finish == "tool_calls", f"finish_reason = {finish!r}")
+    return f"{name}({arguments})"
+
+
+def check_json_mode(client):
+    resp = client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "Three colours, as JSON."}],
+        response_format={"type": "json_object"},
+    )
+    content = resp.choices[0].message.content
+    value = json.loads(content)
+    expect(isinstance(value, dict), f"not a JSON object: {content!r}")
+    expect(resp.model == "mock-gpt", f"JSON mode went to {resp.model!r}, which has no JSON mode")
+    return f"model={resp.model} content={content[:40]!r}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base-url", default="http://127.0.0.1:8080/v1", help="qroute's OpenAI base URL (ending in /v1)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    ap.add_argument("--mock-url", help="the mock upstream's base URL: adds the streaming, tools and JSON checks")
     args = ap.parse_args()
     base_url = args.base_url.rstrip("/")
 
@@ -195,6 +283,14 @@ def main():
         ("unknown model -> 404", lambda: check_unknown_model(client)),
         ("malformed JSON -> 400", lambda: check_malformed(base_url)),
     ]
+    if args.mock_url:
+        mock_url = args.mock_url.rstrip("/")
+        checks += [
+            ("streaming order (first chunk before the upstream's last)", lambda: check_stream_order(client, mock_url)),
+            ("tool call round trip", lambda: check_tools(client)),
+            ("streamed tool call", lambda: check_streamed_tools(client)),
+            ("JSON mode", lambda: check_json_mode(client)),
+        ]
     failed = 0
     for name, check in checks:
         try:

@@ -6,12 +6,17 @@
 #   source ci/serve_gateway.sh
 #   serve_gateway LABEL [VAR=VALUE ...]   # environment for the server
 #
+# SERVE_ARGS (an array) adds arguments to `serve` (e.g. --config FILE);
+# processes listed in EXTRA_PIDS (a mock upstream) are stopped at exit too.
+#
 # Sets TMP (removed at exit), PORT, BASE and SERVER_PID; `fail MESSAGE`
 # exits with a failure. The script's result line reads "LABEL: PASS/FAIL".
 
 TMP="$(mktemp -d)"
 SERVER_PID=""
 GATEWAY_LABEL="gateway"
+SERVE_ARGS=()
+EXTRA_PIDS=()
 
 _stop_gateway() {
     local rc=$?
@@ -19,6 +24,9 @@ _stop_gateway() {
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
+    for pid in "${EXTRA_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
     if [[ $rc -ne 0 && -f "$TMP/server.log" ]]; then
         echo "--- last lines of the server log ---" >&2
         tail -n 50 "$TMP/server.log" >&2 || true
@@ -44,7 +52,7 @@ serve_gateway() {
     PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
     BASE="http://127.0.0.1:$PORT"
     echo "starting $BIN serve --listen 127.0.0.1:$PORT --data-dir $TMP/data"
-    env "$@" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$TMP/data" >"$TMP/server.log" 2>&1 &
+    env "$@" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$TMP/data" "${SERVE_ARGS[@]}" >"$TMP/server.log" 2>&1 &
     SERVER_PID=$!
     local deadline=$((SECONDS + 60)) status
     until curl -sf --max-time 2 "$BASE/v1/health" -o "$TMP/health.json"; do
