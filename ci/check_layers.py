@@ -37,7 +37,7 @@ MODULES = {
     "qroute-experiment": ["stats", "assign", "spec", "registry", "results"],
     "qroute-lab": ["metrics", "plots", "bandits", "evaluate", "simulate", "ope", "export", "report", "experiment_report"],
     "qroute-gateway": ["embedded", "exec", "cache", "access", "server_config", "config", "engine", "http"],
-    "qroute-mock": [],
+    "qroute-mock": ["request", "answer", "stream", "openai", "anthropic", "gemini"],
     "qroute-bench": [],
 }
 

@@ -37,6 +37,13 @@ pub struct Args {
     /// Score every request with a shadow policy as well.
     #[arg(long)]
     shadow: bool,
+    /// Stream chat completions and report time to first token (TTFT)
+    /// through qroute against direct.
+    #[arg(long)]
+    stream: bool,
+    /// With --stream: the mock's pause between content chunks, in ms.
+    #[arg(long, default_value_t = 20)]
+    chunk_delay_ms: u64,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -58,13 +65,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         upstream_jitter_ms: a.upstream_jitter_ms,
         experiment: a.experiment,
         shadow: a.shadow,
+        stream: a.stream,
+        chunk_delay_ms: a.chunk_delay_ms,
         ..Default::default()
     };
-    let results = qroute_bench::run(&cfg, |r| {
-        eprintln!(
+    let results = qroute_bench::run(&cfg, |r| match &r.stream {
+        Some(s) => eprintln!(
+            "c={:<4} {:>8.0} streams/s  TTFT added p50 {:.3} ms p99 {:.3} ms  (direct {:.0} streams/s)",
+            r.concurrency, r.gateway_rps, s.ttft_added_ms.p50, s.ttft_added_ms.p99, r.direct_rps
+        ),
+        None => eprintln!(
             "c={:<4} {:>8.0} req/s  overhead p50 {:.3} ms p99 {:.3} ms  (direct {:.0} req/s)",
             r.concurrency, r.gateway_rps, r.overhead_ms.p50, r.overhead_ms.p99, r.direct_rps
-        )
+        ),
     })?;
     say!("{}", qroute_bench::markdown(&results, &cfg))?;
     if let Some(path) = a.json {

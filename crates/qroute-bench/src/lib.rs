@@ -22,6 +22,10 @@
 //!   The load generator and the mock share the same two cores and take most
 //!   of them, so `2 cores / CPU per request` is the rate the gateway could
 //!   serve with the cores to itself.
+//!
+//! With [`BenchConfig::stream`] the clients stream chat completions instead
+//! and the report adds time to first token (see [`stream`]); the end-to-end
+//! latencies are then the times to the end of each stream.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,6 +38,9 @@ use qroute_core::{Error, Result};
 use qroute_gateway::config::Config;
 use qroute_gateway::{http, Gateway};
 use qroute_mock::MockConfig;
+
+pub mod stream;
+pub use stream::StreamResult;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -61,6 +68,11 @@ pub struct BenchConfig {
     pub experiment: bool,
     /// Score every request with a shadow policy too (the embedded default).
     pub shadow: bool,
+    /// Stream chat completions and measure time to first token.
+    pub stream: bool,
+    /// The mock's pause between content chunks of a stream, ms: what makes a
+    /// stream's first token arrive well before its end, as a real model's does.
+    pub chunk_delay_ms: u64,
 }
 
 impl Default for BenchConfig {
@@ -77,6 +89,8 @@ impl Default for BenchConfig {
             upstream_jitter_ms: 0.0,
             experiment: false,
             shadow: false,
+            stream: false,
+            chunk_delay_ms: 20,
         }
     }
 }
@@ -120,6 +134,10 @@ pub struct LevelResult {
     /// CPU time of the gateway's threads per request, in µs (NaN where
     /// `/proc` has no scheduler statistics).
     pub gateway_cpu_us: f64,
+    /// Time to first token, in streaming mode only (absent otherwise, so the
+    /// plain bench's JSON is unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamResult>,
 }
 
 /// Runs the benchmark; `progress` gets each level's result as it finishes.
@@ -141,6 +159,7 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&LevelResult)) -> Result<
         .block_on(qroute_mock::spawn(MockConfig {
             latency_ms: cfg.upstream_latency_ms,
             jitter_ms: cfg.upstream_jitter_ms,
+            chunk_delay_ms: cfg.chunk_delay_ms,
             ..MockConfig::default()
         }))
         .map_err(|e| Error::io("starting the mock upstream", e))?;
@@ -204,23 +223,35 @@ arms = [
     );
     gateway_rt.spawn(http::serve(gw.clone(), listener, std::future::pending()));
 
+    // Streams go through the OpenAI-compatible endpoint, the only one that
+    // streams; the plain bench measures `/v1/execute`.
+    let (gateway_path, warmup) = if cfg.stream {
+        ("/v1/chat/completions", cfg.warmup.min(stream::WARMUP_STREAMS))
+    } else {
+        ("/v1/execute", cfg.warmup)
+    };
+    let direct_url = format!("{}/v1/chat/completions", mock.url());
+    let run_load = |url: &str, target: Target, c: usize| {
+        if cfg.stream {
+            client_rt.block_on(stream::load(url, target, c, cfg))
+        } else {
+            client_rt.block_on(load(url, target, c, cfg))
+        }
+    };
     let mut results = Vec::new();
     for &c in &cfg.concurrency {
         let cpu_before = gateway_cpu_seconds();
-        let through = client_rt.block_on(load(
-            &format!("{gateway_url}/v1/execute"),
+        let through = run_load(
+            &format!("{gateway_url}{gateway_path}"),
             Target::Gateway(cfg.variations),
             c,
-            cfg,
-        ))?;
+        )?;
         let cpu = gateway_cpu_seconds() - cpu_before;
-        let served = through.latencies.len() + through.errors + cfg.warmup;
-        let direct = client_rt.block_on(load(
-            &format!("{}/v1/chat/completions", mock.url()),
-            Target::Direct,
-            c,
-            cfg,
-        ))?;
+        let served = through.latencies.len() + through.errors + warmup;
+        let direct = run_load(&direct_url, Target::Direct, c)?;
+        let stream = cfg
+            .stream
+            .then(|| StreamResult::of(through.ttfts.clone(), direct.ttfts.clone()));
         let r = LevelResult {
             concurrency: c,
             requests: through.latencies.len(),
@@ -231,6 +262,7 @@ arms = [
             gateway_e2e_ms: Quantiles::of(through.latencies),
             direct_e2e_ms: Quantiles::of(direct.latencies),
             gateway_cpu_us: cpu * 1e6 / served.max(1) as f64,
+            stream,
         };
         progress(&r);
         results.push(r);
@@ -273,9 +305,12 @@ enum Target {
     Direct,
 }
 
+#[derive(Default)]
 struct Load {
     latencies: Vec<f64>,
     overheads: Vec<f64>,
+    /// Times to the first token, streaming mode only.
+    ttfts: Vec<f64>,
     errors: usize,
     elapsed: Duration,
 }
@@ -361,12 +396,7 @@ async fn load(url: &str, target: Target, c: usize, cfg: &BenchConfig) -> Result<
             (lat, over, errors)
         }));
     }
-    let mut out = Load {
-        latencies: Vec::new(),
-        overheads: Vec::new(),
-        errors: 0,
-        elapsed: Duration::ZERO,
-    };
+    let mut out = Load::default();
     for t in tasks {
         if let Ok((l, o, e)) = t.await {
             out.latencies.extend(l);
@@ -380,6 +410,9 @@ async fn load(url: &str, target: Target, c: usize, cfg: &BenchConfig) -> Result<
 
 /// The results as a Markdown table.
 pub fn markdown(results: &[LevelResult], cfg: &BenchConfig) -> String {
+    if cfg.stream {
+        return stream_markdown(results, cfg);
+    }
     let mut s = format!(
         "Gateway vs. mock upstream on loopback ({} ± {} ms upstream latency, {} variation(s), {} s per level, durable_ack {}, experiment {}, shadow {}).\n\n\
          | clients | req/s via qroute | req/s direct | overhead p50 | overhead p99 | e2e p50 via / direct | e2e p99 via / direct | gateway CPU / req | errors |\n\
@@ -404,6 +437,42 @@ pub fn markdown(results: &[LevelResult], cfg: &BenchConfig) -> String {
             r.direct_e2e_ms.p50,
             r.gateway_e2e_ms.p99,
             r.direct_e2e_ms.p99,
+            r.gateway_cpu_us,
+            r.errors
+        ));
+    }
+    s
+}
+
+/// The streaming results as a Markdown table: TTFT via qroute and direct,
+/// the difference (what qroute adds before the first token), and the time
+/// to the end of the stream, which the mock's pacing dominates.
+fn stream_markdown(results: &[LevelResult], cfg: &BenchConfig) -> String {
+    let mut s = format!(
+        "Streaming: gateway vs. mock upstream on loopback ({} ± {} ms upstream latency, {} ms between chunks, {} s per level, durable_ack {}).\n\n\
+         | clients | streams/s via qroute | streams/s direct | TTFT p50 via / direct | TTFT added p50 | TTFT p99 via / direct | TTFT added p99 | stream p50 via / direct | gateway CPU / stream | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+        cfg.upstream_latency_ms,
+        cfg.upstream_jitter_ms,
+        cfg.chunk_delay_ms,
+        cfg.duration.as_secs_f64(),
+        cfg.durable_ack,
+    );
+    for r in results {
+        let Some(t) = r.stream else { continue };
+        s.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.3} / {:.3} ms | {:.3} ms | {:.3} / {:.3} ms | {:.3} ms | {:.1} / {:.1} ms | {:.0} µs | {} |\n",
+            r.concurrency,
+            r.gateway_rps,
+            r.direct_rps,
+            t.ttft_gateway_ms.p50,
+            t.ttft_direct_ms.p50,
+            t.ttft_added_ms.p50,
+            t.ttft_gateway_ms.p99,
+            t.ttft_direct_ms.p99,
+            t.ttft_added_ms.p99,
+            r.gateway_e2e_ms.p50,
+            r.direct_e2e_ms.p50,
             r.gateway_cpu_us,
             r.errors
         ));

@@ -59,7 +59,7 @@ use crate::exec::providers::{ChatMessage, ChatRequest, Completion, Params};
 
 /// Bumped whenever the canonical form of the key changes meaning, so that a
 /// shared cache filled by an older gateway is missed rather than misread.
-const KEY_VERSION: u32 = 1;
+const KEY_VERSION: u32 = 2;
 
 /// The longest `ttl_s` accepted: a year. Older answers come from model
 /// versions long replaced, and moka refuses (panics on) TTLs past 1000
@@ -391,13 +391,13 @@ mod tests {
         // form changes on purpose, bump KEY_VERSION and update it here. It
         // is the SHA-256 of this text (checked outside Rust too):
         // {"messages":[{"content":"hi","role":"user"}],"params":{"temperature":0.0},
-        // "target":{"combine":false,"cost_weight":null,"latency_weight":null,
+        // "target":{"combine":false,"cost_weight":null,"key":null,"latency_weight":null,
         // "max_cost_usd":null,"model":null,"models":null,"persona":null,
-        // "task_type":null,"variations":null},"version":1}
+        // "task_type":null,"variations":null},"version":2}
         let k = key(&deterministic("hi"), &CacheTarget::default());
         assert_eq!(
             k.as_str(),
-            "21b649db02a34aecfdc78d04d8dd4954f6eb6391aaee7d155b605151487e1326"
+            "902ad82c18c5d22621fafeb8f98ce9dc0ec26cdc368d1c0c8b095eca95650f3c"
         );
     }
 

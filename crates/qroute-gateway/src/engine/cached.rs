@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::decide::new_request_id;
 use super::{CacheStatus, Gateway, RouteRequest, Routed, Timings};
 use crate::cache::{CacheKey, CacheTarget, CachedAnswer};
 use crate::exec::providers::Completion;
@@ -47,7 +48,7 @@ impl Gateway {
         let hit = hit?;
         tracing::info!(model = %hit.model, age_ms = qroute_core::unix_ms().saturating_sub(hit.created_ms), "cache hit");
         Some(Routed {
-            request_id: format!("{:032x}", rand::random::<u128>()),
+            request_id: new_request_id(),
             model: hit.model.clone(),
             completion: hit.completion.clone(),
             cost_usd: 0.0,
@@ -75,7 +76,9 @@ impl Gateway {
             .iter()
             .all(|c| matches!(c.finish_reason.as_str(), "stop" | "tool_calls"));
         if whole {
-            cache.put(key, Arc::new(CachedAnswer::now(model, completion.clone()))).await;
+            cache
+                .put(key, Arc::new(CachedAnswer::now(model, completion.clone())))
+                .await;
         }
     }
 }

@@ -138,7 +138,11 @@ impl Gateway {
     pub(super) fn prepare(&self, req: &RouteRequest, received: Instant) -> Result<Prepared> {
         let prompt = feature_text(&req.chat);
         // An image, or a tool's result, is a prompt without text.
-        let wordless = req.chat.messages.iter().any(|m| m.content.images() > 0 || m.role == "tool");
+        let wordless = req
+            .chat
+            .messages
+            .iter()
+            .any(|m| m.content.images() > 0 || m.role == "tool");
         if prompt.trim().is_empty() && !wordless {
             return Err(Error::InvalidInput("the prompt is empty".into()));
         }
@@ -252,7 +256,12 @@ impl Gateway {
         }
         let first = &self.models[before[0]];
         let whom = |c: Capability| match before.len() {
-            1 => format!("{}: model {:?} does not support {}", c.field(), first.config.id, c.as_str()),
+            1 => format!(
+                "{}: model {:?} does not support {}",
+                c.field(),
+                first.config.id,
+                c.as_str()
+            ),
             _ => format!("{}: no allowed model supports {}", c.field(), c.as_str()),
         };
         let has = |i: usize, c: Capability| self.models[i].capabilities.contains(&c);
@@ -333,6 +342,6 @@ fn feature_text(chat: &ChatRequest) -> String {
 }
 
 /// 128 random bits in hex: unique without coordination.
-fn new_request_id() -> String {
+pub(super) fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::{Attempt, CacheStatus, Gateway, RouteRequest, Routed, Streaming, Timings};
 use crate::cache::CacheKey;
-use crate::exec::providers::stream::replay;
+use crate::exec::providers::stream::{replay, with_idle_timeout};
 use crate::exec::providers::{Assembler, Completion, Delta, DeltaStream, ErrorKind, ProviderError};
 use crate::exec::resilience::Attempted;
 use qroute_core::Result;
@@ -55,7 +55,9 @@ impl Gateway {
             upstream_time,
         } = tried.attempted;
         let Ok(deltas) = result else {
-            return Err(qroute_core::Error::Upstream("the answering model's stream went missing".into()));
+            return Err(qroute_core::Error::Upstream(
+                "the answering model's stream went missing".into(),
+            ));
         };
         let mut attempts = tried.failed;
         attempts.push(Attempt {
@@ -72,7 +74,7 @@ impl Gateway {
             CacheStatus::Bypass
         };
         let relay = Relay {
-            deltas,
+            deltas: with_idle_timeout(deltas, self.config.limits.attempt_timeout()),
             end: Some(End {
                 gw: self.clone(),
                 model: tried.model,
@@ -80,7 +82,7 @@ impl Gateway {
                 request_id: prep.request_id.clone(),
                 key_id: req.key.clone(),
                 calls,
-                started: Instant::now() - upstream_time,
+                started: Instant::now().checked_sub(upstream_time).unwrap_or_else(Instant::now),
                 assembler: Assembler::default(),
                 estimated_input: req.chat.estimated_prompt_tokens(),
                 cost: cost_tx,
@@ -167,7 +169,12 @@ impl End {
         // The request may have gone, and its cost with it.
         let _ = self.cost.send(cost);
         if attempted.result.is_ok() {
-            gw.answered(&self.request_id, self.key_id.clone(), &self.decision_id, &model.config.id);
+            gw.answered(
+                &self.request_id,
+                self.key_id.clone(),
+                &self.decision_id,
+                &model.config.id,
+            );
             if let Some(key) = self.cache_key {
                 let id = model.config.id.clone();
                 let gw = gw.clone();
@@ -202,7 +209,8 @@ impl Stream for Relay {
                     if end.assembler.finished() {
                         end.record(Ok(()), true);
                     } else {
-                        let broke = ProviderError::new(ErrorKind::Decode, "the stream ended before the answer finished");
+                        let broke =
+                            ProviderError::new(ErrorKind::Decode, "the stream ended before the answer finished");
                         end.record(Err(broke.clone()), true);
                         return Poll::Ready(Some(Err(broke)));
                     }
@@ -218,7 +226,10 @@ impl Drop for Relay {
         if let Some(end) = self.end.take() {
             metrics::counter!("qroute_stream_disconnects_total").increment(1);
             end.record(
-                Err(ProviderError::new(ErrorKind::Connect, "the client disconnected mid-stream")),
+                Err(ProviderError::new(
+                    ErrorKind::Connect,
+                    "the client disconnected mid-stream",
+                )),
                 false,
             );
         }

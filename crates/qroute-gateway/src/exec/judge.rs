@@ -521,10 +521,7 @@ fn judge_request(request: &ChatRequest, completion: &Completion) -> ChatRequest 
     }
     user.push_str("\nGrade the answer on the rubric and end with \"Score: N\".");
     ChatRequest {
-        messages: vec![
-            ChatMessage::text("system", RUBRIC),
-            ChatMessage::text("user", user),
-        ],
+        messages: vec![ChatMessage::text("system", RUBRIC), ChatMessage::text("user", user)],
         params: Params {
             max_tokens: Some(JUDGE_MAX_TOKENS),
             temperature: Some(0.0),
@@ -898,10 +895,7 @@ mod tests {
     #[test]
     fn judge_request_holds_rubric_conversation_and_answer() {
         let mut req = ChatRequest::user("What is 2+2?");
-        req.messages.insert(
-            0,
-            ChatMessage::text("system", "Be terse."),
-        );
+        req.messages.insert(0, ChatMessage::text("system", "Be terse."));
         let cut = Completion {
             finish_reason: "length".into(),
             ..done("4 because")

@@ -408,7 +408,10 @@ mod tests {
         assert!(!b.on_failure(t1), "still the same outage: not opened anew");
         assert_eq!(b.state(t1 + Duration::from_millis(39)), BreakerState::Open);
         assert!(!b.try_acquire(t1 + Duration::from_millis(39)));
-        assert!(b.try_acquire(t1 + Duration::from_millis(40)), "the next probe one interval later");
+        assert!(
+            b.try_acquire(t1 + Duration::from_millis(40)),
+            "the next probe one interval later"
+        );
         b.on_success();
         assert_eq!(b.state(t1 + Duration::from_millis(40)), BreakerState::Closed);
     }

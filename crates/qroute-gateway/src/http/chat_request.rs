@@ -159,9 +159,16 @@ impl ChatCompletionRequest {
             ("modalities", &self.modalities, "only text output is supported"),
             ("prediction", &self.prediction, "not passed on by qroute"),
             ("reasoning_effort", &self.reasoning_effort, "not passed on by qroute"),
-            ("web_search_options", &self.web_search_options, "not passed on by qroute"),
+            (
+                "web_search_options",
+                &self.web_search_options,
+                "not passed on by qroute",
+            ),
         ];
-        if let Some((field, _, why)) = refused.iter().find(|(_, v, _)| v.as_ref().is_some_and(|v| !v.is_null())) {
+        if let Some((field, _, why)) = refused
+            .iter()
+            .find(|(_, v, _)| v.as_ref().is_some_and(|v| !v.is_null()))
+        {
             return Err(invalid(format!("{field}: not supported ({why})")));
         }
         if self.model.trim().is_empty() {
@@ -201,7 +208,10 @@ impl ChatCompletionRequest {
         if let Some(stop) = &self.stop {
             let seqs = stop.sequences();
             if seqs.len() > MAX_STOP {
-                return Err(invalid(format!("stop: at most {MAX_STOP} sequences, got {}", seqs.len())));
+                return Err(invalid(format!(
+                    "stop: at most {MAX_STOP} sequences, got {}",
+                    seqs.len()
+                )));
             }
             if seqs.iter().any(String::is_empty) {
                 return Err(invalid("stop: sequences must not be empty".into()));
@@ -231,7 +241,10 @@ impl ChatCompletionRequest {
         }
         for (i, t) in tools.iter().enumerate() {
             if t.kind != "function" {
-                return Err(invalid(format!("tools[{i}].type: must be \"function\", got {:?}", t.kind)));
+                return Err(invalid(format!(
+                    "tools[{i}].type: must be \"function\", got {:?}",
+                    t.kind
+                )));
             }
             if !valid_name(&t.function.name) {
                 return Err(invalid(format!(
@@ -352,17 +365,24 @@ fn check_message(i: usize, m: &ChatMessage) -> Result<(), Error> {
         other => return Err(invalid(format!("messages[{i}].role: unknown role {other:?}"))),
     }
     if m.role != "assistant" && !m.tool_calls.is_empty() {
-        return Err(invalid(format!("messages[{i}].tool_calls: only assistant messages make tool calls")));
+        return Err(invalid(format!(
+            "messages[{i}].tool_calls: only assistant messages make tool calls"
+        )));
     }
     if m.role != "user" && m.content.images() > 0 {
-        return Err(invalid(format!("messages[{i}].content: images are allowed in user messages only")));
+        return Err(invalid(format!(
+            "messages[{i}].content: images are allowed in user messages only"
+        )));
     }
     Ok(())
 }
 
 /// OpenAI's rule for tool and schema names: `^[a-zA-Z0-9_-]{1,64}$`.
 fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -400,9 +420,15 @@ mod tests {
         refused(with("stop", serde_json::json!(["a", "b", "c", "d", "e"])), "stop");
         refused(with("tool_choice", "auto".into()), "tool_choice");
         refused(with("functions", serde_json::json!([])), "functions");
-        refused(with("stream_options", serde_json::json!({"include_usage": true})), "stream_options");
         refused(
-            with("tools", serde_json::json!([{"type": "function", "function": {"name": "bad name"}}])),
+            with("stream_options", serde_json::json!({"include_usage": true})),
+            "stream_options",
+        );
+        refused(
+            with(
+                "tools",
+                serde_json::json!([{"type": "function", "function": {"name": "bad name"}}]),
+            ),
             "tools[0].function.name",
         );
         body(with("functions", Value::Null)).unwrap();
@@ -417,8 +443,17 @@ mod tests {
             {"role": "tool", "tool_call_id": "c1", "content": "42"},
         ])))
         .unwrap();
-        refused(b(serde_json::json!([{"role": "tool", "content": "42"}])), "messages[0].tool_call_id");
-        refused(b(serde_json::json!([{"role": "user", "content": null}])), "messages[0].content");
-        refused(b(serde_json::json!([{"role": "wizard", "content": "x"}])), "messages[0].role");
+        refused(
+            b(serde_json::json!([{"role": "tool", "content": "42"}])),
+            "messages[0].tool_call_id",
+        );
+        refused(
+            b(serde_json::json!([{"role": "user", "content": null}])),
+            "messages[0].content",
+        );
+        refused(
+            b(serde_json::json!([{"role": "wizard", "content": "x"}])),
+            "messages[0].role",
+        );
     }
 }

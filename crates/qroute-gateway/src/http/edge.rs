@@ -73,6 +73,19 @@ pub fn layer(cfg: &ServerConfig) -> EdgeLayer {
             // OpenAI SDK sends `x-stainless-*` headers that change between
             // versions, and the origin list is the boundary, not the headers.
             .allow_headers(AllowHeaders::mirror_request())
+            // What a page's script may read: the ids to quote in a bug
+            // report, the cache's verdict, the rate limits, the timing.
+            .expose_headers(
+                [
+                    "x-request-id",
+                    "x-qroute-cache",
+                    "x-process-time",
+                    "x-ratelimit-limit-requests",
+                    "x-ratelimit-remaining-requests",
+                    "retry-after",
+                ]
+                .map(axum::http::HeaderName::from_static),
+            )
             .max_age(Duration::from_secs(600))
     });
     EdgeLayer {

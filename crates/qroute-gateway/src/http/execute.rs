@@ -15,9 +15,9 @@ use super::errors::{ApiError, ApiJson};
 use super::experiments::enroll;
 use super::metrics::{Received, UpstreamTime};
 use crate::access::Principal;
+use crate::cache::CacheMode;
 use crate::engine::variations::Variation;
 use crate::engine::{Attempt, Gateway, Preference, RouteRequest, Timings};
-use crate::cache::CacheMode;
 use crate::exec::providers::{ChatMessage, ChatRequest, Params};
 use qroute_core::Error;
 

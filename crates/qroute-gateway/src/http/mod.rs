@@ -3,9 +3,9 @@
 
 pub mod admin;
 pub mod auth;
+pub mod chat_request;
 pub mod edge;
 pub mod errors;
-pub mod chat_request;
 pub mod execute;
 pub mod experiments;
 pub mod feedback;

@@ -257,10 +257,9 @@ fn sse(s: Streaming, include_usage: bool) -> Sse<impl futures_util::Stream<Item 
     });
     // `[DONE]` only after a stream that ended well: a broken one ends with
     // its error event.
-    let done = futures_util::stream::once(async move {
-        (!broken.load(Ordering::Relaxed)).then(|| "[DONE]".to_string())
-    })
-    .filter_map(std::future::ready);
+    let done =
+        futures_util::stream::once(async move { (!broken.load(Ordering::Relaxed)).then(|| "[DONE]".to_string()) })
+            .filter_map(std::future::ready);
     let events = body
         .flat_map(|values| futures_util::stream::iter(values.into_iter().map(|v| v.to_string())))
         .chain(done)

@@ -23,10 +23,10 @@ use qroute_gateway::access::keys::NewKey;
 use qroute_gateway::access::Scope;
 use qroute_gateway::config::Config;
 use qroute_gateway::http::auth::{scope, Login};
+use qroute_gateway::http::chat_request::ChatCompletionRequest;
 use qroute_gateway::http::errors::parse_json;
 use qroute_gateway::http::execute::{check_numbers, ExecuteRequest};
 use qroute_gateway::http::feedback::FeedbackRequest;
-use qroute_gateway::http::chat_request::ChatCompletionRequest;
 use qroute_gateway::http::{ENDPOINTS, OPENAPI};
 
 const DEFAULT_TOML: &str = qroute_gateway::embedded::CONFIG;

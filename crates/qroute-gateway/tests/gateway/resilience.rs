@@ -170,7 +170,11 @@ async fn a_hung_first_choice_leaves_the_fallback_time_to_answer() {
     let extra = format!(
         "{GREEDY}[limits]\nattempt_timeout_ms = 600\nrequest_timeout_ms = 1200\n[retry]\nattempts_per_model = 2\nbackoff_base_ms = 1\n"
     );
-    let t = start(&[("timeout-mock", "openai", 0.01), ("good-mock", "openai", 5.0)], &extra).await;
+    let t = start(
+        &[("timeout-mock", "openai", 0.01), ("good-mock", "openai", 5.0)],
+        &extra,
+    )
+    .await;
     let (s, b) = t.post("/v1/execute", &execute(&["timeout-mock", "good-mock"])).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["model"], "good-mock");

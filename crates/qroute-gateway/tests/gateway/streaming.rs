@@ -34,19 +34,29 @@ async fn open(t: &TestGateway, body: &Value) -> reqwest::Response {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_chunk_arrives_before_the_upstream_sends_its_last() {
-    let models = [("s-openai", "openai", 1.0), ("s-anthropic", "anthropic", 1.0), ("s-gemini", "gemini", 1.0)];
+    let models = [
+        ("s-openai", "openai", 1.0),
+        ("s-anthropic", "anthropic", 1.0),
+        ("s-gemini", "gemini", 1.0),
+    ];
     let t = start_raw(paced(150), &models, "", "").await;
     for (model, _, _) in models {
         let mut body = open(&t, &streamed(model)).await.bytes_stream();
         let mut seen = String::new();
         // Read until the first content arrives.
-        while !sse_data(&seen).iter().any(|d| d.contains("\"content\":\"") && !d.contains("\"content\":\"\"")) {
+        while !sse_data(&seen)
+            .iter()
+            .any(|d| d.contains("\"content\":\"") && !d.contains("\"content\":\"\""))
+        {
             let chunk = body.next().await.expect("more chunks").unwrap();
             seen.push_str(std::str::from_utf8(&chunk).unwrap());
         }
@@ -73,10 +83,17 @@ async fn the_first_chunk_arrives_before_the_upstream_sends_its_last() {
         assert!(text.contains("Tell me about streams."), "{model}: {text}");
         let content_chunks = chunks
             .iter()
-            .filter(|c| c["choices"][0]["delta"]["content"].as_str().is_some_and(|s| !s.is_empty()))
+            .filter(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty())
+            })
             .count();
         assert!(content_chunks >= 8, "{model}: {content_chunks} content chunks");
-        assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "stop"), "{model}");
+        assert!(
+            chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "stop"),
+            "{model}"
+        );
         let usage = chunks.iter().find_map(|c| c.get("usage")).expect("usage chunk");
         assert!(usage["completion_tokens"].as_u64().unwrap() > 0, "{model}");
         // The outcome is recorded once the stream ended, priced from usage.
@@ -92,7 +109,10 @@ async fn an_upstream_break_mid_stream_ends_with_an_error_event_and_is_recorded()
     let t = start_raw(paced(5), &[("break-mock", "openai", 1.0)], "", "").await;
     let text = open(&t, &streamed("break-mock")).await.text().await.unwrap();
     let data = sse_data(&text);
-    assert!(data.iter().any(|d| d.contains("\"content\":\"") ), "some content came first: {text}");
+    assert!(
+        data.iter().any(|d| d.contains("\"content\":\"")),
+        "some content came first: {text}"
+    );
     let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
     assert_eq!(last["error"]["type"], "upstream_error", "{text}");
     assert!(!data.iter().any(|d| d == "[DONE]"), "a broken stream is not done");

@@ -44,7 +44,10 @@ async fn tool_calls_round_trip_whole_and_streamed() {
     // What reached the upstream: the tools and parameters as sent.
     let sent = t.mock.stats.last_request("tool-mock").unwrap();
     assert_eq!(sent["tools"], weather_tool());
-    assert_eq!((sent["seed"].clone(), sent["stop"].clone()), (json!(7), json!(["\n\n"])));
+    assert_eq!(
+        (sent["seed"].clone(), sent["stop"].clone()),
+        (json!(7), json!(["\n\n"]))
+    );
 
     // The tool's result goes back; the model answers in text.
     let mut turn2 = body.clone();
@@ -56,7 +59,13 @@ async fn tool_calls_round_trip_whole_and_streamed() {
     let (s, b) = t.post("/v1/chat/completions", &turn2).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["choices"][0]["finish_reason"], "stop", "{b}");
-    assert!(b["choices"][0]["message"]["content"].as_str().unwrap().contains("sunny"), "{b}");
+    assert!(
+        b["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("sunny"),
+        "{b}"
+    );
 
     // Streamed: the call arrives as deltas that reassemble to the same call.
     body["stream"] = json!(true);
@@ -156,7 +165,10 @@ output_per_mtok = 9.0
     body["model"] = json!("small-window");
     let (s, b) = t.post("/v1/chat/completions", &body).await;
     assert_eq!(s, 400, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("context window"), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("context window"),
+        "{b}"
+    );
 
     let mut body = chat("auto", "What is the weather in Oslo?");
     body["cost_weight"] = json!(100.0);
@@ -166,7 +178,11 @@ output_per_mtok = 9.0
         let (s, b) = t.post("/v1/chat/completions", &body).await;
         assert_eq!((s, b["model"].as_str()), (200, Some("large")), "{b}");
     }
-    assert_eq!(t.mock.stats.calls("no-tools"), 0, "a model without tools never saw the request");
+    assert_eq!(
+        t.mock.stats.calls("no-tools"),
+        0,
+        "a model without tools never saw the request"
+    );
     body["model"] = json!("no-tools");
     let (s, b) = t.post("/v1/chat/completions", &body).await;
     assert_eq!(s, 400, "{b}");
@@ -215,7 +231,13 @@ async fn an_upstream_400_is_relayed_and_never_opens_a_breaker() {
     for _ in 0..4 {
         let (s, b) = t.post("/v1/chat/completions", &body).await;
         assert_eq!((s, error_type(&b)), (400, "invalid_request"), "{b}");
-        assert!(b["error"]["message"].as_str().unwrap().contains("tools are not supported"), "{b}");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("tools are not supported"),
+            "{b}"
+        );
     }
     assert_eq!(t.mock.stats.calls("notools-mock"), 4, "never retried");
     assert!(t.gw.breaker_states().iter().all(|(_, s)| s.as_str() == "closed"));

@@ -395,7 +395,10 @@ async fn a_broken_stream_ends_with_one_error() {
         let e = error.unwrap_or_else(|| panic!("{format}: the break went unnoticed"));
         // The break is the upstream plumbing's to classify (hyper reports
         // the body cut short); it is one error, in the provider's name.
-        assert!(matches!(e.kind, ErrorKind::Connect | ErrorKind::Decode), "{format}: {e:?}");
+        assert!(
+            matches!(e.kind, ErrorKind::Connect | ErrorKind::Decode),
+            "{format}: {e:?}"
+        );
         assert!(e.message.contains(format), "{format}: {e}");
     }
 }

@@ -14,12 +14,30 @@ use super::capability::Capability;
 // Read from client bodies and upstream answers: objects only, never arrays
 // read positionally (see `qroute_core::objects`).
 qroute_core::objects_only!(
-    ChatMessage, Part, ImageUrl, ToolCall, FunctionCall, Tool, FunctionSpec, ResponseFormat, JsonSchema,
-    ToolCallDelta, FunctionDelta
+    ChatMessage,
+    Part,
+    ImageUrl,
+    ToolCall,
+    FunctionCall,
+    Tool,
+    FunctionSpec,
+    ResponseFormat,
+    JsonSchema,
+    ToolCallDelta,
+    FunctionDelta
 );
 qroute_core::serialize_derived!(
-    ChatMessage, Part, ImageUrl, ToolCall, FunctionCall, Tool, FunctionSpec, ResponseFormat, JsonSchema,
-    ToolCallDelta, FunctionDelta
+    ChatMessage,
+    Part,
+    ImageUrl,
+    ToolCall,
+    FunctionCall,
+    Tool,
+    FunctionSpec,
+    ResponseFormat,
+    JsonSchema,
+    ToolCallDelta,
+    FunctionDelta
 );
 
 /// One chat message; `role` is `system`, `user`, `assistant` or `tool`.
@@ -352,7 +370,9 @@ impl Completion {
             finish_reason: self.finish_reason.clone(),
             logprobs: self.logprobs.clone(),
         };
-        std::iter::once(first).chain(self.more_choices.iter().cloned()).collect()
+        std::iter::once(first)
+            .chain(self.more_choices.iter().cloned())
+            .collect()
     }
 
     /// A completion from choices in order (the first becomes the fields).
@@ -489,7 +509,13 @@ impl Assembler {
             let out = self
                 .choices
                 .iter()
-                .map(|c| estimate_tokens(&c.text) + c.tool_calls.iter().map(|t| estimate_tokens(&t.function.arguments)).sum::<u64>())
+                .map(|c| {
+                    estimate_tokens(&c.text)
+                        + c.tool_calls
+                            .iter()
+                            .map(|t| estimate_tokens(&t.function.arguments))
+                            .sum::<u64>()
+                })
                 .sum();
             (estimated_input, out)
         });
@@ -535,7 +561,10 @@ mod tests {
         });
         r.params.response_format = Some(ResponseFormat::JsonObject);
         r.params.n = Some(2);
-        assert_eq!(r.needs(), vec![Capability::Tools, Capability::Json, Capability::Choices]);
+        assert_eq!(
+            r.needs(),
+            vec![Capability::Tools, Capability::Json, Capability::Choices]
+        );
     }
 
     #[test]

@@ -17,7 +17,6 @@ pub mod stream;
 
 use std::time::Duration;
 
-
 pub use anthropic::Anthropic;
 pub use capability::Capability;
 pub use chat::{
@@ -168,7 +167,11 @@ impl Provider {
             match s.next().await {
                 Some(Ok(d)) => Ok(futures_util::stream::once(std::future::ready(Ok(d))).chain(s).boxed()),
                 Some(Err(e)) => Err(e),
-                None => Err(ProviderError::new(ErrorKind::Decode, "the stream ended before its first chunk")),
+                // Dropped before anything was said: worth a retry.
+                None => Err(ProviderError::new(
+                    ErrorKind::Connect,
+                    "the stream ended before its first chunk",
+                )),
             }
         };
         match tokio::time::timeout(limit, first).await {

@@ -247,7 +247,12 @@ impl OpenAiCompat {
         self
     }
 
-    fn request(&self, upstream_model: &str, req: &ChatRequest, stream: bool) -> Result<reqwest::RequestBuilder, ProviderError> {
+    fn request(
+        &self,
+        upstream_model: &str,
+        req: &ChatRequest,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let body = WireRequest {
             model: upstream_model,
             messages: &req.messages,
@@ -275,7 +280,10 @@ impl OpenAiCompat {
                 text: c.message.content.unwrap_or_default(),
                 tool_calls: c.message.tool_calls.unwrap_or_default(),
                 // Some servers leave it out; a complete answer is what it means.
-                finish_reason: c.finish_reason.filter(|f| !f.is_empty()).unwrap_or_else(|| "stop".into()),
+                finish_reason: c
+                    .finish_reason
+                    .filter(|f| !f.is_empty())
+                    .unwrap_or_else(|| "stop".into()),
                 logprobs: c.logprobs.filter(|l| !l.is_null()),
             })
             .collect();

@@ -64,7 +64,11 @@ impl Simulated {
             .map(|m| m.content.text())
             .unwrap_or_default();
         let prompt = prompt.as_str();
-        let chars = req.messages.iter().map(|m| m.content.text().chars().count()).sum::<usize>();
+        let chars = req
+            .messages
+            .iter()
+            .map(|m| m.content.text().chars().count())
+            .sum::<usize>();
         let recorded = self.prompts.get(prompt).map(|o| o[*pos]);
         let latency = recorded.and_then(|o| o.latency_ms).or(card.mean_latency_ms);
         if self.delay {

@@ -25,6 +25,27 @@ pub fn end_at_first_error<T: Send + 'static>(
     .boxed()
 }
 
+/// Ends `s` with a timeout error when no delta arrives for `idle`: an
+/// upstream that stalls mid-stream would otherwise hold the client, and
+/// the request's record, open until the client gives up.
+pub fn with_idle_timeout(s: DeltaStream, idle: std::time::Duration) -> DeltaStream {
+    let items = stream::unfold(Some(s), move |s| async move {
+        let mut s = s?;
+        match tokio::time::timeout(idle, s.next()).await {
+            Ok(Some(item)) => Some((item, Some(s))),
+            Ok(None) => None,
+            Err(_) => {
+                let e = ProviderError::new(
+                    super::ErrorKind::Timeout,
+                    format!("the stream stalled: nothing for {} ms", idle.as_millis()),
+                );
+                Some((Err(e), None))
+            }
+        }
+    });
+    end_at_first_error(items)
+}
+
 /// Characters per replayed chunk (split at whitespace where possible).
 const CHUNK_CHARS: usize = 32;
 
@@ -144,11 +165,7 @@ mod tests {
     #[tokio::test]
     async fn nothing_is_read_past_an_error() {
         use super::super::ErrorKind;
-        let items = vec![
-            Ok(1),
-            Err(ProviderError::new(ErrorKind::Connect, "broke")),
-            Ok(2),
-        ];
+        let items = vec![Ok(1), Err(ProviderError::new(ErrorKind::Connect, "broke")), Ok(2)];
         let got: Vec<_> = end_at_first_error(stream::iter(items)).collect().await;
         assert_eq!(got.len(), 2);
     }
