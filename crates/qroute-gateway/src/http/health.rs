@@ -45,6 +45,7 @@ pub async fn capabilities(State(gw): State<Arc<Gateway>>) -> Json<Value> {
                 "input_per_mtok": c.input_per_mtok,
                 "output_per_mtok": c.output_per_mtok,
                 "context_window": c.context_window,
+                "capabilities": m.capabilities,
                 "tags": c.tags,
                 "breaker": state.as_str(),
             })
