@@ -25,6 +25,27 @@ pub(super) struct Tried<T> {
     pub failed_upstream: Duration,
 }
 
+/// A request answered by one model (`model`, after `attempts`), as `prep`
+/// decided it; its answer and cost are the caller's to fill in.
+pub(super) fn routed_by(prep: &Prepared, model: &str, attempts: Vec<Attempt>, upstream: Duration) -> Routed {
+    Routed {
+        request_id: prep.request_id.clone(),
+        model: model.to_string(),
+        completion: Default::default(),
+        cost_usd: 0.0,
+        policy_version: prep.policy.version,
+        propensity: prep.propensities[prep.chosen],
+        cost_weight: prep.cost_weight,
+        attempts,
+        variations: Vec::new(),
+        judge: None,
+        combined_by: None,
+        upstream,
+        timings: Timings::new(prep.received, upstream, prep.decision_us),
+        cache: CacheStatus::Miss,
+    }
+}
+
 impl Gateway {
     /// One model, with fallback to the next-best by score when it fails.
     pub(super) async fn run_single(&self, req: RouteRequest, prep: Prepared) -> Result<Routed> {
@@ -51,20 +72,9 @@ impl Gateway {
         };
         self.answered(&prep.request_id, req.key.clone(), &tried.decision_id, &model.config.id);
         Ok(Routed {
-            request_id: prep.request_id.clone(),
-            model: model.config.id.clone(),
             completion,
             cost_usd: cost,
-            policy_version: prep.policy.version,
-            propensity: prep.propensities[prep.chosen],
-            cost_weight: prep.cost_weight,
-            attempts,
-            variations: Vec::new(),
-            judge: None,
-            combined_by: None,
-            upstream,
-            timings: Timings::new(prep.received, upstream, prep.decision_us),
-            cache: CacheStatus::Miss,
+            ..routed_by(&prep, &model.config.id, attempts, upstream)
         })
     }
 

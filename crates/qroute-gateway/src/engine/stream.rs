@@ -13,10 +13,11 @@ use std::time::Instant;
 use futures_util::Stream;
 use tokio::sync::oneshot;
 
-use super::{Attempt, CacheStatus, Gateway, RouteRequest, Routed, Streaming, Timings};
+use super::single::routed_by;
+use super::{Attempt, CacheStatus, Gateway, RouteRequest, Routed, Streaming};
 use crate::cache::CacheKey;
 use crate::exec::providers::stream::{replay, with_idle_timeout};
-use crate::exec::providers::{Assembler, Completion, Delta, DeltaStream, ErrorKind, ProviderError};
+use crate::exec::providers::{Assembler, Delta, DeltaStream, ErrorKind, ProviderError};
 use crate::exec::resilience::Attempted;
 use qroute_core::Result;
 
@@ -91,20 +92,8 @@ impl Gateway {
         };
         Ok(Streaming {
             routed: Routed {
-                request_id: prep.request_id.clone(),
-                model: id,
-                completion: Completion::default(),
-                cost_usd: 0.0,
-                policy_version: prep.policy.version,
-                propensity: prep.propensities[prep.chosen],
-                cost_weight: prep.cost_weight,
-                attempts,
-                variations: Vec::new(),
-                judge: None,
-                combined_by: None,
-                upstream,
-                timings: Timings::new(prep.received, upstream, prep.decision_us),
                 cache,
+                ..routed_by(&prep, &id, attempts, upstream)
             },
             deltas: Box::pin(relay),
             cost: Some(cost_rx),

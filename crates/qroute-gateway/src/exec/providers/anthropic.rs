@@ -15,7 +15,6 @@
 
 use std::borrow::Cow;
 
-use base64::Engine;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -412,20 +411,9 @@ fn assistant_content(m: &super::ChatMessage) -> WireContent<'_> {
     blocks.extend(m.tool_calls.iter().map(|call| WireBlockOut::ToolUse {
         id: &call.id,
         name: &call.function.name,
-        input: arguments_object(&call.function.arguments),
+        input: call.function.arguments_object(),
     }));
     WireContent::Blocks(blocks)
-}
-
-/// A tool call's arguments as the object Anthropic (and Gemini) require.
-/// OpenAI carries them as the JSON text the model wrote, which may not
-/// parse or may not be an object; such a call is sent with no arguments
-/// (`{}`) rather than failing the whole conversation.
-pub(super) fn arguments_object(arguments: &str) -> Value {
-    match serde_json::from_str::<Value>(arguments) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => Value::Object(serde_json::Map::new()),
-    }
 }
 
 fn part_block(p: &Part) -> Option<WireBlockOut<'_>> {
@@ -434,51 +422,13 @@ fn part_block(p: &Part) -> Option<WireBlockOut<'_>> {
         Part::Text { text } if text.is_empty() => None,
         Part::Text { text } => Some(WireBlockOut::Text { text }),
         Part::ImageUrl { image_url } => {
-            let source = match data_url(&image_url.url) {
+            let source = match image_url.inline() {
                 Some((media_type, data)) => WireImageSource::Base64 { media_type, data },
                 None => WireImageSource::Url { url: &image_url.url },
             };
             Some(WireBlockOut::Image { source })
         }
     }
-}
-
-/// The media type and base64 bytes of a `data:` URL (OpenAI's way of
-/// sending an image inline), or `None` for any other URL. A URL that is
-/// not base64 (percent-encoded bytes) is encoded, since Anthropic and
-/// Gemini take base64 only; one that names no type is taken as a JPEG.
-pub(super) fn data_url(url: &str) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let mut params = meta.split(';');
-    let media_type = params.next().filter(|t| !t.is_empty()).unwrap_or("image/jpeg");
-    let base64 = params.any(|p| p.eq_ignore_ascii_case("base64"));
-    let data = if base64 {
-        Cow::Borrowed(data)
-    } else {
-        Cow::Owned(base64::engine::general_purpose::STANDARD.encode(percent_decode(data)))
-    };
-    Some((Cow::Borrowed(media_type), data))
-}
-
-/// `%XX` escapes decoded; anything else (a stray `%` included) kept as is.
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
 }
 
 /// OpenAI's `tool_choice` (and `parallel_tool_calls`) in Anthropic's
@@ -1160,20 +1110,5 @@ data: {"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"out
         }
         assert_eq!(a.usage(), Some((5, 1)));
         assert_eq!(a.completion(0).finish_reason, "length");
-    }
-
-    #[test]
-    fn data_urls_give_type_and_base64() {
-        assert_eq!(
-            data_url("data:image/webp;base64,AAAA"),
-            Some((Cow::Borrowed("image/webp"), Cow::Borrowed("AAAA")))
-        );
-        assert_eq!(
-            data_url("data:,hi%21").map(|(t, d)| (t.into_owned(), d.into_owned())),
-            Some(("image/jpeg".into(), "aGkh".into()))
-        );
-        assert_eq!(percent_decode("100%"), b"100%");
-        assert_eq!(percent_decode("%zz%4"), b"%zz%4");
-        assert_eq!(data_url("https://x/y.png"), None);
     }
 }

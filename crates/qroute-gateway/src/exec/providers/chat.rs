@@ -6,6 +6,9 @@
 //! states what it needs ([`ChatRequest::needs`]) and models that lack it
 //! are left out of the candidate set before the policy scores.
 
+use std::borrow::Cow;
+
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -129,6 +132,27 @@ pub struct ImageUrl {
     pub detail: Option<String>,
 }
 
+impl ImageUrl {
+    /// The media type and base64 bytes of a `data:` URL (OpenAI's way of
+    /// sending an image inline), or `None` for any other URL: what
+    /// Anthropic and Gemini need, as they take inline images as base64
+    /// with a type. A URL that is not base64 (percent-encoded bytes) is
+    /// encoded; one that names no type is taken as a JPEG.
+    pub fn inline(&self) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
+        let rest = self.url.strip_prefix("data:")?;
+        let (meta, data) = rest.split_once(',')?;
+        let mut params = meta.split(';');
+        let media_type = params.next().filter(|t| !t.is_empty()).unwrap_or("image/jpeg");
+        let data = if params.any(|p| p.eq_ignore_ascii_case("base64")) {
+            Cow::Borrowed(data)
+        } else {
+            let bytes: Vec<u8> = percent_encoding::percent_decode_str(data).collect();
+            Cow::Owned(base64::engine::general_purpose::STANDARD.encode(bytes))
+        };
+        Some((Cow::Borrowed(media_type), data))
+    }
+}
+
 /// A tool call, as OpenAI returns it: `arguments` is a JSON text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self")]
@@ -150,6 +174,19 @@ pub struct FunctionCall {
     /// JSON text, as the model wrote it (it may not parse).
     #[serde(default)]
     pub arguments: String,
+}
+
+impl FunctionCall {
+    /// The arguments as the object Anthropic and Gemini require. OpenAI
+    /// carries the JSON text the model wrote, which may not parse or may
+    /// not be an object; such a call is passed on with no arguments (`{}`)
+    /// rather than failing the whole conversation.
+    pub fn arguments_object(&self) -> Value {
+        match serde_json::from_str::<Value>(&self.arguments) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => Value::Object(serde_json::Map::new()),
+        }
+    }
 }
 
 /// A tool the model may call.
@@ -544,6 +581,36 @@ mod tests {
         // Serialised back without the null content.
         let v = serde_json::to_value(&m).unwrap();
         assert!(v.get("content").is_none(), "{v}");
+    }
+
+    #[test]
+    fn data_urls_give_type_and_base64() {
+        let img = |url: &str| ImageUrl {
+            url: url.into(),
+            detail: None,
+        };
+        assert_eq!(
+            img("data:image/webp;base64,AAAA").inline(),
+            Some((Cow::Borrowed("image/webp"), Cow::Borrowed("AAAA")))
+        );
+        assert_eq!(
+            img("data:,hi%21")
+                .inline()
+                .map(|(t, d)| (t.into_owned(), d.into_owned())),
+            Some(("image/jpeg".into(), "aGkh".into()))
+        );
+        assert_eq!(img("https://x/y.png").inline(), None);
+    }
+
+    #[test]
+    fn unparsable_arguments_become_an_empty_object() {
+        let call = |a: &str| FunctionCall {
+            name: "f".into(),
+            arguments: a.into(),
+        };
+        assert_eq!(call(r#"{"a":1}"#).arguments_object(), serde_json::json!({"a": 1}));
+        assert_eq!(call("[1]").arguments_object(), serde_json::json!({}));
+        assert_eq!(call("{oops").arguments_object(), serde_json::json!({}));
     }
 
     #[test]

@@ -19,7 +19,6 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::anthropic::{arguments_object, data_url};
 use super::chat::{
     Choice, Content, Delta, FunctionCall, FunctionDelta, Part, ResponseFormat, Stop, ToolCall, ToolCallDelta,
 };
@@ -343,7 +342,7 @@ fn wire_request(req: &ChatRequest) -> WireRequest<'_> {
                     call_names.insert(&call.id, &call.function.name);
                     parts.push(WirePart::FunctionCall(WireFunctionCall {
                         name: &call.function.name,
-                        args: arguments_object(&call.function.arguments),
+                        args: call.function.arguments_object(),
                     }));
                 }
                 ("model", parts)
@@ -448,7 +447,7 @@ fn content_parts(c: &Content) -> Vec<WirePart<'_>> {
             .filter_map(|p| match p {
                 Part::Text { text } if text.is_empty() => None,
                 Part::Text { text } => Some(WirePart::Text(Cow::Borrowed(text))),
-                Part::ImageUrl { image_url } => Some(match data_url(&image_url.url) {
+                Part::ImageUrl { image_url } => Some(match image_url.inline() {
                     Some((mime_type, data)) => WirePart::InlineData(WireBlob { mime_type, data }),
                     None => WirePart::FileData(WireFile {
                         mime_type: image_mime(&image_url.url),
