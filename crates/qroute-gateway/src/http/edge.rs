@@ -321,6 +321,10 @@ pub async fn serve(
                 }
             },
         };
+        // A streamed answer is many small writes: without this, Nagle's
+        // algorithm holds each behind the client's delayed ACK of the
+        // last (40 ms on Linux), and the first token waits for it.
+        let _ = stream.set_nodelay(true);
         tokio::spawn(connection(stream, remote, app.clone(), limits, stop_rx.clone(), slot));
     }
     drop(listener);
