@@ -110,8 +110,17 @@ echo "ok   qroute experiment report: smoke.md, smoke.png"
 
 # Prometheus metrics (saved first: grep -q on a pipe would break it under pipefail).
 curl -sf --max-time 10 "$BASE/metrics" -o "$TMP/metrics.txt" || fail "GET /metrics"
-grep -q 'qroute_requests_total' "$TMP/metrics.txt" || fail "/metrics has no qroute_requests_total"
-echo "ok   /metrics: has qroute_requests_total"
+python3 - "$TMP/metrics.txt" <<'EOF' || fail "/metrics does not parse as Prometheus text"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+families = list(text_string_to_metric_families(open(sys.argv[1]).read()))
+names = {f.name: f for f in families}
+assert "qroute_requests" in names and names["qroute_requests"].type == "counter", sorted(names)
+assert names["qroute_cost_usd"].type == "counter", names["qroute_cost_usd"].type
+undocumented = [f.name for f in families if not f.documentation]
+assert not undocumented, f"families without HELP: {undocumented}"
+print(f"ok   /metrics: {len(families)} families parse (prometheus_client), each with HELP and TYPE")
+EOF
 
 # The OpenAPI document.
 curl -sf --max-time 10 "$BASE/openapi.json" -o "$TMP/openapi.json" || fail "GET /openapi.json"
