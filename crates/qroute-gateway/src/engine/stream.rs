@@ -152,7 +152,12 @@ impl End {
             calls: self.calls,
             upstream_time: self.started.elapsed(),
         };
-        let outcome = gw.settle(model, &self.decision_id, &attempted, counts);
+        let mut outcome = gw.settle(model, &self.decision_id, &attempted, counts);
+        if attempted.result.is_err() {
+            // What was streamed before the break was generated, and billed:
+            // it is the call's cost, and the key's.
+            outcome.cost_usd = model.config.price(completion.input_tokens, completion.output_tokens);
+        }
         let cost = outcome.cost_usd;
         gw.writer.outcome_later(outcome);
         // The request may have gone, and its cost with it.

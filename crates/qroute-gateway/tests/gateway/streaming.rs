@@ -119,6 +119,10 @@ async fn an_upstream_break_mid_stream_ends_with_an_error_event_and_is_recorded()
     let first: Value = serde_json::from_str(&data[0]).unwrap();
     let e = t.experience(first["qroute"]["request_id"].as_str().unwrap(), 1).await;
     assert!(e.outcomes[0].error.is_some(), "the break is recorded");
+    assert!(
+        e.outcomes[0].cost_usd > 0.0,
+        "what was streamed before the break is paid for"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
