@@ -41,6 +41,10 @@ pub struct Row {
     pub prompt: String,
     /// Indexed like [`Dataset::models`].
     pub outcomes: Vec<ModelOutcome>,
+    /// Each model's recorded answer (`outcomes.MODEL.response`), indexed
+    /// like `outcomes`; `None` where the source kept none. Apart from the
+    /// outcomes because they are large and only simulation reads them.
+    pub responses: Vec<Option<String>>,
 }
 
 /// A routing dataset loaded from a JSONL file.
@@ -108,8 +112,8 @@ impl Dataset {
 struct RawRow {
     line: usize,
     row: Row,
-    /// (index into the first-seen model list, outcome)
-    outcomes: Vec<(usize, ModelOutcome)>,
+    /// (index into the first-seen model list, outcome, recorded answer)
+    outcomes: Vec<(usize, ModelOutcome, Option<String>)>,
 }
 
 /// Parses the bytes of a dataset file; `path` is only used in errors and
@@ -198,7 +202,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Dataset> {
             if model.is_empty() {
                 return Err(err(line_no, &field, "model name must not be empty".into()));
             }
-            let outcome = parse_outcome(value).map_err(|(sub, m)| {
+            let (outcome, response) = parse_outcome(value).map_err(|(sub, m)| {
                 let field = match sub {
                     Some(sub) => format!("{field}.{sub}"),
                     None => field.clone(),
@@ -214,7 +218,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Dataset> {
                     p
                 }
             };
-            outcomes.push((pos, outcome));
+            outcomes.push((pos, outcome, response));
         }
 
         raw.push(RawRow {
@@ -225,6 +229,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Dataset> {
                 split,
                 prompt,
                 outcomes: Vec::new(),
+                responses: Vec::new(),
             },
             outcomes,
         });
@@ -255,8 +260,10 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Dataset> {
     let mut rows = Vec::with_capacity(raw.len());
     for r in raw {
         let mut slots: Vec<Option<ModelOutcome>> = vec![None; models.len()];
-        for (pos, o) in r.outcomes {
+        let mut responses: Vec<Option<String>> = vec![None; models.len()];
+        for (pos, o, response) in r.outcomes {
             slots[sorted_index[pos]] = Some(o);
+            responses[sorted_index[pos]] = response;
         }
         let mut outcomes = Vec::with_capacity(models.len());
         for (m, slot) in slots.into_iter().enumerate() {
@@ -279,6 +286,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Dataset> {
         }
         let mut row = r.row;
         row.outcomes = outcomes;
+        row.responses = responses;
         rows.push(row);
     }
 
@@ -289,10 +297,14 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Dataset> {
     })
 }
 
-/// Validates one `{"quality", "cost_usd", "latency_ms"?}` object. On error,
-/// returns the sub-field (None for the outcome itself) and the message.
-fn parse_outcome(value: Value) -> std::result::Result<ModelOutcome, (Option<&'static str>, String)> {
-    let Value::Object(obj) = value else {
+/// The outcome and recorded answer of one model on one prompt.
+type ParsedOutcome = (ModelOutcome, Option<String>);
+
+/// Validates one `{"quality", "cost_usd", "latency_ms"?, "response"?}`
+/// object. On error, returns the sub-field (None for the outcome itself)
+/// and the message.
+fn parse_outcome(value: Value) -> std::result::Result<ParsedOutcome, (Option<&'static str>, String)> {
+    let Value::Object(mut obj) = value else {
         return Err((
             None,
             format!(
@@ -318,11 +330,22 @@ fn parse_outcome(value: Value) -> std::result::Result<ModelOutcome, (Option<&'st
     let latency_ms = number(&obj, "latency_ms")
         .and_then(|l| l.map(non_negative).transpose())
         .map_err(|m| (Some("latency_ms"), m))?;
-    Ok(ModelOutcome {
+    let response = match obj.remove("response") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => {
+            return Err((
+                Some("response"),
+                format!("wrong type: expected a string, found {}", type_name(&other)),
+            ))
+        }
+    };
+    let outcome = ModelOutcome {
         quality: quality as f32,
         cost_usd,
         latency_ms,
-    })
+    };
+    Ok((outcome, response))
 }
 
 fn non_negative(x: f64) -> std::result::Result<f64, String> {
@@ -392,7 +415,7 @@ mod tests {
         }
     }
 
-    const A: &str = r#"{"id":"a","task":"t/x","split":"train","prompt":"hi","outcomes":{"zed":{"quality":1.0,"cost_usd":0.5},"alpha":{"quality":0.25,"cost_usd":0.01,"latency_ms":120}}}"#;
+    const A: &str = r#"{"id":"a","task":"t/x","split":"train","prompt":"hi","outcomes":{"zed":{"quality":1.0,"cost_usd":0.5,"response":"Hello!"},"alpha":{"quality":0.25,"cost_usd":0.01,"latency_ms":120}}}"#;
     const B: &str = r#"{"id":"b","task":"t/y","split":"test","prompt":"yo","outcomes":{"alpha":{"quality":0,"cost_usd":0},"zed":{"quality":0.5,"cost_usd":1e-6}}}"#;
 
     #[test]
@@ -405,6 +428,7 @@ mod tests {
         assert_eq!(a.outcomes[0].quality, 0.25);
         assert_eq!(a.outcomes[0].latency_ms, Some(120.0));
         assert_eq!(a.outcomes[1].cost_usd, 0.5);
+        assert_eq!(a.responses, vec![None, Some("Hello!".to_string())]);
         assert_eq!(a.outcomes[1].latency_ms, None);
         assert_eq!(d.rows[1].outcomes[1].cost_usd, 1e-6);
         assert_eq!(d.model_index("zed"), Some(1));
@@ -441,7 +465,12 @@ mod tests {
         assert_eq!(field, "split");
         assert!(msg.contains("wrong type"), "{msg}");
 
-        let bad = A.replace("{\"quality\":1.0,\"cost_usd\":0.5}", "3");
+        let bad = A.replace("\"response\":\"Hello!\"", "\"response\":7");
+        let (_, field, msg) = field_of(load_str(&bad).unwrap_err());
+        assert_eq!(field, "outcomes.zed.response");
+        assert!(msg.contains("wrong type"), "{msg}");
+
+        let bad = A.replace("{\"quality\":1.0,\"cost_usd\":0.5,\"response\":\"Hello!\"}", "3");
         let (_, field, _) = field_of(load_str(&bad).unwrap_err());
         assert_eq!(field, "outcomes.zed");
 

@@ -23,7 +23,6 @@ use qroute_experiment::ExperimentSpec;
 
 pub use crate::access::AuthConfig;
 pub use crate::cache::CacheConfig;
-pub use crate::embedded::DATASET_NAME as EMBEDDED_DATASET;
 pub use crate::exec::judge::JudgeKind;
 pub use crate::exec::providers::config::{ModelConfig, ProviderConfig, ProviderKind};
 pub use crate::exec::resilience::{BreakerConfig, RetryConfig};

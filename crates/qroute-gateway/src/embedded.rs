@@ -8,17 +8,30 @@ use qroute_core::policy::{checkpoint, DqnPolicy};
 use qroute_core::Result;
 
 /// The configuration `qroute serve` runs with when given none: simulated
-/// providers backed by the bundled routellm dataset and the shipped policy.
+/// providers backed by the bundled datasets and the shipped policy.
 pub const CONFIG: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/default.toml"));
 
-/// Name of the bundled dataset a simulated provider may use instead of a path.
-pub const DATASET_NAME: &str = "embedded:routellm_mmlu_gsm8k";
+/// The bundled datasets a simulated provider may name instead of a path,
+/// with their bytes: RouteLLM's MMLU + GSM8K (2 models) and AlpacaEval
+/// (11 models, every recorded answer).
+pub const DATASETS: &[(&str, &[u8])] = &[
+    (
+        "embedded:routellm_mmlu_gsm8k",
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/routellm_mmlu_gsm8k.jsonl"
+        )),
+    ),
+    (
+        "embedded:alpaca_eval",
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/alpaca_eval.jsonl")),
+    ),
+];
 
-/// The bundled dataset behind [`DATASET_NAME`].
-pub const DATASET: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../data/routellm_mmlu_gsm8k.jsonl"
-));
+/// The bytes of bundled dataset `name` (`embedded:…`), if there is one.
+pub fn dataset(name: &str) -> Option<&'static [u8]> {
+    DATASETS.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
+}
 
 const POLICY_META: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 
 use super::{Decider, Gateway, Learning, ServedModel, Shadow};
 use crate::access::Access;
-use crate::config::{Config, JudgeKind, ProviderConfig, ProviderKind, EMBEDDED_DATASET};
+use crate::config::{Config, JudgeKind, ProviderConfig, ProviderKind};
 use crate::exec::judge::{Judge, LlmJudge};
 use crate::exec::providers::{self, Anthropic, Gemini, OpenAiCompat, Provider, Simulated};
 use crate::exec::resilience::CircuitBreaker;
@@ -287,10 +287,9 @@ fn provider(p: &ProviderConfig, client: &reqwest::Client) -> Result<Provider> {
         ProviderKind::Gemini => Provider::Gemini(Gemini::new(client.clone(), url, api_key)),
         ProviderKind::Simulated => {
             let name = p.dataset.as_deref().unwrap_or_default();
-            let ds = if name == EMBEDDED_DATASET {
-                Dataset::from_bytes(Path::new(EMBEDDED_DATASET), crate::embedded::DATASET)?
-            } else {
-                Dataset::load(name)?
+            let ds = match crate::embedded::dataset(name) {
+                Some(bytes) => Dataset::from_bytes(Path::new(name), bytes)?,
+                None => Dataset::load(name)?,
             };
             Provider::Simulated(Simulated::new(&ds, p.simulate_latency))
         }

@@ -17,7 +17,8 @@ use qroute_core::record::{ExperimentTag, ShadowPick};
 use qroute_core::{Error, Result};
 
 use super::{Gateway, RouteRequest, ServedModel};
-use crate::exec::providers::Capability;
+use crate::exec::providers::simulated::last_user_text;
+use crate::exec::providers::{Capability, Provider};
 
 /// What [`Gateway::prepare`] decided, before any model is called.
 pub(super) struct Prepared {
@@ -236,6 +237,26 @@ impl Gateway {
             .collect()
     }
 
+    /// A prompt that a simulated provider's dataset recorded is routed only
+    /// among the simulated models that recorded it (real providers stay), so
+    /// its answers, qualities and costs are the recorded ones rather than
+    /// another dataset's "not in the dataset" stand-ins.
+    fn recorded_only(&self, req: &RouteRequest, set: &mut Vec<usize>) {
+        let simulated = |i: usize| match &*self.models[i].provider {
+            Provider::Simulated(s) => Some(s),
+            _ => None,
+        };
+        if !set.iter().any(|&i| simulated(i).is_some()) {
+            return;
+        }
+        let prompt = last_user_text(&req.chat);
+        let recorded =
+            |i: usize| simulated(i).is_some_and(|s| s.knows(&prompt) && s.serves(self.models[i].config.upstream()));
+        if set.iter().any(|&i| recorded(i)) {
+            set.retain(|&i| recorded(i) || simulated(i).is_none());
+        }
+    }
+
     /// Leaves out of `set` the models that cannot serve `req` as asked:
     /// those without a capability it needs (tools, images, JSON mode,
     /// several choices, log-probabilities, streaming), and those whose
@@ -315,6 +336,7 @@ impl Gateway {
                 )));
             }
         }
+        self.recorded_only(req, &mut set);
         self.servable(req, &mut set)?;
         let now = Instant::now();
         let first_probe = set

@@ -290,20 +290,21 @@ pub struct Attempted<T = Completion> {
     pub upstream_time: Duration,
 }
 
-/// The time one attempt may take: `attempt_timeout`, but never more than
-/// an even share of what is left of the request between this attempt and
-/// one attempt of each model still to try after it:
-/// `min(attempt_timeout, remaining / (models_after + 1))`. So a hung first
-/// choice leaves the fallbacks time to answer within the request deadline.
-pub fn attempt_limit(attempt_timeout: Duration, remaining: Duration, models_after: usize) -> Duration {
-    attempt_timeout.min(remaining / (models_after as u32 + 1))
+/// The time one model may take, its retries included: an even share of
+/// what is left of the request between it and each model still to try
+/// after it, `remaining / (models_after + 1)`. So a hung first choice
+/// leaves every fallback its share of the request deadline; each attempt
+/// within the share is also cut at `attempt_timeout`.
+pub fn model_share(remaining: Duration, models_after: usize) -> Duration {
+    remaining / (models_after as u32 + 1)
 }
 
-/// Calls one model through `attempt` (given the attempt's time limit, see
-/// [`attempt_limit`]), all attempts cut at `deadline`; retries only errors
-/// that could go away ([`ProviderError::retryable`]), after a jittered
-/// backoff, up to `retry.attempts_per_model` calls. A retry whose backoff
-/// would end past the deadline is not made.
+/// Calls one model through `attempt` (given the attempt's time limit), each
+/// attempt cut at `attempt_timeout` and all of them at the model's share of
+/// `deadline` ([`model_share`]); retries only errors that could go away
+/// ([`ProviderError::retryable`]), after a jittered backoff, up to
+/// `retry.attempts_per_model` calls. A retry whose backoff would end past
+/// the share is not made.
 pub async fn with_retries<T, F, Fut>(
     retry: &RetryConfig,
     attempt_timeout: Duration,
@@ -316,11 +317,12 @@ where
     Fut: std::future::Future<Output = Result<T, ProviderError>>,
 {
     let start = tokio::time::Instant::now();
+    let share_end = start + model_share(deadline.saturating_duration_since(start), models_after);
     let mut attempts = 0;
     loop {
         attempts += 1;
         let now = tokio::time::Instant::now();
-        let limit = attempt_limit(attempt_timeout, deadline.saturating_duration_since(now), models_after);
+        let limit = attempt_timeout.min(share_end.saturating_duration_since(now));
         let result = if limit.is_zero() {
             Err(ProviderError::new(ErrorKind::Timeout, "the request deadline passed"))
         } else {
@@ -333,7 +335,7 @@ where
             _ => None,
         };
         match retry_after {
-            Some(wait) if tokio::time::Instant::now() + wait < deadline => tokio::time::sleep(wait).await,
+            Some(wait) if tokio::time::Instant::now() + wait < share_end => tokio::time::sleep(wait).await,
             _ => {
                 return Attempted {
                     result,
@@ -417,12 +419,40 @@ mod tests {
     }
 
     #[test]
-    fn each_attempt_leaves_the_fallbacks_their_share() {
+    fn each_model_leaves_the_fallbacks_their_share() {
         let s = Duration::from_secs;
-        assert_eq!(attempt_limit(s(3), s(6), 1), s(3));
-        assert_eq!(attempt_limit(s(60), s(120), 2), s(40));
-        assert_eq!(attempt_limit(s(60), s(120), 0), s(60));
-        assert_eq!(attempt_limit(s(3), s(2), 0), s(2));
+        assert_eq!(model_share(s(6), 1), s(3));
+        assert_eq!(model_share(s(120), 2), s(40));
+        assert_eq!(model_share(s(120), 0), s(120));
+    }
+
+    #[tokio::test]
+    async fn retries_stay_within_the_models_share() {
+        let retry = RetryConfig {
+            attempts_per_model: 10,
+            backoff_base_ms: 0,
+            backoff_max_ms: 0,
+            max_fallbacks: 1,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+        let limits = Mutex::new(Vec::new());
+        // A hung model: every attempt takes all the time it is given.
+        let hung = |limit: Duration| {
+            limits.lock().unwrap().push(limit);
+            async move {
+                tokio::time::sleep(limit).await;
+                Err::<(), _>(ProviderError::new(ErrorKind::Timeout, "hung"))
+            }
+        };
+        let a = with_retries(&retry, Duration::from_millis(30), deadline, 1, hung).await;
+        let limits = limits.into_inner().unwrap();
+        assert!(a.calls >= 3, "retried within its share: {limits:?}");
+        assert!(limits.iter().all(|l| *l <= Duration::from_millis(30)));
+        // One fallback is left: this model had half of the 200 ms, at most.
+        assert!(
+            limits.iter().sum::<Duration>() <= Duration::from_millis(100),
+            "{limits:?}"
+        );
     }
 
     #[test]

@@ -63,3 +63,50 @@ async fn the_default_setup_learns_from_live_traffic() {
     assert!(served > first, "no new policy version reached serving");
     assert!(t.gw.trainer_steps() > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_answers_recorded_prompts_with_recorded_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::embedded_default().unwrap();
+    cfg.store.path = dir.path().join("store");
+    let mock = qroute_mock::spawn(MockConfig::default()).await.unwrap();
+    let t = crate::harness::start_with(cfg, mock, dir).await;
+
+    let models: serde_json::Value = t.get("/v1/models").await.json().await.unwrap();
+    assert_eq!(models["object"], "list");
+    assert!(models["data"].as_array().unwrap().len() >= 5, "{models}");
+
+    let ds = Dataset::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/alpaca_eval.jsonl")).unwrap();
+    for row in ds.rows.iter().take(5) {
+        let (s, b) = t
+            .post("/v1/execute", &json!({"prompt": row.prompt, "variations": 3}))
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let variations = b["variations"].as_array().unwrap();
+        assert_eq!(variations.len(), 3, "{b}");
+        // Only the dataset's own models, and the answer is the recorded one.
+        for v in variations {
+            assert!(ds.model_index(v["model"].as_str().unwrap()).is_some(), "{v}");
+        }
+        let k = ds.model_index(b["model"].as_str().unwrap()).unwrap();
+        assert_eq!(b["response"].as_str(), row.responses[k].as_deref(), "{}", row.id);
+    }
+    // `combine` works out of the box.
+    let (s, b) = t
+        .post(
+            "/v1/execute",
+            &json!({"prompt": ds.rows[0].prompt, "variations": 3, "combine": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b["combined_by"].is_string(), "{b}");
+    // A prompt in no dataset says plainly that it is simulated.
+    let (s, b) = t
+        .post("/v1/execute", &json!({"prompt": "Write a haiku about qroute."}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        b["response"].as_str().unwrap().contains("not in the bundled dataset"),
+        "{b}"
+    );
+}

@@ -28,7 +28,9 @@ pub struct ProviderConfig {
     /// The environment variable holding the API key (never the key itself).
     #[serde(default)]
     pub api_key_env: Option<String>,
-    /// For `simulated`: a dataset path, or [`crate::embedded::DATASET_NAME`].
+    /// For `simulated`: a dataset path, or a bundled one by name
+    /// ([`crate::embedded::DATASETS`]: `embedded:routellm_mmlu_gsm8k`,
+    /// `embedded:alpaca_eval`).
     #[serde(default)]
     pub dataset: Option<String>,
     /// For `simulated`: sleep for each answer's recorded latency.
