@@ -33,12 +33,12 @@ CRATES = [
 MODULES = {
     "qroute-core": ["error", "calendar", "objects", "catalog", "dataset", "features", "policy", "reward", "record", "store", "testing"],
     "qroute-store": ["config", "codec", "data_file", "sled_store", "writer", "pruner"],
-    "qroute-learn": ["config", "grad", "adam", "learner", "offline", "registry", "online", "watch"],
+    "qroute-learn": ["config", "grad", "adam", "learner", "torch", "offline", "registry", "online", "watch"],
     "qroute-experiment": ["stats", "assign", "spec", "registry", "results"],
     "qroute-lab": ["metrics", "plots", "bandits", "evaluate", "simulate", "ope", "export", "report", "experiment_report"],
     "qroute-gateway": ["embedded", "exec", "cache", "access", "server_config", "config", "engine", "http"],
     "qroute-mock": ["request", "answer", "stream", "openai", "anthropic", "gemini"],
-    "qroute-bench": ["stream"],
+    "qroute-bench": ["stream", "judges"],
 }
 
 

@@ -55,6 +55,7 @@ enum Command {
     Simulate(cli::simulate::Args),
     Route(cli::route::Args),
     Evaluate(cli::evaluate::Args),
+    Judges(cli::judges::Args),
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`). Text is
@@ -88,6 +89,7 @@ fn main() -> ExitCode {
         Command::Simulate(a) => cli::simulate::run(a),
         Command::Route(a) => cli::route::run(a),
         Command::Evaluate(a) => cli::evaluate::run(a),
+        Command::Judges(a) => cli::judges::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod evaluate;
 pub mod experiment;
 pub mod export;
+pub mod judges;
 pub mod mock;
 pub mod ope;
 pub mod output;

@@ -39,6 +39,7 @@ use qroute_gateway::config::Config;
 use qroute_gateway::{http, Gateway};
 use qroute_mock::MockConfig;
 
+pub mod judges;
 pub mod stream;
 pub use stream::StreamResult;
 
