@@ -10,7 +10,7 @@ use qroute_core::dataset::Dataset;
 use qroute_core::policy::checkpoint;
 use qroute_gateway::config::Config;
 use qroute_learn::learner::{Learner, LearnerConfig};
-use qroute_learn::offline::{self, OfflineConfig};
+use qroute_learn::offline::{self, Backend, OfflineConfig};
 use qroute_learn::online::{Checkpoints, OnlineConfig, OnlineTrainer};
 use qroute_learn::registry::{Lineage, Registry};
 
@@ -48,6 +48,11 @@ pub struct Args {
     /// section (batch, replay ratio, labels, cadence); defaults otherwise.
     #[arg(long, requires = "follow")]
     gateway_config: Option<PathBuf>,
+    /// Which library trains offline: `rust` (default; fastest at the
+    /// shipped size) or `torch` (libtorch, on CUDA when present; needs a
+    /// build with `--features tch`). Both write the same checkpoint.
+    #[arg(long, default_value = "rust", conflicts_with = "follow")]
+    backend: Backend,
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long)]
@@ -79,13 +84,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let ds = Dataset::load(&data)?;
     let started = std::time::Instant::now();
-    let outcome = offline::train(&ds, &a.split, &cfg, !a.quiet)?;
+    let outcome = offline::train_with(&ds, &a.split, &cfg, a.backend, !a.quiet)?;
     let secs = started.elapsed().as_secs_f64();
     let epochs_run = outcome.history.last().map_or(0, |e| e.epoch);
     let training = serde_json::json!({
         "data": data.display().to_string(),
         "split": a.split,
         "rows": ds.split(&a.split).len(),
+        "backend": a.backend,
         "config": cfg,
         "best_epoch": outcome.best_epoch,
         "epochs_run": epochs_run,
@@ -93,9 +99,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     });
     checkpoint::save(&outcome.policy, &out, training)?;
     eprintln!(
-        "trained on {} prompts × {} models in {secs:.1}s; best epoch {} of {epochs_run}; wrote {}",
+        "trained on {} prompts × {} models in {secs:.1}s ({} backend); best epoch {} of {epochs_run}; wrote {}",
         ds.split(&a.split).len(),
         ds.models.len(),
+        a.backend,
         outcome.best_epoch,
         out.display()
     );

@@ -95,6 +95,29 @@ pub struct StepStats {
     pub grad_norm: f32,
 }
 
+/// A training item for an observed outcome of `card` on context `ctx` (an
+/// index into the batch's contexts), under `policy`'s catalog and scales.
+/// Free-standing so every training backend builds items the same way.
+pub fn item_for(
+    policy: &DqnPolicy,
+    ctx: usize,
+    features: &Features,
+    card: &ModelCard,
+    obs: &Observation,
+    weight: f32,
+) -> Item {
+    let chars = qroute_core::features::prompt_chars(features);
+    let (target, mask) = head_targets(obs.quality, obs.cost_usd, obs.latency_ms, &policy.scales);
+    Item {
+        ctx,
+        action: policy.action_vector(card, chars),
+        offset: policy.head_offsets(card, chars),
+        target,
+        mask,
+        weight,
+    }
+}
+
 pub struct Learner {
     policy: DqnPolicy,
     adam: Adam,
@@ -142,16 +165,7 @@ impl Learner {
     /// A training item for an observed outcome of `card` on context `ctx`
     /// (an index into the batch's contexts).
     pub fn item(&self, ctx: usize, features: &Features, card: &ModelCard, obs: &Observation, weight: f32) -> Item {
-        let chars = qroute_core::features::prompt_chars(features);
-        let (target, mask) = head_targets(obs.quality, obs.cost_usd, obs.latency_ms, &self.policy.scales);
-        Item {
-            ctx,
-            action: self.policy.action_vector(card, chars),
-            offset: self.policy.head_offsets(card, chars),
-            target,
-            mask,
-            weight,
-        }
+        item_for(&self.policy, ctx, features, card, obs, weight)
     }
 
     /// Replaces an item's targets with bootstrapped ones (γ > 0):

@@ -4,7 +4,8 @@
 //! offline jobs from datasets ([`offline`]) and the online trainer that
 //! learns from the experience store while traffic flows ([`online`]), and
 //! the registry its versions are checkpointed in ([`registry`]), which a
-//! gateway that does not train follows ([`watch`]).
+//! gateway that does not train follows ([`watch`]). With the `tch` feature,
+//! `torch` runs the same learning rule in libtorch (CPU or CUDA) for offline jobs.
 
 pub mod adam;
 pub mod config;
@@ -13,6 +14,8 @@ pub mod learner;
 pub mod offline;
 pub mod online;
 pub mod registry;
+#[cfg(feature = "tch")]
+pub mod torch;
 pub mod watch;
 
 pub use config::{LearningConfig, LearningMode};

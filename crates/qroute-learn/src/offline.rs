@@ -8,12 +8,12 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::learner::{Learner, LearnerConfig, Observation};
+use super::learner::{item_for, Learner, LearnerConfig, Observation};
 use crate::grad::Batch;
 use qroute_core::catalog::ModelCard;
 use qroute_core::dataset::{Dataset, Row};
 use qroute_core::features::{FeatureSpec, Features, Featurizer, RequestContext};
-use qroute_core::policy::network::Network;
+use qroute_core::policy::network::{Network, HEADS};
 use qroute_core::policy::{DqnPolicy, Policy, Prediction, Scales};
 use qroute_core::{Error, Result};
 
@@ -61,6 +61,87 @@ impl Default for OfflineConfig {
                 ..LearnerConfig::default()
             },
         }
+    }
+}
+
+/// Which library does an offline job's arithmetic. Both run the same
+/// network, loss and optimiser and produce the same checkpoint format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Plain Rust: no native dependency, and the fastest at the shipped size.
+    #[default]
+    Rust,
+    /// libtorch, on CUDA when present, else the CPU: for much wider
+    /// networks and GPUs. Needs the `tch` cargo feature.
+    Torch,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Rust => "rust",
+            Backend::Torch => "torch",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Backend> {
+        match s {
+            "rust" => Ok(Backend::Rust),
+            "torch" => Ok(Backend::Torch),
+            other => Err(Error::InvalidInput(format!(
+                "backend `{other}`: expected `rust` or `torch`"
+            ))),
+        }
+    }
+}
+
+/// What the epoch loop needs of a learner, so one loop (same shuffles, same
+/// dropout, same early stopping) drives either backend.
+trait OfflineLearner {
+    fn policy(&self) -> &DqnPolicy;
+    fn train_step(&mut self, batch: &Batch<'_>) -> Result<f32>;
+    fn val_losses(&self, batch: &Batch<'_>) -> Result<[f32; HEADS]>;
+    fn snapshot_policy(&self, version: u64) -> Result<DqnPolicy>;
+}
+
+impl OfflineLearner for Learner {
+    fn policy(&self) -> &DqnPolicy {
+        Learner::policy(self)
+    }
+    fn train_step(&mut self, batch: &Batch<'_>) -> Result<f32> {
+        Ok(self.step(batch).loss)
+    }
+    fn val_losses(&self, batch: &Batch<'_>) -> Result<[f32; HEADS]> {
+        Ok(self.head_losses(batch))
+    }
+    fn snapshot_policy(&self, version: u64) -> Result<DqnPolicy> {
+        Ok(self.snapshot(version))
+    }
+}
+
+#[cfg(feature = "tch")]
+impl OfflineLearner for crate::torch::TorchLearner {
+    fn policy(&self) -> &DqnPolicy {
+        crate::torch::TorchLearner::policy(self)
+    }
+    fn train_step(&mut self, batch: &Batch<'_>) -> Result<f32> {
+        Ok(self.step(batch)?.loss)
+    }
+    fn val_losses(&self, batch: &Batch<'_>) -> Result<[f32; HEADS]> {
+        self.head_losses(batch)
+    }
+    fn snapshot_policy(&self, version: u64) -> Result<DqnPolicy> {
+        self.snapshot(version)
     }
 }
 
@@ -143,10 +224,10 @@ fn is_validation(id: &str, fraction: f32) -> bool {
     (h % 10_000) as f32 / 10_000.0 < fraction
 }
 
-fn items_for<'a>(learner: &Learner, rows: &[&Row], feats: &'a [Features], idx: &[usize], batch: &mut Batch<'a>) {
+fn items_for<'a>(policy: &DqnPolicy, rows: &[&Row], feats: &'a [Features], idx: &[usize], batch: &mut Batch<'a>) {
     batch.contexts.clear();
     batch.items.clear();
-    let cards = &learner.policy().catalog.models;
+    let cards = &policy.catalog.models;
     for (c, &i) in idx.iter().enumerate() {
         batch.contexts.push(&feats[i]);
         for (m, card) in cards.iter().enumerate() {
@@ -156,13 +237,31 @@ fn items_for<'a>(learner: &Learner, rows: &[&Row], feats: &'a [Features], idx: &
                 cost_usd: o.cost_usd,
                 latency_ms: o.latency_ms,
             };
-            batch.items.push(learner.item(c, &feats[i], card, &obs, 1.0));
+            batch.items.push(item_for(policy, c, &feats[i], card, &obs, 1.0));
         }
     }
 }
 
-/// Trains a fresh policy on `split` of `ds`.
+/// Trains a fresh policy on `split` of `ds` in plain Rust.
 pub fn train(ds: &Dataset, split: &str, cfg: &OfflineConfig, progress: bool) -> Result<TrainOutcome> {
+    train_with(ds, split, cfg, Backend::Rust, progress)
+}
+
+/// Rows of one side of the hold-out split with their features.
+struct Part<'a> {
+    rows: Vec<&'a Row>,
+    feats: Vec<Features>,
+}
+
+/// Trains a fresh policy on `split` of `ds` with `backend`. The data, the
+/// initial weights and the order of batches do not depend on the backend.
+pub fn train_with(
+    ds: &Dataset,
+    split: &str,
+    cfg: &OfflineConfig,
+    backend: Backend,
+    progress: bool,
+) -> Result<TrainOutcome> {
     let rows = ds.split(split);
     if rows.is_empty() {
         return Err(Error::InvalidInput(format!(
@@ -189,8 +288,55 @@ pub fn train(ds: &Dataset, split: &str, cfg: &OfflineConfig, progress: bool) -> 
 
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let policy = initial_policy(ds, &train_rows, cfg, &mut rng)?;
-    let mut learner = Learner::new(policy, cfg.learner.clone(), cfg.seed);
+    let train = Part {
+        rows: train_rows,
+        feats: train_feats,
+    };
+    let val = Part {
+        rows: val_rows,
+        feats: val_feats,
+    };
+    let (history, best_epoch, mut policy) = match backend {
+        Backend::Rust => {
+            let learner = Learner::new(policy, cfg.learner.clone(), cfg.seed);
+            run_epochs(learner, &mut rng, cfg, &train, &val, progress)?
+        }
+        #[cfg(feature = "tch")]
+        Backend::Torch => {
+            let device = crate::torch::default_device();
+            tracing::info!(?device, "training in libtorch");
+            let learner = crate::torch::TorchLearner::new(policy, cfg.learner.clone(), device)?;
+            run_epochs(learner, &mut rng, cfg, &train, &val, progress)?
+        }
+        #[cfg(not(feature = "tch"))]
+        Backend::Torch => {
+            return Err(Error::InvalidInput(
+                "backend `torch`: this build has no libtorch; rebuild with `--features tch` (see the README)".into(),
+            ));
+        }
+    };
+    let calib_feats: Vec<&Features> = train.feats.iter().chain(&val.feats).collect();
+    policy.operating_points = calibrate_points(&policy, &calib_feats, cfg.points)?;
+    Ok(TrainOutcome {
+        policy,
+        history,
+        best_epoch,
+    })
+}
 
+/// The epoch loop: shuffled batches with input dropout, validation after
+/// each epoch, early stopping. Returns the history, the best epoch and its
+/// snapshot.
+fn run_epochs<L: OfflineLearner>(
+    mut learner: L,
+    rng: &mut ChaCha8Rng,
+    cfg: &OfflineConfig,
+    train: &Part<'_>,
+    val: &Part<'_>,
+    progress: bool,
+) -> Result<(Vec<EpochStats>, usize, DqnPolicy)> {
+    let (train_rows, train_feats) = (&train.rows, &train.feats);
+    let (val_rows, val_feats) = (&val.rows, &val.feats);
     let steps_per_epoch = train_rows.len().div_ceil(cfg.batch_prompts.max(1));
     let bar = if progress {
         let b = ProgressBar::new((steps_per_epoch * cfg.epochs) as u64);
@@ -208,18 +354,18 @@ pub fn train(ds: &Dataset, split: &str, cfg: &OfflineConfig, progress: bool) -> 
     let mut history = Vec::new();
     let mut best: Option<(f32, usize, DqnPolicy)> = None;
     for epoch in 1..=cfg.epochs {
-        order.shuffle(&mut rng);
+        order.shuffle(rng);
         let mut total = 0.0;
         for chunk in order.chunks(cfg.batch_prompts.max(1)) {
             let dropped: Vec<Features> = chunk
                 .iter()
-                .map(|&i| drop_ngrams(&train_feats[i], cfg.input_dropout, &mut rng))
+                .map(|&i| drop_ngrams(&train_feats[i], cfg.input_dropout, rng))
                 .collect();
             let local: Vec<usize> = (0..chunk.len()).collect();
             let rows_chunk: Vec<&Row> = chunk.iter().map(|&i| train_rows[i]).collect();
             let mut step_batch = Batch::default();
-            items_for(&learner, &rows_chunk, &dropped, &local, &mut step_batch);
-            total += learner.step(&step_batch).loss;
+            items_for(learner.policy(), &rows_chunk, &dropped, &local, &mut step_batch);
+            total += learner.train_step(&step_batch)?;
             bar.inc(1);
         }
         let train_loss = total / steps_per_epoch as f32;
@@ -229,8 +375,8 @@ pub fn train(ds: &Dataset, split: &str, cfg: &OfflineConfig, progress: bool) -> 
             (&val_rows, &val_feats)
         };
         let all: Vec<usize> = (0..val_rows_used.len()).collect();
-        items_for(&learner, val_rows_used, val_feats_used, &all, &mut batch);
-        let val_heads = learner.head_losses(&batch);
+        items_for(learner.policy(), val_rows_used, val_feats_used, &all, &mut batch);
+        let val_heads = learner.val_losses(&batch)?;
         let val_loss = val_heads.iter().sum::<f32>();
         bar.set_message(format!("epoch {epoch} train {train_loss:.4} val {val_loss:.4}"));
         history.push(EpochStats {
@@ -240,20 +386,14 @@ pub fn train(ds: &Dataset, split: &str, cfg: &OfflineConfig, progress: bool) -> 
             val_heads,
         });
         if best.as_ref().is_none_or(|b| val_loss < b.0) {
-            best = Some((val_loss, epoch, learner.snapshot(1)));
+            best = Some((val_loss, epoch, learner.snapshot_policy(1)?));
         } else if epoch - best.as_ref().map_or(0, |b| b.1) >= cfg.patience {
             break;
         }
     }
     bar.finish_and_clear();
-    let (_, best_epoch, mut policy) = best.ok_or_else(|| Error::InvalidInput("epochs: must be at least 1".into()))?;
-    let calib_feats: Vec<&Features> = train_feats.iter().chain(&val_feats).collect();
-    policy.operating_points = calibrate_points(&policy, &calib_feats, cfg.points)?;
-    Ok(TrainOutcome {
-        policy,
-        history,
-        best_epoch,
-    })
+    let (_, best_epoch, policy) = best.ok_or_else(|| Error::InvalidInput("epochs: must be at least 1".into()))?;
+    Ok((history, best_epoch, policy))
 }
 
 /// Cost weights at which some prompt's choice changes: the breakpoints of
