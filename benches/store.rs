@@ -73,6 +73,7 @@ fn outcome(r: &DecisionRecord) -> Outcome {
         latency_ms: 840.0,
         error: None,
         time_ms: r.time_ms + 900,
+        ttft_ms: None,
     }
 }
 

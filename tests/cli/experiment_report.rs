@@ -92,6 +92,7 @@ fn fill(dir: &Path) -> serde_json::Value {
             latency_ms: (if big { 900.0 } else { 300.0 }) + (i % 7) as f64 * 20.0,
             error: (i % 37 == 5).then(|| "upstream 500".to_string()),
             time_ms: 1_700_000_000_500 + i * 1000,
+            ttft_ms: None,
         });
     }
     store.append_decisions(&decisions).unwrap();

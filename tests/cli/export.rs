@@ -49,6 +49,7 @@ fn outcome(id: &str, model: &str, quality: Option<f32>, error: Option<&str>) -> 
         latency_ms: 350.5,
         error: error.map(str::to_string),
         time_ms: T0 + 1_000,
+        ttft_ms: None,
     }
 }
 

@@ -77,6 +77,10 @@ pub struct Outcome {
     pub error: Option<String>,
     /// Unix time in milliseconds.
     pub time_ms: u64,
+    /// For a streamed answer, the milliseconds from the request's arrival
+    /// to its first token: what a chat UI's user waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
 }
 
 /// Which answer a caller got for a request id: the decision record that

@@ -400,6 +400,7 @@ mod tests {
             latency_ms: latency,
             error: error.then(|| "boom".into()),
             time_ms: 2,
+            ttft_ms: None,
         }
     }
 

@@ -638,6 +638,7 @@ mod tests {
                 latency_ms: 10.0,
                 error: error.then(|| "boom".into()),
                 time_ms: 0,
+                ttft_ms: None,
             }],
             feedback: None,
         }

@@ -270,6 +270,7 @@ impl BanditPolicy for DqnBandit {
                 latency_ms: f.latency_ms.unwrap_or(0.0),
                 error: None,
                 time_ms: self.steps,
+                ttft_ms: None,
             })
             .collect();
         let newest = Experience {

@@ -494,6 +494,7 @@ mod tests {
             latency_ms: 100.0,
             error: error.map(String::from),
             time_ms,
+            ttft_ms: None,
         }
     }
 

@@ -93,6 +93,7 @@ fn fill(store: &SledStore, fz: &Featurizer) {
             latency_ms: 100.0,
             error: None,
             time_ms: i as u64,
+            ttft_ms: None,
         });
     }
     store.append_decisions(&decisions).unwrap();

@@ -28,7 +28,9 @@ use qroute_core::record::{DecisionRecord, ExperimentTag, Outcome, ShadowPick};
 /// Format tag of the binary encoding in this file.
 pub(crate) const TAG_V1: u8 = 1;
 /// Decisions since experiments and shadow policies: V1's fields, then an
-/// optional [`ExperimentTag`] and an optional [`ShadowPick`].
+/// optional [`ExperimentTag`] and an optional [`ShadowPick`]. Outcomes of
+/// streamed answers: V1's fields, then the time to first token (other
+/// outcomes stay V1, a byte shorter).
 pub(crate) const TAG_V2: u8 = 2;
 
 pub(crate) fn encode_decision(r: &DecisionRecord, out: &mut Vec<u8>) {
@@ -145,7 +147,7 @@ pub(crate) fn decode_decision(bytes: &[u8]) -> Result<DecisionRecord> {
 }
 
 pub(crate) fn encode_outcome(o: &Outcome, out: &mut Vec<u8>) {
-    out.push(TAG_V1);
+    out.push(if o.ttft_ms.is_some() { TAG_V2 } else { TAG_V1 });
     put_str(out, &o.request_id);
     put_str(out, &o.model);
     match o.quality {
@@ -159,18 +161,22 @@ pub(crate) fn encode_outcome(o: &Outcome, out: &mut Vec<u8>) {
     out.extend_from_slice(&o.latency_ms.to_le_bytes());
     put_opt_str(out, o.error.as_deref());
     put_varint(out, o.time_ms);
+    if let Some(ttft) = o.ttft_ms {
+        out.extend_from_slice(&ttft.to_le_bytes());
+    }
 }
 
 pub(crate) fn decode_outcome(bytes: &[u8]) -> Result<Outcome> {
-    match bytes.first() {
-        Some(&TAG_V1) => {}
+    let streamed = match bytes.first() {
+        Some(&TAG_V1) => false,
+        Some(&TAG_V2) => true,
         Some(b'{') => {
             return serde_json::from_slice(bytes)
                 .map_err(|e| Error::Store(format!("corrupt outcome record (json): {e}")))
         }
         Some(t) => return Err(corrupt(format!("unknown outcome format tag {t}"))),
         None => return Err(corrupt("empty outcome record")),
-    }
+    };
     let mut r = Reader { buf: bytes, pos: 1 };
     let request_id = r.string("request_id")?;
     let model = r.string("model")?;
@@ -183,6 +189,7 @@ pub(crate) fn decode_outcome(bytes: &[u8]) -> Result<Outcome> {
     let latency_ms = r.f64("latency_ms")?;
     let error = r.opt_string("error")?;
     let time_ms = r.varint("time_ms")?;
+    let ttft_ms = if streamed { Some(r.f64("ttft_ms")?) } else { None };
     r.finish("outcome")?;
     Ok(Outcome {
         request_id,
@@ -192,6 +199,7 @@ pub(crate) fn decode_outcome(bytes: &[u8]) -> Result<Outcome> {
         latency_ms,
         error,
         time_ms,
+        ttft_ms,
     })
 }
 
@@ -482,6 +490,7 @@ mod tests {
             latency_ms: 812.5,
             error: Some("timeout".into()),
             time_ms: 42,
+            ttft_ms: None,
         }
     }
 
@@ -552,6 +561,18 @@ mod tests {
         buf.clear();
         encode_outcome(&o, &mut buf);
         assert_eq!(decode_outcome(&buf).unwrap(), o);
+        // A streamed outcome carries its time to first token (format V2);
+        // the others keep V1's bytes.
+        assert_eq!(buf[0], TAG_V1);
+        o.ttft_ms = Some(31.25);
+        buf.clear();
+        encode_outcome(&o, &mut buf);
+        assert_eq!(buf[0], TAG_V2);
+        assert_eq!(decode_outcome(&buf).unwrap(), o);
+        assert!(
+            decode_outcome(&buf[..buf.len() - 1]).is_err(),
+            "a cut V2 record is corrupt"
+        );
     }
 
     #[test]

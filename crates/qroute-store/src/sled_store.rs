@@ -1423,6 +1423,7 @@ mod tests {
             latency_ms: 120.0,
             error: None,
             time_ms: 1_700_000_001_000 + i,
+            ttft_ms: None,
         }
     }
 

@@ -255,6 +255,7 @@ mod tests {
             latency_ms: 5.0,
             error: None,
             time_ms: 2,
+            ttft_ms: None,
         }
     }
 

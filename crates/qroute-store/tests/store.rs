@@ -103,6 +103,7 @@ fn outcomes(i: u64) -> Vec<Outcome> {
             latency_ms: rng.gen_range(50.0..5000.0),
             error: i.is_multiple_of(11).then(|| "upstream 503".to_string()),
             time_ms: 1_700_000_010_000 + i,
+            ttft_ms: None,
         })
         .collect()
 }

@@ -61,6 +61,7 @@ impl Gateway {
             latency_ms,
             error: None,
             time_ms: unix_ms(),
+            ttft_ms: None,
         };
         match &attempted.result {
             Ok(c) => {

@@ -48,8 +48,8 @@ impl Gateway {
             .await?;
         let model = &self.models[tried.model];
         let id = model.config.id.clone();
-        metrics::histogram!("qroute_time_to_first_token_seconds", "model" => id.clone())
-            .record(received.elapsed().as_secs_f64());
+        let ttft = received.elapsed();
+        metrics::histogram!("qroute_time_to_first_token_seconds", "model" => id.clone()).record(ttft.as_secs_f64());
         let Attempted {
             result,
             calls,
@@ -83,6 +83,7 @@ impl Gateway {
                 request_id: prep.request_id.clone(),
                 key_id: req.key.clone(),
                 calls,
+                ttft_ms: ttft.as_secs_f64() * 1e3,
                 started: Instant::now().checked_sub(upstream_time).unwrap_or_else(Instant::now),
                 assembler: Assembler::default(),
                 estimated_input: req.chat.estimated_prompt_tokens(),
@@ -130,6 +131,8 @@ struct End {
     request_id: String,
     key_id: Option<String>,
     calls: u32,
+    /// From the request's arrival to the first delta.
+    ttft_ms: f64,
     /// When the call that is streaming began.
     started: Instant,
     assembler: Assembler,
@@ -153,6 +156,7 @@ impl End {
             upstream_time: self.started.elapsed(),
         };
         let mut outcome = gw.settle(model, &self.decision_id, &attempted, counts);
+        outcome.ttft_ms = Some(self.ttft_ms);
         if attempted.result.is_err() {
             // What was streamed before the break was generated, and billed:
             // it is the call's cost, and the key's.

@@ -101,6 +101,10 @@ async fn the_first_chunk_arrives_before_the_upstream_sends_its_last() {
         let e = t.experience(&id, 1).await;
         assert!(e.outcomes[0].error.is_none(), "{model}: {:?}", e.outcomes[0].error);
         assert!(e.outcomes[0].cost_usd > 0.0, "{model}");
+        let ttft = e.outcomes[0]
+            .ttft_ms
+            .expect("a streamed outcome records its time to first token");
+        assert!(ttft > 0.0 && ttft <= e.outcomes[0].latency_ms + 1e3, "{model}: {ttft}");
     }
 }
 

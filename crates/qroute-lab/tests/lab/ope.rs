@@ -109,6 +109,7 @@ fn log(n: usize, logging: [f32; 3], seed: u64) -> Vec<Experience> {
                 latency_ms: 100.0,
                 error: errored.then(|| "upstream 500".to_string()),
                 time_ms: 1_000 + i as u64,
+                ttft_ms: None,
             };
             let outcomes = if rng.gen_bool(0.01) { vec![] } else { vec![outcome] };
             Experience {
