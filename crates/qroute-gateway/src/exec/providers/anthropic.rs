@@ -19,7 +19,9 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::chat::{Choice, Content, Delta, FunctionCall, FunctionDelta, Part, Stop, ToolCall, ToolCallDelta};
+use super::chat::{
+    unsigned_id, Choice, Content, Delta, FunctionCall, FunctionDelta, Part, Stop, ToolCall, ToolCallDelta,
+};
 use super::openai_compat::Upstream;
 use super::sanitize::Scrubber;
 use super::stream::DeltaStream;
@@ -324,7 +326,7 @@ fn wire_request<'a>(model: &'a str, req: &'a ChatRequest, stream: bool) -> WireR
             "assistant" => ("assistant", assistant_content(m)),
             "tool" => {
                 let block = WireBlockOut::ToolResult {
-                    tool_use_id: m.tool_call_id.as_deref().unwrap_or_default(),
+                    tool_use_id: unsigned_id(m.tool_call_id.as_deref().unwrap_or_default()),
                     content: content(&m.content),
                 };
                 ("user", WireContent::Blocks(vec![block]))
@@ -409,7 +411,7 @@ fn assistant_content(m: &super::ChatMessage) -> WireContent<'_> {
         .filter(|b| !matches!(b, WireBlockOut::Text { text } if text.is_empty()))
         .collect();
     blocks.extend(m.tool_calls.iter().map(|call| WireBlockOut::ToolUse {
-        id: &call.id,
+        id: unsigned_id(&call.id),
         name: &call.function.name,
         input: call.function.arguments_object(),
     }));

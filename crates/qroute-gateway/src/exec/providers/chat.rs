@@ -153,6 +153,40 @@ impl ImageUrl {
     }
 }
 
+/// Where a Gemini thought signature starts inside a tool call id. Gemini's
+/// thinking models refuse a replayed function call without its signature,
+/// and OpenAI's tool call has no field for one, so the Gemini adapter
+/// appends it to the id, which clients send back verbatim.
+pub const SIGNATURE_MARK: &str = "~sig~";
+
+/// A tool call id without the Gemini signature it may carry: what every
+/// other provider is sent (Anthropic allows only `[a-zA-Z0-9_-]` in ids).
+pub fn unsigned_id(id: &str) -> &str {
+    id.split_once(SIGNATURE_MARK).map_or(id, |(base, _)| base)
+}
+
+/// `messages` with every tool call id unsigned ([`unsigned_id`]); borrowed
+/// when none carries a signature, which is nearly always.
+pub fn unsigned_messages(messages: &[ChatMessage]) -> Cow<'_, [ChatMessage]> {
+    let signed = |id: &str| id.contains(SIGNATURE_MARK);
+    let any = messages
+        .iter()
+        .any(|m| m.tool_calls.iter().any(|c| signed(&c.id)) || m.tool_call_id.as_deref().is_some_and(signed));
+    if !any {
+        return Cow::Borrowed(messages);
+    }
+    let mut owned = messages.to_vec();
+    for m in &mut owned {
+        for c in &mut m.tool_calls {
+            c.id = unsigned_id(&c.id).to_string();
+        }
+        if let Some(id) = &mut m.tool_call_id {
+            *id = unsigned_id(id).to_string();
+        }
+    }
+    Cow::Owned(owned)
+}
+
 /// A tool call, as OpenAI returns it: `arguments` is a JSON text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self")]
@@ -611,6 +645,34 @@ mod tests {
         assert_eq!(call(r#"{"a":1}"#).arguments_object(), serde_json::json!({"a": 1}));
         assert_eq!(call("[1]").arguments_object(), serde_json::json!({}));
         assert_eq!(call("{oops").arguments_object(), serde_json::json!({}));
+    }
+
+    #[test]
+    fn signatures_are_stripped_for_other_providers() {
+        assert_eq!(unsigned_id("call_0~sig~c2ln"), "call_0");
+        assert_eq!(unsigned_id("call_0"), "call_0");
+        let plain = vec![ChatMessage::text("user", "hi")];
+        assert!(matches!(unsigned_messages(&plain), Cow::Borrowed(_)));
+        let signed = vec![
+            ChatMessage {
+                tool_calls: vec![ToolCall {
+                    id: "call_0~sig~c2ln".into(),
+                    kind: "function".into(),
+                    function: FunctionCall {
+                        name: "f".into(),
+                        arguments: "{}".into(),
+                    },
+                }],
+                ..ChatMessage::text("assistant", "")
+            },
+            ChatMessage {
+                tool_call_id: Some("call_0~sig~c2ln".into()),
+                ..ChatMessage::text("tool", "42")
+            },
+        ];
+        let out = unsigned_messages(&signed);
+        assert_eq!(out[0].tool_calls[0].id, "call_0");
+        assert_eq!(out[1].tool_call_id.as_deref(), Some("call_0"));
     }
 
     #[test]

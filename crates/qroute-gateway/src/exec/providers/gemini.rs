@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 
 use super::chat::{
     Choice, Content, Delta, FunctionCall, FunctionDelta, Part, ResponseFormat, Stop, ToolCall, ToolCallDelta,
+    SIGNATURE_MARK,
 };
 use super::openai_compat::Upstream;
 use super::stream::DeltaStream;
@@ -101,6 +102,33 @@ enum WirePart<'a> {
     FileData(WireFile<'a>),
     FunctionCall(WireFunctionCall<'a>),
     FunctionResponse(WireFunctionResponse<'a>),
+    /// A function call sent back with the thought signature Gemini gave it:
+    /// `{"functionCall": {…}, "thoughtSignature": "…"}`.
+    #[serde(untagged)]
+    SignedFunctionCall(WireSignedCall<'a>),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireSignedCall<'a> {
+    function_call: WireFunctionCall<'a>,
+    thought_signature: &'a str,
+}
+
+/// A tool call id as sent to the client: the call's own id, and its
+/// thought signature when there is one.
+fn signed_id(id: String, signature: Option<String>) -> String {
+    match signature.filter(|s| !s.is_empty()) {
+        Some(sig) => format!("{id}{SIGNATURE_MARK}{sig}"),
+        None => id,
+    }
+}
+
+/// The thought signature a tool call id carries, if any.
+fn signature_of(id: &str) -> Option<&str> {
+    id.split_once(SIGNATURE_MARK)
+        .map(|(_, sig)| sig)
+        .filter(|s| !s.is_empty())
 }
 
 #[derive(Serialize)]
@@ -228,6 +256,10 @@ struct WireResponsePart {
     thought: bool,
     #[serde(default)]
     function_call: Option<WireFunctionCallIn>,
+    /// Thinking models sign their function calls; the signature must come
+    /// back with the call (see [`SIGNATURE_MARK`], which says how).
+    #[serde(default)]
+    thought_signature: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -340,10 +372,17 @@ fn wire_request(req: &ChatRequest) -> WireRequest<'_> {
                 let mut parts = content_parts(&m.content);
                 for call in &m.tool_calls {
                     call_names.insert(&call.id, &call.function.name);
-                    parts.push(WirePart::FunctionCall(WireFunctionCall {
+                    let function_call = WireFunctionCall {
                         name: &call.function.name,
                         args: call.function.arguments_object(),
-                    }));
+                    };
+                    parts.push(match signature_of(&call.id) {
+                        Some(thought_signature) => WirePart::SignedFunctionCall(WireSignedCall {
+                            function_call,
+                            thought_signature,
+                        }),
+                        None => WirePart::FunctionCall(function_call),
+                    });
                 }
                 ("model", parts)
             }
@@ -636,7 +675,7 @@ fn completion(resp: WireResponse) -> Completion {
                 }
                 if let Some(call) = part.function_call {
                     let k = tool_calls.len();
-                    tool_calls.push(tool_call(call, k));
+                    tool_calls.push(tool_call(call, part.thought_signature, k));
                 }
             }
             Choice {
@@ -651,13 +690,15 @@ fn completion(resp: WireResponse) -> Completion {
 }
 
 /// A function call as OpenAI's tool call: its arguments as JSON text, and
-/// an id (`call_<k>`, its place in the answer) where Gemini gave none.
-fn tool_call(call: WireFunctionCallIn, k: usize) -> ToolCall {
+/// an id (`call_<k>`, its place in the answer, where Gemini gave none)
+/// carrying its thought signature, if any.
+fn tool_call(call: WireFunctionCallIn, signature: Option<String>, k: usize) -> ToolCall {
+    let id = call
+        .id
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| format!("call_{k}"));
     ToolCall {
-        id: call
-            .id
-            .filter(|id| !id.is_empty())
-            .unwrap_or_else(|| format!("call_{k}")),
+        id: signed_id(id, signature),
         kind: "function".into(),
         function: FunctionCall {
             name: call.name,
@@ -736,7 +777,7 @@ impl Decoder {
                 if let Some(call) = part.function_call {
                     let k = *called;
                     *called += 1;
-                    let call = tool_call(call, k);
+                    let call = tool_call(call, part.thought_signature, k);
                     delta.tool_calls.push(ToolCallDelta {
                         index: k as u32,
                         id: Some(call.id),
@@ -1075,6 +1116,39 @@ mod tests {
             serde_json::from_value(json!({"promptFeedback": {"blockReason": "SAFETY"}})).unwrap();
         let c = completion(blocked);
         assert_eq!((c.text.as_str(), c.finish_reason.as_str()), ("", "safety"));
+    }
+
+    #[test]
+    fn thought_signatures_ride_in_the_tool_call_id_and_go_back() {
+        let resp: WireResponse = serde_json::from_value(json!({
+            "candidates": [{"content": {"role": "model", "parts": [
+                {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}, "thoughtSignature": "c2lnLTE="},
+                {"functionCall": {"name": "now"}}
+            ]}, "finishReason": "STOP"}]
+        }))
+        .unwrap();
+        let c = completion(resp);
+        assert_eq!(c.tool_calls[0].id, "call_0~sig~c2lnLTE=");
+        assert_eq!(c.tool_calls[1].id, "call_1", "an unsigned call keeps its plain id");
+
+        // The client sends the calls back as it got them, with the results.
+        let mut req = ChatRequest::user("Weather in Oslo?");
+        req.messages.push(ChatMessage {
+            tool_calls: c.tool_calls.clone(),
+            ..ChatMessage::text("assistant", "")
+        });
+        req.messages.push(ChatMessage {
+            tool_call_id: Some(c.tool_calls[0].id.clone()),
+            ..ChatMessage::text("tool", "sunny")
+        });
+        let b = body(&req);
+        let model_parts = &b["contents"][1]["parts"];
+        assert_eq!(
+            model_parts[0],
+            json!({"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}, "thoughtSignature": "c2lnLTE="})
+        );
+        assert_eq!(model_parts[1], json!({"functionCall": {"name": "now", "args": {}}}));
+        assert_eq!(b["contents"][2]["parts"][0]["functionResponse"]["name"], "get_weather");
     }
 
     async fn run(sse: &str) -> Vec<Result<Delta, ProviderError>> {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::sanitize::Scrubber;
 use serde_json::Value;
 
-use super::chat::{Choice, Delta, Params, ToolCall, ToolCallDelta};
+use super::chat::{unsigned_messages, Choice, Delta, Params, ToolCall, ToolCallDelta};
 use super::stream::DeltaStream;
 use super::{ChatMessage, ChatRequest, Completion, ErrorKind, ProviderError};
 
@@ -253,9 +253,10 @@ impl OpenAiCompat {
         req: &ChatRequest,
         stream: bool,
     ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let messages = unsigned_messages(&req.messages);
         let body = WireRequest {
             model: upstream_model,
-            messages: &req.messages,
+            messages: &messages,
             params: &req.params,
             stream,
             stream_options: stream.then_some(WireStreamOptions { include_usage: true }),
