@@ -291,7 +291,7 @@ fn provider(p: &ProviderConfig, client: &reqwest::Client) -> Result<Provider> {
                 Some(bytes) => Dataset::from_bytes(Path::new(name), bytes)?,
                 None => Dataset::load(name)?,
             };
-            Provider::Simulated(Simulated::new(&ds, p.simulate_latency))
+            Provider::Simulated(Simulated::new(ds, p.simulate_latency))
         }
     })
 }

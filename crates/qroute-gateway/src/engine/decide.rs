@@ -36,6 +36,10 @@ pub(super) struct Prepared {
     pub cost_weight: f32,
     pub latency_weight: f32,
     pub decision_us: f64,
+    /// The prompt's estimated tokens ([`ChatRequest::estimated_prompt_tokens`]),
+    /// counted once: it decides which context windows fit, and prices a
+    /// stream whose upstream reports no usage.
+    pub prompt_tokens: u64,
     pub experiment: Option<ExperimentTag>,
     pub shadow: Option<ShadowPick>,
 }
@@ -157,7 +161,8 @@ impl Gateway {
                 )));
             }
         }
-        let candidates = self.candidates(req, prompt.chars().count() as f32)?;
+        let prompt_tokens = req.chat.estimated_prompt_tokens();
+        let candidates = self.candidates(req, prompt.chars().count() as f32, prompt_tokens)?;
 
         let arm = req.enrollment.as_ref().and_then(|e| e.arm());
         let strategy = arm.map_or(&self.config.policy.strategy, |a| &a.strategy);
@@ -223,6 +228,7 @@ impl Gateway {
             cost_weight,
             latency_weight,
             decision_us: received.elapsed().as_secs_f64() * 1e6,
+            prompt_tokens,
             experiment: req.enrollment.as_ref().map(|e| e.tag(&self.config.policy.strategy)),
             shadow,
         })
@@ -262,12 +268,12 @@ impl Gateway {
     /// several choices, log-probabilities, streaming), and those whose
     /// context window the estimated prompt plus `max_tokens` would
     /// overflow. An empty set is a 400 naming what no model could do.
-    fn servable(&self, req: &RouteRequest, set: &mut Vec<usize>) -> Result<()> {
+    fn servable(&self, req: &RouteRequest, prompt_tokens: u64, set: &mut Vec<usize>) -> Result<()> {
         let mut needs = req.chat.needs();
         if req.stream {
             needs.push(Capability::Streaming);
         }
-        let tokens = req.chat.estimated_prompt_tokens() + u64::from(req.chat.params.max_tokens.unwrap_or(0));
+        let tokens = prompt_tokens + u64::from(req.chat.params.max_tokens.unwrap_or(0));
         let fits = |m: &ServedModel| m.config.context_window.is_none_or(|w| tokens <= w);
         let lacking = |m: &ServedModel| needs.iter().copied().find(|c| !m.capabilities.contains(c));
         let before = set.clone();
@@ -303,7 +309,7 @@ impl Gateway {
     /// Indices of the models this request may go to. Unknown model ids are
     /// `NotFound`; an empty set after the cost cap is `InvalidInput`; an
     /// empty set because breakers are open is `Unavailable`.
-    fn candidates(&self, req: &RouteRequest, chars: f32) -> Result<Vec<usize>> {
+    fn candidates(&self, req: &RouteRequest, chars: f32, prompt_tokens: u64) -> Result<Vec<usize>> {
         let lookup = |id: &str| {
             self.index.get(id).copied().ok_or_else(|| {
                 Error::NotFound(format!(
@@ -337,7 +343,7 @@ impl Gateway {
             }
         }
         self.recorded_only(req, &mut set);
-        self.servable(req, &mut set)?;
+        self.servable(req, prompt_tokens, &mut set)?;
         let now = Instant::now();
         let first_probe = set
             .iter()

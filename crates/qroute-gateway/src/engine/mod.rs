@@ -82,6 +82,21 @@ struct Learning {
     registry: Option<Registry>,
 }
 
+/// How a request will be answered, once checked: already whole (a cache
+/// hit, or the judged best of variations), or by one model still to run.
+/// Unboxed: it is built once per request and taken apart at once, so a box
+/// would only add an allocation to the request path.
+#[allow(clippy::large_enum_variant)]
+enum Plan {
+    Whole(Routed),
+    Single {
+        req: RouteRequest,
+        prep: decide::Prepared,
+        /// Where the answer goes in the cache, when it is cacheable.
+        key: Option<CacheKey>,
+    },
+}
+
 /// Everything a request needs, shared by all handlers.
 pub struct Gateway {
     pub config: Config,
@@ -172,21 +187,34 @@ impl Gateway {
     /// `received` is when the request arrived, so timings include reading
     /// and parsing it.
     pub async fn route(&self, req: RouteRequest, received: Instant) -> Result<Routed> {
+        match self.plan(req, received).await? {
+            Plan::Whole(routed) => Ok(routed),
+            Plan::Single { req, prep, key } => {
+                let mut routed = self.run_single(req, prep).await?;
+                routed.cache = self.remember_routed(key, &routed).await;
+                Ok(routed)
+            }
+        }
+    }
+
+    /// What both the whole and the streamed path do first: check the
+    /// request, answer it from the cache, or with variations (judged whole),
+    /// or prepare it for one model.
+    async fn plan(&self, req: RouteRequest, received: Instant) -> Result<Plan> {
         let k = self.check_variations(&req)?;
         let key = self.cache_key(&req);
         if let Some(key) = &key {
             if let Some(hit) = self.cached_answer(&req, key, received).await {
-                return Ok(hit);
+                return Ok(Plan::Whole(hit));
             }
         }
         let prep = self.prepare(&req, received)?;
-        let mut routed = if k > 1 && req.pinned.is_none() && prep.candidates.len() > 1 {
-            self.run_variations(req, prep, k).await?
-        } else {
-            self.run_single(req, prep).await?
-        };
-        routed.cache = self.remember_routed(key, &routed).await;
-        Ok(routed)
+        if k > 1 && req.pinned.is_none() && prep.candidates.len() > 1 {
+            let mut routed = self.run_variations(req, prep, k).await?;
+            routed.cache = self.remember_routed(key, &routed).await;
+            return Ok(Plan::Whole(routed));
+        }
+        Ok(Plan::Single { req, prep, key })
     }
 
     /// Stores a routed answer under `key` (when there is one), saying what

@@ -2,11 +2,11 @@
 //! and the outcome of every model it ran (breaker and metrics settled on
 //! the way).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::decide::Prepared;
 use super::{Gateway, RouteRequest, ServedModel};
-use crate::exec::resilience::Attempted;
+use crate::exec::providers::{Completion, ProviderError};
 use qroute_core::record::{DecisionRecord, Outcome};
 use qroute_core::unix_ms;
 
@@ -33,9 +33,9 @@ impl Gateway {
         }
     }
 
-    /// Books one model's result: its breaker, metrics, and the outcome to
-    /// record (quality as the provider knows it, priced cost, latency or
-    /// the error).
+    /// Books one model's result (after `calls` calls over `upstream_time`):
+    /// its breaker, metrics, and the outcome to record (quality as the
+    /// provider knows it, priced cost, latency or the error).
     /// A failure with `counts` false (a call cut by the variations'
     /// deadline) says nothing about the model's health: its breaker only
     /// gives back a probe it may have held.
@@ -43,15 +43,17 @@ impl Gateway {
         &self,
         model: &ServedModel,
         decision_id: &str,
-        attempted: &Attempted,
+        result: Result<&Completion, &ProviderError>,
+        calls: u32,
+        upstream_time: Duration,
         counts: bool,
     ) -> Outcome {
         let id = &model.config.id;
-        let latency_ms = attempted.upstream_time.as_secs_f64() * 1e3;
+        let latency_ms = upstream_time.as_secs_f64() * 1e3;
         metrics::histogram!("qroute_upstream_duration_seconds", "model" => id.clone())
-            .record(attempted.upstream_time.as_secs_f64());
-        if attempted.calls > 1 {
-            metrics::counter!("qroute_retries_total", "model" => id.clone()).increment(attempted.calls as u64 - 1);
+            .record(upstream_time.as_secs_f64());
+        if calls > 1 {
+            metrics::counter!("qroute_retries_total", "model" => id.clone()).increment(calls as u64 - 1);
         }
         let mut outcome = Outcome {
             request_id: decision_id.to_string(),
@@ -63,7 +65,7 @@ impl Gateway {
             time_ms: unix_ms(),
             ttft_ms: None,
         };
-        match &attempted.result {
+        match result {
             Ok(c) => {
                 model.breaker.on_success();
                 let cost = c

@@ -18,8 +18,11 @@ pub(super) struct Tried<T> {
     /// The decision record it ran under (`{request_id}/fallback-{n}` for a
     /// fallback).
     pub decision_id: String,
-    /// Its call, which succeeded; not yet settled (see [`Gateway::settle`]).
-    pub attempted: Attempted<T>,
+    /// Its answer, not yet settled (see [`Gateway::settle`]), and the calls
+    /// and upstream time it took.
+    pub answer: T,
+    pub calls: u32,
+    pub upstream_time: Duration,
     /// Every model tried before it, and the time they took.
     pub failed: Vec<Attempt>,
     pub failed_upstream: Duration,
@@ -56,20 +59,25 @@ impl Gateway {
             })
             .await?;
         let model = &self.models[tried.model];
-        let outcome = self.settle(model, &tried.decision_id, &tried.attempted, true);
+        let completion = tried.answer;
+        let outcome = self.settle(
+            model,
+            &tried.decision_id,
+            Ok(&completion),
+            tried.calls,
+            tried.upstream_time,
+            true,
+        );
         let mut attempts = tried.failed;
         attempts.push(Attempt {
             model: model.config.id.clone(),
-            calls: tried.attempted.calls,
+            calls: tried.calls,
             latency_ms: outcome.latency_ms,
             error: None,
         });
         let cost = outcome.cost_usd;
         self.writer.outcome_later(outcome);
-        let upstream = tried.failed_upstream + tried.attempted.upstream_time;
-        let Ok(completion) = tried.attempted.result else {
-            return Err(Error::Upstream("the answering model's result went missing".into()));
-        };
+        let upstream = tried.failed_upstream + tried.upstream_time;
         self.answered(&prep.request_id, req.key.clone(), &tried.decision_id, &model.config.id);
         Ok(Routed {
             completion,
@@ -181,37 +189,34 @@ impl Gateway {
                 self.writer.decision_later(record);
                 (Ok(()), attempt.await)
             };
-            let error = match attempted.result {
+            let Attempted {
+                result,
+                calls,
+                upstream_time,
+            } = attempted;
+            let error = match result {
                 Ok(answer) => {
                     durable?;
-                    let attempted = Attempted {
-                        result: Ok(answer),
-                        calls: attempted.calls,
-                        upstream_time: attempted.upstream_time,
-                    };
                     return Ok(Tried {
                         model: candidates[k],
                         decision_id,
-                        attempted,
+                        answer,
+                        calls,
+                        upstream_time,
                         failed,
                         failed_upstream,
                     });
                 }
                 Err(e) => e,
             };
-            let attempted = Attempted {
-                result: Err(error.clone()),
-                calls: attempted.calls,
-                upstream_time: attempted.upstream_time,
-            };
-            failed_upstream += attempted.upstream_time;
+            failed_upstream += upstream_time;
             // The breaker is settled before a failed write is reported, so no
             // probe leaks.
-            let outcome = self.settle(model, &decision_id, &attempted, true);
+            let outcome = self.settle(model, &decision_id, Err(&error), calls, upstream_time, true);
             durable?;
             failed.push(Attempt {
                 model: id.clone(),
-                calls: attempted.calls,
+                calls,
                 latency_ms: outcome.latency_ms,
                 error: outcome.error.clone(),
             });

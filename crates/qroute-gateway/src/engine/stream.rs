@@ -14,11 +14,10 @@ use futures_util::Stream;
 use tokio::sync::oneshot;
 
 use super::single::routed_by;
-use super::{Attempt, CacheStatus, Gateway, RouteRequest, Routed, Streaming};
+use super::{Attempt, CacheStatus, Gateway, Plan, RouteRequest, Routed, Streaming};
 use crate::cache::CacheKey;
 use crate::exec::providers::stream::{replay, with_idle_timeout};
 use crate::exec::providers::{Assembler, Delta, DeltaStream, ErrorKind, ProviderError};
-use crate::exec::resilience::Attempted;
 use qroute_core::Result;
 
 impl Gateway {
@@ -26,20 +25,10 @@ impl Gateway {
     /// best of several variations are whole before they are sent, so they
     /// are replayed as a stream.
     pub async fn route_stream(self: &Arc<Self>, req: RouteRequest, received: Instant) -> Result<Streaming> {
-        let k = self.check_variations(&req)?;
-        let key = self.cache_key(&req);
-        if let Some(hit) = match &key {
-            Some(key) => self.cached_answer(&req, key, received).await,
-            None => None,
-        } {
-            return Ok(replayed(hit));
-        }
-        let prep = self.prepare(&req, received)?;
-        if k > 1 && req.pinned.is_none() && prep.candidates.len() > 1 {
-            let mut routed = self.run_variations(req, prep, k).await?;
-            routed.cache = self.remember_routed(key, &routed).await;
-            return Ok(replayed(routed));
-        }
+        let (req, prep, key) = match self.plan(req, received).await? {
+            Plan::Whole(routed) => return Ok(replayed(routed)),
+            Plan::Single { req, prep, key } => (req, prep, key),
+        };
         let tried = self
             .attempt_in_order(&req, &prep, |k, limit| {
                 let m = &self.models[k];
@@ -50,16 +39,7 @@ impl Gateway {
         let id = model.config.id.clone();
         let ttft = received.elapsed();
         metrics::histogram!("qroute_time_to_first_token_seconds", "model" => id.clone()).record(ttft.as_secs_f64());
-        let Attempted {
-            result,
-            calls,
-            upstream_time,
-        } = tried.attempted;
-        let Ok(deltas) = result else {
-            return Err(qroute_core::Error::Upstream(
-                "the answering model's stream went missing".into(),
-            ));
-        };
+        let (deltas, calls, upstream_time) = (tried.answer, tried.calls, tried.upstream_time);
         let mut attempts = tried.failed;
         attempts.push(Attempt {
             model: id.clone(),
@@ -86,7 +66,7 @@ impl Gateway {
                 ttft_ms: ttft.as_secs_f64() * 1e3,
                 started: Instant::now().checked_sub(upstream_time).unwrap_or_else(Instant::now),
                 assembler: Assembler::default(),
-                estimated_input: req.chat.estimated_prompt_tokens(),
+                estimated_input: prep.prompt_tokens,
                 cost: cost_tx,
                 cache_key: key,
             }),
@@ -150,14 +130,11 @@ impl End {
         let gw = self.gw;
         let model = &gw.models[self.model];
         let completion = self.assembler.completion(self.estimated_input);
-        let attempted = Attempted {
-            result: result.map(|()| completion.clone()),
-            calls: self.calls,
-            upstream_time: self.started.elapsed(),
-        };
-        let mut outcome = gw.settle(model, &self.decision_id, &attempted, counts);
+        let settled = result.as_ref().map(|()| &completion);
+        let upstream_time = self.started.elapsed();
+        let mut outcome = gw.settle(model, &self.decision_id, settled, self.calls, upstream_time, counts);
         outcome.ttft_ms = Some(self.ttft_ms);
-        if attempted.result.is_err() {
+        if result.is_err() {
             // What was streamed before the break was generated, and billed:
             // it is the call's cost, and the key's.
             outcome.cost_usd = model.config.price(completion.input_tokens, completion.output_tokens);
@@ -166,7 +143,7 @@ impl End {
         gw.writer.outcome_later(outcome);
         // The request may have gone, and its cost with it.
         let _ = self.cost.send(cost);
-        if attempted.result.is_ok() {
+        if result.is_ok() {
             gw.answered(
                 &self.request_id,
                 self.key_id.clone(),

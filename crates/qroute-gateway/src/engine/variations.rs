@@ -117,7 +117,7 @@ impl Gateway {
                     // A model cut by the variations' own deadline was not
                     // shown to be unhealthy: its breaker does not count it.
                     let cut = cut_at_deadline && a.result.as_ref().is_err_and(|e| e.kind == ErrorKind::Timeout);
-                    self.settle(m, &prep.request_id, a, !cut)
+                    self.settle(m, &prep.request_id, a.result.as_ref(), a.calls, a.upstream_time, !cut)
                 })
             })
             .collect();

@@ -19,9 +19,7 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::chat::{
-    unsigned_id, Choice, Content, Delta, FunctionCall, FunctionDelta, Part, Stop, ToolCall, ToolCallDelta,
-};
+use super::chat::{unsigned_id, Choice, Content, Delta, FunctionDelta, Part, Stop, ToolCall, ToolCallDelta};
 use super::openai_compat::Upstream;
 use super::sanitize::Scrubber;
 use super::stream::DeltaStream;
@@ -486,17 +484,11 @@ fn completion(resp: WireResponse) -> Completion {
     for block in resp.content {
         match block.kind.as_str() {
             "text" => text.push_str(block.text.as_deref().unwrap_or_default()),
-            "tool_use" => tool_calls.push(ToolCall {
-                id: block.id.unwrap_or_default(),
-                kind: "function".into(),
-                function: FunctionCall {
-                    name: block.name.unwrap_or_default(),
-                    arguments: block
-                        .input
-                        .map(|input| input.to_string())
-                        .unwrap_or_else(|| "{}".into()),
-                },
-            }),
+            "tool_use" => tool_calls.push(ToolCall::function(
+                block.id.unwrap_or_default(),
+                block.name.unwrap_or_default(),
+                block.input.map_or_else(|| "{}".into(), |input| input.to_string()),
+            )),
             _ => {}
         }
     }
@@ -748,17 +740,6 @@ mod tests {
         }
     }
 
-    fn call(id: &str, name: &str, arguments: &str) -> ToolCall {
-        ToolCall {
-            id: id.into(),
-            kind: "function".into(),
-            function: FunctionCall {
-                name: name.into(),
-                arguments: arguments.into(),
-            },
-        }
-    }
-
     fn tool_result(id: &str, text: &str) -> ChatMessage {
         ChatMessage {
             tool_call_id: Some(id.into()),
@@ -863,8 +844,8 @@ mod tests {
                 ChatMessage::text("user", "weather in Paris and Rome?"),
                 ChatMessage {
                     tool_calls: vec![
-                        call("call_1", "get_weather", r#"{"city":"Paris"}"#),
-                        call("call_2", "get_weather", "{not json"),
+                        ToolCall::function("call_1", "get_weather", r#"{"city":"Paris"}"#),
+                        ToolCall::function("call_2", "get_weather", "{not json"),
                     ],
                     ..ChatMessage::text("assistant", "")
                 },
@@ -957,7 +938,7 @@ mod tests {
         assert_eq!(c.text, "Let me check.");
         assert_eq!(
             c.tool_calls,
-            vec![call("toolu_1", "get_weather", r#"{"city":"Paris"}"#)]
+            vec![ToolCall::function("toolu_1", "get_weather", r#"{"city":"Paris"}"#)]
         );
         assert_eq!(c.finish_reason, "tool_calls");
         assert_eq!((c.input_tokens, c.output_tokens), (12, 34));
@@ -1051,8 +1032,8 @@ data: {"type":"message_stop"}
         assert_eq!(
             c.tool_calls,
             vec![
-                call("toolu_01", "get_weather", r#"{"location": "San Francisco"}"#),
-                call("toolu_02", "now", "{}"),
+                ToolCall::function("toolu_01", "get_weather", r#"{"location": "San Francisco"}"#),
+                ToolCall::function("toolu_02", "now", "{}"),
             ]
         );
         assert_eq!(c.finish_reason, "tool_calls");

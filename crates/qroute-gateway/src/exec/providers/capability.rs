@@ -24,15 +24,6 @@ pub enum Capability {
 }
 
 impl Capability {
-    pub const ALL: [Capability; 6] = [
-        Capability::Tools,
-        Capability::Vision,
-        Capability::Json,
-        Capability::Streaming,
-        Capability::Choices,
-        Capability::Logprobs,
-    ];
-
     /// The request field a refusal names.
     pub fn field(self) -> &'static str {
         match self {

@@ -201,6 +201,20 @@ fn function_kind() -> String {
     "function".into()
 }
 
+impl ToolCall {
+    /// A call of function `name` with `arguments` (JSON text).
+    pub fn function(id: impl Into<String>, name: impl Into<String>, arguments: impl Into<String>) -> ToolCall {
+        ToolCall {
+            id: id.into(),
+            kind: function_kind(),
+            function: FunctionCall {
+                name: name.into(),
+                arguments: arguments.into(),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self")]
 pub struct FunctionCall {
@@ -529,17 +543,7 @@ impl Assembler {
         for t in &d.tool_calls {
             let k = t.index as usize;
             if c.tool_calls.len() <= k {
-                c.tool_calls.resize(
-                    k + 1,
-                    ToolCall {
-                        id: String::new(),
-                        kind: function_kind(),
-                        function: FunctionCall {
-                            name: String::new(),
-                            arguments: String::new(),
-                        },
-                    },
-                );
+                c.tool_calls.resize(k + 1, ToolCall::function("", "", ""));
             }
             let call = &mut c.tool_calls[k];
             if let Some(id) = &t.id {
@@ -655,14 +659,7 @@ mod tests {
         assert!(matches!(unsigned_messages(&plain), Cow::Borrowed(_)));
         let signed = vec![
             ChatMessage {
-                tool_calls: vec![ToolCall {
-                    id: "call_0~sig~c2ln".into(),
-                    kind: "function".into(),
-                    function: FunctionCall {
-                        name: "f".into(),
-                        arguments: "{}".into(),
-                    },
-                }],
+                tool_calls: vec![ToolCall::function("call_0~sig~c2ln", "f", "{}")],
                 ..ChatMessage::text("assistant", "")
             },
             ChatMessage {

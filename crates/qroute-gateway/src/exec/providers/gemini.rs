@@ -20,8 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::chat::{
-    Choice, Content, Delta, FunctionCall, FunctionDelta, Part, ResponseFormat, Stop, ToolCall, ToolCallDelta,
-    SIGNATURE_MARK,
+    Choice, Content, Delta, FunctionDelta, Part, ResponseFormat, Stop, ToolCall, ToolCallDelta, SIGNATURE_MARK,
 };
 use super::openai_compat::Upstream;
 use super::stream::DeltaStream;
@@ -697,14 +696,8 @@ fn tool_call(call: WireFunctionCallIn, signature: Option<String>, k: usize) -> T
         .id
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| format!("call_{k}"));
-    ToolCall {
-        id: signed_id(id, signature),
-        kind: "function".into(),
-        function: FunctionCall {
-            name: call.name,
-            arguments: call.args.map(|a| a.to_string()).unwrap_or_else(|| "{}".into()),
-        },
-    }
+    let arguments = call.args.map_or_else(|| "{}".into(), |a| a.to_string());
+    ToolCall::function(signed_id(id, signature), call.name, arguments)
 }
 
 /// Gemini's finish reasons in OpenAI's vocabulary where one exists
@@ -841,17 +834,6 @@ mod tests {
         }
     }
 
-    fn call(id: &str, name: &str, arguments: &str) -> ToolCall {
-        ToolCall {
-            id: id.into(),
-            kind: "function".into(),
-            function: FunctionCall {
-                name: name.into(),
-                arguments: arguments.into(),
-            },
-        }
-    }
-
     #[test]
     fn system_and_parameters_reach_their_places() {
         let req = ChatRequest {
@@ -934,8 +916,8 @@ mod tests {
                 ChatMessage::text("user", "weather in Paris and Rome?"),
                 ChatMessage {
                     tool_calls: vec![
-                        call("call_0", "get_weather", r#"{"city":"Paris"}"#),
-                        call("call_1", "get_time", "{oops"),
+                        ToolCall::function("call_0", "get_weather", r#"{"city":"Paris"}"#),
+                        ToolCall::function("call_1", "get_time", "{oops"),
                     ],
                     ..ChatMessage::text("assistant", "Checking.")
                 },
@@ -943,7 +925,7 @@ mod tests {
                 tool_result("call_1", "noon"),
                 // A second round reuses Gemini's generated ids.
                 ChatMessage {
-                    tool_calls: vec![call("call_0", "get_forecast", "{}")],
+                    tool_calls: vec![ToolCall::function("call_0", "get_forecast", "{}")],
                     ..ChatMessage::text("assistant", "")
                 },
                 tool_result("call_0", "rain"),
@@ -1103,8 +1085,8 @@ mod tests {
         assert_eq!(
             c.tool_calls,
             vec![
-                call("call_0", "get_weather", r#"{"city":"Paris"}"#),
-                call("call_1", "now", "{}")
+                ToolCall::function("call_0", "get_weather", r#"{"city":"Paris"}"#),
+                ToolCall::function("call_1", "now", "{}")
             ]
         );
         assert_eq!(c.finish_reason, "tool_calls");
@@ -1182,8 +1164,8 @@ data: {"candidates": [{"content": {"parts": [{"functionCall": {"name": "smile"}}
         assert_eq!(
             c.tool_calls,
             vec![
-                call("call_0", "wave", r#"{"hand":"left"}"#),
-                call("call_1", "smile", "{}")
+                ToolCall::function("call_0", "wave", r#"{"hand":"left"}"#),
+                ToolCall::function("call_1", "smile", "{}")
             ]
         );
         assert_eq!(c.finish_reason, "tool_calls");

@@ -47,7 +47,9 @@ pub struct Simulated {
 }
 
 impl Simulated {
-    pub fn new(dataset: &Dataset, delay: bool) -> Simulated {
+    /// Takes the dataset whole: its prompts and recorded answers (tens of
+    /// megabytes for the bundled sets) move into the lookup, not copied.
+    pub fn new(dataset: Dataset, delay: bool) -> Simulated {
         let rows: Vec<_> = dataset.rows.iter().collect();
         let models = dataset
             .fit_catalog(&rows)
@@ -58,13 +60,13 @@ impl Simulated {
             .collect();
         let prompts = dataset
             .rows
-            .iter()
+            .into_iter()
             .map(|r| {
                 let recorded = Recorded {
-                    outcomes: r.outcomes.clone(),
-                    responses: r.responses.clone(),
+                    outcomes: r.outcomes,
+                    responses: r.responses,
                 };
-                (r.prompt.clone(), recorded)
+                (r.prompt, recorded)
             })
             .collect();
         Simulated { models, prompts, delay }
