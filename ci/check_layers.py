@@ -31,11 +31,11 @@ CRATES = [
 # Each crate's top-level modules, first to last. A module not listed is an
 # error, so a new one gets a place in the flow.
 MODULES = {
-    "qroute-core": ["error", "calendar", "objects", "catalog", "dataset", "features", "policy", "reward", "record", "store", "testing"],
+    "qroute-core": ["error", "calendar", "objects", "catalog", "dataset", "features", "frontier", "policy", "reward", "record", "store", "testing"],
     "qroute-store": ["config", "codec", "data_file", "sled_store", "writer", "pruner"],
-    "qroute-learn": ["config", "grad", "adam", "learner", "torch", "offline", "registry", "online", "watch"],
+    "qroute-learn": ["config", "grad", "adam", "learner", "torch", "answer_head", "offline", "registry", "online", "watch"],
     "qroute-experiment": ["stats", "assign", "spec", "registry", "results"],
-    "qroute-lab": ["metrics", "plots", "bandits", "evaluate", "simulate", "ope", "export", "report", "experiment_report"],
+    "qroute-lab": ["plots", "bandits", "evaluate", "simulate", "ope", "export", "report", "experiment_report"],
     "qroute-gateway": ["embedded", "exec", "cache", "access", "server_config", "config", "engine", "http"],
     "qroute-mock": ["request", "answer", "stream", "openai", "anthropic", "gemini"],
     "qroute-bench": ["stream", "judges"],

@@ -29,6 +29,21 @@ pub struct Args {
     /// (predictions only) instead of the policy's own grid.
     #[arg(long)]
     points: Option<usize>,
+    /// `route`: one model per prompt. `cascade`: the routed model first,
+    /// then stronger ones while its recorded answer, judged by the
+    /// policy's answer head, is not worth keeping at the point's cost
+    /// weight (needs a policy trained on data with `response`s).
+    #[arg(long, value_enum, default_value = "route")]
+    strategy: StrategyArg,
+    /// With --strategy cascade: the most models one prompt pays for.
+    #[arg(long, default_value_t = qroute_core::policy::cascade::DEFAULT_MAX_CALLS)]
+    max_calls: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StrategyArg {
+    Route,
+    Cascade,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -49,7 +64,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             grid.len()
         );
     }
-    let eval = evaluate::evaluate(&policy, &ds, &a.split, &grid)?;
+    let mode = match a.strategy {
+        StrategyArg::Route => evaluate::Mode::Route,
+        StrategyArg::Cascade => evaluate::Mode::Cascade { max_calls: a.max_calls },
+    };
+    let eval = evaluate::evaluate_with(&policy, &ds, &a.split, &grid, mode)?;
+    if eval.unanswered > 0 {
+        eprintln!(
+            "{} of {} prompts have no recorded answer to judge: routed plainly",
+            eval.unanswered, eval.prompts
+        );
+    }
     evaluate::write_decisions(&eval, &a.decisions)?;
     let title = format!(
         "{} ({} split)",
@@ -61,11 +86,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     report::write(&eval, &a.report, &title)?;
     let c95 = |v: Option<f64>| v.map_or("n/a".into(), |x| format!("{x:.3}"));
     say!("{:<14} {:>8} {:>8} {:>8}", "", "AIQ", "C95", "Q@best")?;
-    for (name, s) in [
-        ("qroute", &eval.router),
-        ("single models", &eval.single_models),
-        ("oracle", &eval.oracle_sweep),
-    ] {
+    for (name, s) in report::summaries(&eval) {
         say!("{name:<14} {:>8.4} {:>8} {:>8.4}", s.aiq, c95(s.c95), s.q_at_best)?;
     }
     eprintln!(

@@ -96,14 +96,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "best_epoch": outcome.best_epoch,
         "epochs_run": epochs_run,
         "history": outcome.history,
+        "prior_cv": outcome.prior_cv,
     });
     checkpoint::save(&outcome.policy, &out, training)?;
     eprintln!(
-        "trained on {} prompts × {} models in {secs:.1}s ({} backend); best epoch {} of {epochs_run}; wrote {}",
+        "trained on {} prompts × {} models in {secs:.1}s ({} backend); best epoch {} of {epochs_run}; quality prior weight {:.2}; wrote {}",
         ds.split(&a.split).len(),
         ds.models.len(),
         a.backend,
         outcome.best_epoch,
+        outcome.policy.quality_prior.weight,
         out.display()
     );
     Ok(())

@@ -3,6 +3,8 @@
 //!
 //! - [`catalog`] and [`dataset`]: the models and the routing datasets;
 //! - [`features`]: a request as the sparse vector the policy reads;
+//! - [`frontier`]: the cost–quality metrics (AIQ, C95, Q@best) that
+//!   evaluation reports and training's cross-validation maximises;
 //! - [`policy`]: the network's forward pass, exploration with honest
 //!   propensities, rule strategies and checkpoints;
 //! - [`reward`]: the one reward formula;
@@ -17,6 +19,7 @@ pub mod catalog;
 pub mod dataset;
 pub mod error;
 pub mod features;
+pub mod frontier;
 pub mod objects;
 pub mod policy;
 pub mod record;

@@ -13,7 +13,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
-use super::metrics::CostQuality;
+use qroute_core::frontier::CostQuality;
 use qroute_core::{Error, Result};
 
 /// A router swept over operating points: drawn as a line through its points

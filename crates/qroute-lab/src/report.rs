@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::evaluate::{Evaluation, Summary};
+use super::evaluate::{Evaluation, Mode, Summary};
 use super::plots::{cost_quality_png, Curve, Marker};
 use qroute_core::{Error, Result};
 
@@ -16,6 +16,22 @@ fn summary_row(name: &str, s: &Summary) -> String {
     format!("| {name} | {:.4} | {} | {:.4} |\n", s.aiq, fmt_opt(s.c95), s.q_at_best)
 }
 
+/// The routers to compare, named: qroute (as a cascade, beside its plain
+/// routing), the single models and the oracle.
+pub fn summaries(eval: &Evaluation) -> Vec<(&'static str, &Summary)> {
+    let mut out = Vec::with_capacity(4);
+    match (&eval.mode, &eval.plain) {
+        (Mode::Cascade { .. }, Some(plain)) => {
+            out.push(("qroute cascade", &eval.router));
+            out.push(("qroute routing", plain));
+        }
+        _ => out.push(("qroute", &eval.router)),
+    }
+    out.push(("single models", &eval.single_models));
+    out.push(("oracle", &eval.oracle_sweep));
+    out
+}
+
 /// The Markdown report.
 pub fn markdown(eval: &Evaluation) -> String {
     let mut md = String::new();
@@ -25,10 +41,18 @@ pub fn markdown(eval: &Evaluation) -> String {
         "Dataset `{}`, split `{}`, {} prompts, policy version {}.\n",
         eval.dataset, eval.split, eval.prompts, eval.policy_version
     );
+    if let Mode::Cascade { max_calls } = eval.mode {
+        let _ = writeln!(
+            md,
+            "Cascade: the routed model first, then up to {} more while the answer head values the best answer so far below another model's expected quality net of its cost. Costs sum every model called. {} prompts had no recorded answer and were routed plainly.\n",
+            max_calls.saturating_sub(1),
+            eval.unanswered
+        );
+    }
     md.push_str("| router | AIQ | C95 | Q@best |\n|---|---|---|---|\n");
-    md.push_str(&summary_row("qroute", &eval.router));
-    md.push_str(&summary_row("single models", &eval.single_models));
-    md.push_str(&summary_row("oracle", &eval.oracle_sweep));
+    for (name, s) in summaries(eval) {
+        md.push_str(&summary_row(name, s));
+    }
     md.push_str(
         "\nAIQ: area under the non-decreasing convex hull over the single models' cost range, divided by the range. ",
     );
@@ -43,7 +67,7 @@ pub fn markdown(eval: &Evaluation) -> String {
         "| oracle (best per prompt) | {:.6} | {:.4} |",
         eval.oracle.cost, eval.oracle.quality
     );
-    md.push_str("\n## Operating points\n\n| point | cost weight λ | mean cost (USD) | mean quality | top model (share) |\n|---|---|---|---|---|\n");
+    md.push_str("\n## Operating points\n\n| point | cost weight λ | mean cost (USD) | mean quality | top model (share) | calls per prompt |\n|---|---|---|---|---|---|\n");
     for p in &eval.points {
         let (top, share) = p
             .shares
@@ -52,13 +76,14 @@ pub fn markdown(eval: &Evaluation) -> String {
             .fold((0, 0.0), |acc, (i, &s)| if s > acc.1 { (i, s) } else { acc });
         let _ = writeln!(
             md,
-            "| {} | {:.4} | {:.6} | {:.4} | {} ({:.0}%) |",
+            "| {} | {:.4} | {:.6} | {:.4} | {} ({:.0}%) | {:.2} |",
             p.point,
             p.cost_weight,
             p.cost,
             p.quality,
             eval.models[top],
-            share * 100.0
+            share * 100.0,
+            p.calls
         );
     }
     md
@@ -79,17 +104,25 @@ pub fn write(eval: &Evaluation, dir: &Path, title: &str) -> Result<()> {
         .iter()
         .map(|s| Marker {
             name: s.model.clone(),
-            point: super::metrics::CostQuality::new(s.cost, s.quality),
+            point: qroute_core::frontier::CostQuality::new(s.cost, s.quality),
         })
         .collect();
     markers.push(Marker {
         name: "oracle".into(),
         point: eval.oracle,
     });
-    let curves = [Curve {
-        name: format!("qroute (AIQ {:.3})", eval.router.aiq),
-        points: eval.curve(),
-    }];
+    let mut curves = Vec::with_capacity(2);
+    for (name, s) in summaries(eval) {
+        let points = match name {
+            "qroute routing" => eval.plain_curve.clone(),
+            "qroute" | "qroute cascade" => eval.curve(),
+            _ => continue,
+        };
+        curves.push(Curve {
+            name: format!("{name} (AIQ {:.3})", s.aiq),
+            points,
+        });
+    }
     cost_quality_png(&dir.join("cost_quality.png"), title, &curves, &markers)
 }
 

@@ -8,6 +8,7 @@
 //! `torch` runs the same learning rule in libtorch (CPU or CUDA) for offline jobs.
 
 pub mod adam;
+pub mod answer_head;
 pub mod config;
 pub mod grad;
 pub mod learner;

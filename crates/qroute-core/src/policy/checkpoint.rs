@@ -14,7 +14,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use super::action::Scales;
-use super::dqn::DqnPolicy;
+use super::answer::AnswerHead;
+use super::dqn::{DqnPolicy, QualityPrior};
 use super::network::{Arch, Network};
 use crate::catalog::Catalog;
 use crate::features::FeatureSpec;
@@ -37,6 +38,12 @@ pub struct Metadata {
     pub catalog: Catalog,
     pub scales: Scales,
     pub operating_points: Vec<f32>,
+    /// Absent in checkpoints from before it existed: no shrinkage.
+    #[serde(default)]
+    pub quality_prior: QualityPrior,
+    /// Only in policies trained on data with recorded answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_head: Option<AnswerHead>,
     /// How the policy was made (data, split, seed, epochs, metrics…): free-form.
     #[serde(default)]
     pub training: serde_json::Value,
@@ -83,6 +90,8 @@ pub fn save(policy: &DqnPolicy, dir: &Path, training: serde_json::Value) -> Resu
         catalog: policy.catalog.clone(),
         scales: policy.scales,
         operating_points: policy.operating_points.clone(),
+        quality_prior: policy.quality_prior.clone(),
+        answer_head: policy.answer_head.clone(),
         training,
     };
     let json = serde_json::to_vec_pretty(&meta).map_err(|e| err(dir, e.to_string()))?;
@@ -173,6 +182,11 @@ pub fn from_bytes(meta: &[u8], weights: &[u8], origin: &Path) -> Result<DqnPolic
         meta.scales,
         meta.operating_points,
     )
+    .map(|p| {
+        let mut p = p.with_prior(meta.quality_prior);
+        p.answer_head = meta.answer_head;
+        p
+    })
     .map_err(|e| err(origin, e.to_string()))
 }
 
@@ -188,6 +202,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut p = toy_policy(9);
         p.operating_points = vec![0.0, 0.5, 2.0];
+        let prior = QualityPrior {
+            weight: 0.25,
+            means: [(p.catalog.models[0].id.clone(), 0.9)].into(),
+        };
+        let p = p.with_prior(prior.clone());
         save(&p, dir.path(), serde_json::json!({"note": "test"})).unwrap();
         let q = load(dir.path()).unwrap();
         assert_eq!(q.net, p.net);
@@ -196,6 +215,7 @@ mod tests {
         assert_eq!(q.scales, p.scales);
         assert_eq!(q.version, p.version);
         assert_eq!(q.operating_points, p.operating_points);
+        assert_eq!(q.quality_prior, prior);
         let fz = Featurizer::new(p.spec.clone()).unwrap();
         let x = fz.featurize(&RequestContext {
             prompt: "round trip",

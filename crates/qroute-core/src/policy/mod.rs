@@ -1,6 +1,8 @@
 //! Policies: score candidates, explore, checkpoint.
 
 pub mod action;
+pub mod answer;
+pub mod cascade;
 pub mod checkpoint;
 pub mod config;
 pub mod dqn;
@@ -12,7 +14,7 @@ pub mod strategy;
 
 pub use action::Scales;
 pub use config::{PolicyConfig, ShadowConfig};
-pub use dqn::{DqnPolicy, OperatingPoint, Policy, Prediction};
+pub use dqn::{DqnPolicy, OperatingPoint, Policy, Prediction, QualityPrior};
 pub use explore::{Choice, Exploration, Explorer};
 pub use frozen::FrozenPolicy;
 pub use strategy::Strategy;

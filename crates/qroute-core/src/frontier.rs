@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use qroute_core::dataset::Row;
+use crate::dataset::Row;
 
 /// A (mean cost per prompt in USD, mean quality) point.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -359,7 +359,7 @@ mod tests {
     #[test]
     fn routellm_reference_values() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/routellm_mmlu_gsm8k.jsonl");
-        let d = qroute_core::dataset::Dataset::load(path).unwrap();
+        let d = crate::dataset::Dataset::load(path).unwrap();
         let test = d.split("test");
         let singles = single_model_points(&test, d.models.len());
         let a = aiq(&singles, &singles);
