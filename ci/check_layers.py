@@ -33,7 +33,7 @@ CRATES = [
 MODULES = {
     "qroute-core": ["error", "calendar", "objects", "catalog", "dataset", "features", "frontier", "policy", "reward", "record", "store", "testing"],
     "qroute-store": ["config", "codec", "data_file", "sled_store", "writer", "pruner"],
-    "qroute-learn": ["config", "grad", "adam", "learner", "torch", "answer_head", "offline", "registry", "online", "watch"],
+    "qroute-learn": ["config", "grad", "adam", "learner", "torch", "answer_head", "prior", "offline", "registry", "online", "watch"],
     "qroute-experiment": ["stats", "assign", "spec", "registry", "results"],
     "qroute-lab": ["plots", "bandits", "evaluate", "simulate", "ope", "export", "report", "experiment_report"],
     "qroute-gateway": ["embedded", "exec", "cache", "access", "server_config", "config", "engine", "http"],

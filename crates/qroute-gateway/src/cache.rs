@@ -186,6 +186,10 @@ pub struct CacheTarget {
     pub variations: Option<usize>,
     /// Whether the variations' answers are merged.
     pub combine: bool,
+    /// Whether the request asked for a cascade (or not) explicitly; left
+    /// out of the key when it did not, so older keys stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<bool>,
     /// The caller's API key id (`None` without auth). Entries are shared
     /// within one key only, so that no caller can learn, from an answer or
     /// its speed, what another tenant asked.

@@ -56,6 +56,10 @@ pub struct Config {
     pub breaker: BreakerConfig,
     #[serde(default)]
     pub variations: VariationsConfig,
+    /// Cascades: a cheap model first, a stronger one only when its answer
+    /// is not worth keeping.
+    #[serde(default)]
+    pub cascade: CascadeConfig,
     /// The response cache: exact repeats of deterministic requests.
     #[serde(default)]
     pub cache: CacheConfig,
@@ -217,6 +221,7 @@ impl Config {
         self.retry.validate()?;
         self.breaker.validate()?;
         self.cache.validate()?;
+        self.cascade.validate()?;
         let v = &self.variations;
         v.validate()?;
         for (field, id) in [("judge_model", &v.judge_model), ("combine_model", &v.combine_model)] {
@@ -271,6 +276,42 @@ pub struct VariationsConfig {
     /// them (a configured model id); absent means combining is refused.
     #[serde(default)]
     pub combine_model: Option<String>,
+}
+
+/// `[cascade]`: what a request that says nothing gets, and the most one
+/// request may pay for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeConfig {
+    /// Run requests as cascades unless they say `"cascade": false`.
+    #[serde(default)]
+    pub default: bool,
+    /// Most models one cascade calls (the first included).
+    #[serde(default = "default_cascade_calls")]
+    pub max_calls: usize,
+}
+
+impl Default for CascadeConfig {
+    fn default() -> Self {
+        CascadeConfig {
+            default: false,
+            max_calls: default_cascade_calls(),
+        }
+    }
+}
+
+fn default_cascade_calls() -> usize {
+    qroute_core::policy::cascade::DEFAULT_MAX_CALLS
+}
+
+impl CascadeConfig {
+    /// The checks TOML types cannot express; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=5).contains(&self.max_calls) {
+            return Err(format!("cascade.max_calls: must lie in 1..=5, got {}", self.max_calls));
+        }
+        Ok(())
+    }
 }
 
 fn one() -> usize {

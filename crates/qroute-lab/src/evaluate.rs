@@ -8,10 +8,10 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use qroute_core::frontier::{aiq, c95, mean_of_choices, mean_point, q_at_best, single_model_points, CostQuality};
 use qroute_core::catalog::ModelCard;
 use qroute_core::dataset::{Dataset, Row};
 use qroute_core::features::Featurizer;
+use qroute_core::frontier::{aiq, c95, mean_of_choices, mean_point, q_at_best, single_model_points, CostQuality};
 use qroute_core::policy::answer::AnswerHead;
 use qroute_core::policy::cascade::{best_answer, next_call};
 use qroute_core::policy::explore::argmax;

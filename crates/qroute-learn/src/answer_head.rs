@@ -112,7 +112,10 @@ mod tests {
                 if i % 2 == 0 {
                     row(["A full and helpful answer.", "I'm sorry, I cannot help."], [1.0, 0.0])
                 } else {
-                    row(["I'm sorry, I cannot help.", "Another complete answer here."], [0.0, 1.0])
+                    row(
+                        ["I'm sorry, I cannot help.", "Another complete answer here."],
+                        [0.0, 1.0],
+                    )
                 }
             })
             .collect();

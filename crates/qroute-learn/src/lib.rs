@@ -14,6 +14,7 @@ pub mod grad;
 pub mod learner;
 pub mod offline;
 pub mod online;
+pub mod prior;
 pub mod registry;
 #[cfg(feature = "tch")]
 pub mod torch;

@@ -10,13 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use super::answer_head;
 use super::learner::{item_for, Learner, LearnerConfig, Observation};
+use super::prior::{self, PriorTrial};
 use crate::grad::Batch;
 use qroute_core::catalog::ModelCard;
 use qroute_core::dataset::{Dataset, Row};
 use qroute_core::features::{FeatureSpec, Features, Featurizer, RequestContext};
 use qroute_core::policy::network::{Network, HEADS};
-use qroute_core::frontier::{aiq, mean_of_choices, single_model_points, CostQuality};
-use qroute_core::policy::explore::argmax;
 use qroute_core::policy::{DqnPolicy, Policy, Prediction, QualityPrior, Scales};
 use qroute_core::{Error, Result};
 
@@ -295,15 +294,32 @@ pub fn train_with(
     let has_answers = rows.iter().any(|r| r.responses.iter().any(Option::is_some));
     let (mut policy, prior_cv, prompt_quality) = if cfg.prior_folds >= 2 {
         if progress {
-            eprintln!("choosing the quality prior's weight by {}-fold cross-validation", cfg.prior_folds);
+            eprintln!(
+                "choosing the quality prior's weight by {}-fold cross-validation",
+                cfg.prior_folds
+            );
         }
-        let cv = choose_prior(ds, &rows, &feats, cfg, backend)?;
-        (fitted.policy.with_prior(cv.prior), cv.trials, cv.held_out_quality)
+        let fit_fold = |rows: &[&Row], feats: &[Features]| Ok(fit(ds, rows, feats, cfg, backend, false)?.policy);
+        let cv = prior::choose(&rows, &feats, ds.models.len(), cfg.prior_folds, fit_fold)?;
+        let prior = QualityPrior {
+            weight: cv.weight,
+            means: ds
+                .models
+                .iter()
+                .cloned()
+                .zip(prior::mean_qualities(&rows, ds.models.len()))
+                .collect(),
+        };
+        (fitted.policy.with_prior(prior), cv.trials, cv.held_out_quality)
     } else {
         // No held-out predictions: the head sees in-sample ones, which
         // trust the router more than they should.
         let policy = fitted.policy;
-        let quality = if has_answers { predict_quality(&policy, &feats)? } else { Vec::new() };
+        let quality = if has_answers {
+            prior::predict_quality(&policy, &feats)?
+        } else {
+            Vec::new()
+        };
         (policy, Vec::new(), quality)
     };
     if has_answers {
@@ -371,161 +387,6 @@ fn fit(
         best_epoch,
         prior_cv: Vec::new(),
     })
-}
-
-/// The quality prior's weights tried by cross-validation.
-const PRIOR_WEIGHTS: usize = 21;
-
-/// One weight's cross-validated result.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct PriorTrial {
-    pub weight: f32,
-    /// Mean over folds of the AIQ of the held-out predictions swept over
-    /// cost weights.
-    pub aiq: f64,
-    /// Its standard error across folds.
-    pub aiq_se: f64,
-}
-
-/// What the quality prior's cross-validation found.
-struct PriorChoice {
-    prior: QualityPrior,
-    trials: Vec<PriorTrial>,
-    /// Per row, per model: the quality predicted by the fold that held the
-    /// row out, shrunk by the chosen weight.
-    held_out_quality: Vec<Vec<f32>>,
-}
-
-/// Each feature row's quality prediction per catalog model.
-fn predict_quality(policy: &DqnPolicy, feats: &[Features]) -> Result<Vec<Vec<f32>>> {
-    let cards: Vec<&ModelCard> = policy.catalog.models.iter().collect();
-    feats
-        .par_iter()
-        .map(|x| {
-            let mut out = Vec::new();
-            policy.predict(x, &cards, &mut out)?;
-            Ok(out.iter().map(|p| p.quality).collect())
-        })
-        .collect()
-}
-
-/// Chooses the quality prior by k-fold cross-validation on `rows`: each
-/// fold's network and per-model means come from the other folds; its
-/// predictions, shrunk by each weight in 0, 0.05, …, 1, are swept over
-/// cost weights and scored by AIQ against the fold's single models. The
-/// returned prior carries the weight the one-standard-error rule picks and
-/// the means over all `rows`.
-fn choose_prior(
-    ds: &Dataset,
-    rows: &[&Row],
-    feats: &[Features],
-    cfg: &OfflineConfig,
-    backend: Backend,
-) -> Result<PriorChoice> {
-    let k = cfg.prior_folds;
-    let fold_of = |r: &Row| (qroute_core::features::hash_id(&r.id) >> 32) as usize % k;
-    // Per fold: the held-out rows' indices, their predictions and the
-    // other folds' means.
-    let folds: Vec<(Vec<usize>, Vec<Vec<Prediction>>, Vec<f32>)> = (0..k)
-        .into_par_iter()
-        .map(|f| {
-            let (held, kept): (Vec<usize>, Vec<usize>) = (0..rows.len()).partition(|&i| fold_of(rows[i]) == f);
-            let kept_rows: Vec<&Row> = kept.iter().map(|&i| rows[i]).collect();
-            let kept_feats: Vec<Features> = kept.iter().map(|&i| feats[i].clone()).collect();
-            let policy = fit(ds, &kept_rows, &kept_feats, cfg, backend, false)?.policy;
-            let cards: Vec<&ModelCard> = policy.catalog.models.iter().collect();
-            let preds = held
-                .iter()
-                .map(|&i| {
-                    let mut out = Vec::new();
-                    policy.predict(&feats[i], &cards, &mut out)?;
-                    Ok(out)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok((held, preds, mean_qualities(&kept_rows, ds.models.len())))
-        })
-        .collect::<Result<_>>()?;
-    let lambdas: Vec<f32> = std::iter::once(0.0)
-        .chain((0..=60).map(|i| 10f32.powf(-3.0 + 6.0 * i as f32 / 60.0)))
-        .chain(std::iter::once(1e6))
-        .collect();
-    // One fold's AIQ at one weight: its held-out rows swept over `lambdas`,
-    // against those rows' single models.
-    let fold_aiq = |(held, preds, means): &(Vec<usize>, Vec<Vec<Prediction>>, Vec<f32>), weight: f32| {
-        let held_rows: Vec<&Row> = held.iter().map(|&i| rows[i]).collect();
-        let curve: Vec<CostQuality> = lambdas
-            .iter()
-            .map(|&lambda| {
-                mean_of_choices(held_rows.iter().zip(preds).map(|(&r, p)| {
-                    let scores: Vec<f32> = p
-                        .iter()
-                        .zip(means)
-                        .map(|(x, m)| (1.0 - weight) * x.quality + weight * m - lambda * x.cost)
-                        .collect();
-                    (r, argmax(&scores))
-                }))
-            })
-            .collect();
-        aiq(&curve, &single_model_points(&held_rows, ds.models.len()))
-    };
-    let trials: Vec<PriorTrial> = (0..PRIOR_WEIGHTS)
-        .map(|w| {
-            let weight = w as f32 / (PRIOR_WEIGHTS - 1) as f32;
-            let per_fold: Vec<f64> = folds.iter().map(|f| fold_aiq(f, weight)).collect();
-            let n = per_fold.len() as f64;
-            let mean = per_fold.iter().sum::<f64>() / n;
-            let var = per_fold.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-            PriorTrial {
-                weight,
-                aiq: mean,
-                aiq_se: (var / n).sqrt(),
-            }
-        })
-        .collect();
-    // The one-standard-error rule: the most shrunk weight whose AIQ is
-    // within one standard error of the best. Differences inside the noise
-    // are not evidence for the network's per-prompt distinctions, and the
-    // prior is the safer bet where they are not (AlpacaEval's 0/1
-    // preferences: a network picking the top of eleven noisy predictions
-    // mostly picks noise).
-    let best = trials
-        .iter()
-        .copied()
-        .reduce(|a, b| if b.aiq > a.aiq { b } else { a })
-        .ok_or_else(|| Error::InvalidInput("prior_folds: no weights tried".into()))?;
-    let chosen = trials
-        .iter()
-        .rev()
-        .find(|t| t.aiq >= best.aiq - best.aiq_se)
-        .copied()
-        .unwrap_or(best);
-    let mut held_out_quality = vec![Vec::new(); rows.len()];
-    for (held, preds, means) in &folds {
-        for (&i, p) in held.iter().zip(preds) {
-            held_out_quality[i] = p
-                .iter()
-                .zip(means)
-                .map(|(x, m)| (1.0 - chosen.weight) * x.quality + chosen.weight * m)
-                .collect();
-        }
-    }
-    let means = mean_qualities(rows, ds.models.len());
-    Ok(PriorChoice {
-        prior: QualityPrior {
-            weight: chosen.weight,
-            means: ds.models.iter().cloned().zip(means).collect(),
-        },
-        trials,
-        held_out_quality,
-    })
-}
-
-/// Each model's mean quality over `rows`, in dataset order.
-fn mean_qualities(rows: &[&Row], n_models: usize) -> Vec<f32> {
-    single_model_points(rows, n_models)
-        .iter()
-        .map(|p| p.quality as f32)
-        .collect()
 }
 
 /// The epoch loop: shuffled batches with input dropout, validation after

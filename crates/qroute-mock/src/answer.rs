@@ -20,6 +20,9 @@ const ECHO_CHARS: usize = 60;
 /// Prompt tokens an image counts for (OpenAI's price of a low-detail image).
 const IMAGE_TOKENS: u64 = 85;
 
+/// What a model named `…refuse…` answers.
+const REFUSAL: &str = "I'm sorry, but I cannot help with that.";
+
 /// The short string the mock fills a required string property with.
 const SAMPLE_STRING: &str = "mock";
 
@@ -239,6 +242,8 @@ fn text_choice(req: &Request, index: u32) -> Choice {
     let mut said = match keyword_number(&req.model, "score") {
         // An LLM judge's verdict, for testing judges over HTTP.
         Some(score) => format!("Score: {score}"),
+        // A model that declines, for testing what judges answers.
+        None if contains_ci(&req.model, "refuse") => REFUSAL.to_string(),
         None => echo(req),
     };
     if index > 0 {

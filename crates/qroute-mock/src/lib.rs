@@ -32,6 +32,8 @@
 //!   the gateway redacts what it passes on);
 //! - `score<N>` (e.g. `judge-score8`) answers exactly `Score: N`, as an LLM
 //!   judge would.
+//! - `refuse` answers "I'm sorry, but I cannot help with that.", a poor
+//!   answer a cascade should not keep.
 //!
 //! Anything else answers after the sampled latency.
 //!

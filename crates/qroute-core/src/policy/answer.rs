@@ -52,7 +52,9 @@ pub fn answer_features(prompt: &str, answer: &str) -> [f32; 14] {
         .iter()
         .filter(|l| {
             let t = l.trim_start();
-            t.starts_with("- ") || t.starts_with("* ") || t.split_once(". ").is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+            t.starts_with("- ")
+                || t.starts_with("* ")
+                || t.split_once(". ").is_some_and(|(n, _)| n.parse::<u32>().is_ok())
         })
         .count();
     let head: String = answer.chars().take(200).collect::<String>().to_lowercase();
@@ -60,7 +62,9 @@ pub fn answer_features(prompt: &str, answer: &str) -> [f32; 14] {
     let mut distinct: Vec<&str> = words.clone();
     distinct.sort_unstable();
     distinct.dedup();
-    let last_word = words.last().map_or("", |w| w.trim_end_matches(['.', '!', ')', '*', '$']));
+    let last_word = words
+        .last()
+        .map_or("", |w| w.trim_end_matches(['.', '!', ')', '*', '$']));
     let (right, wrong) = check_sums(answer);
     [
         ln(chars),
@@ -289,6 +293,9 @@ mod tests {
         let bad = head.predict("a", 0.5, "Q?", "I'm sorry, I cannot answer.");
         assert!(good > 0.85 && bad < 0.15, "{good} {bad}");
         // An unknown model only loses its model weight.
-        assert_eq!(head.predict("zzz", 0.5, "Q?", "Paris."), head.predict("a", 0.5, "Q?", "Paris."));
+        assert_eq!(
+            head.predict("zzz", 0.5, "Q?", "Paris."),
+            head.predict("a", 0.5, "Q?", "Paris.")
+        );
     }
 }

@@ -40,10 +40,7 @@ pub fn next_call(
 /// The answer to keep among those received: the one the head values most
 /// (the first among ties).
 pub fn best_answer(valued: &[(usize, f32)]) -> Option<(usize, f32)> {
-    valued
-        .iter()
-        .copied()
-        .reduce(|a, b| if b.1 > a.1 { b } else { a })
+    valued.iter().copied().reduce(|a, b| if b.1 > a.1 { b } else { a })
 }
 
 #[cfg(test)]

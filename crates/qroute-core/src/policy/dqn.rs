@@ -5,8 +5,8 @@
 use crate::policy::network::flat;
 use std::collections::{BTreeMap, HashMap};
 
-use super::answer::AnswerHead;
 use super::action::{set_pair_features, static_features, Scales, ACTION_DIM, PAIR_OFFSET, PAIR_SLOTS};
+use super::answer::AnswerHead;
 use super::network::{sigmoid, Arch, Network, HEAD_COST, HEAD_LATENCY, HEAD_QUALITY};
 use crate::catalog::{Catalog, ModelCard};
 use crate::features::{prompt_chars, FeatureSpec, Features};

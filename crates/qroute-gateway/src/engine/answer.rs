@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::cascade::CascadeStep;
 use super::variations::Variation;
 use crate::exec::providers::{Completion, DeltaStream};
 
@@ -49,6 +50,8 @@ pub struct Routed {
     pub judge: Option<&'static str>,
     /// The model that merged the variations' answers, when asked to.
     pub combined_by: Option<String>,
+    /// Every model a cascade called, in order (empty otherwise).
+    pub cascade: Vec<CascadeStep>,
     pub timings: Timings,
     /// Time spent waiting on upstreams, retries' backoff included.
     pub upstream: Duration,

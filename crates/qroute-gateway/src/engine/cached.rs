@@ -30,6 +30,7 @@ impl Gateway {
             persona: req.persona.clone(),
             variations: req.variations,
             combine: req.combine,
+            cascade: req.cascade,
             key: req.key.clone(),
         };
         CacheKey::of(&req.chat, &target)
@@ -59,6 +60,7 @@ impl Gateway {
             variations: Vec::new(),
             judge: None,
             combined_by: None,
+            cascade: Vec::new(),
             upstream: Duration::ZERO,
             timings: Timings::new(received, Duration::ZERO, 0.0),
             cache: CacheStatus::Hit,

@@ -30,6 +30,9 @@ pub(super) struct Prepared {
     pub candidates: Vec<usize>,
     /// Policy score of each candidate.
     pub scores: Vec<f32>,
+    /// What the policy predicts of each candidate (empty when pinned): a
+    /// cascade weighs them against the answer it has.
+    pub predictions: Vec<Prediction>,
     /// Position in `candidates` the explorer drew.
     pub chosen: usize,
     pub propensities: Vec<f32>,
@@ -181,10 +184,10 @@ impl Gateway {
         let ids: Vec<&str> = candidates.iter().map(|&i| self.models[i].config.id.as_str()).collect();
         let cards = self.cards(frozen.map(|f| &f.cards[..]), &candidates);
         let Choice {
+            predictions,
             scores,
             chosen,
             propensities,
-            ..
         } = match req.pinned {
             // A pinned model is not a decision: logged with certainty.
             Some(_) => Choice::pinned(),
@@ -223,6 +226,7 @@ impl Gateway {
             features,
             candidates,
             scores,
+            predictions,
             chosen,
             propensities,
             cost_weight,
@@ -362,7 +366,7 @@ impl Gateway {
 }
 
 /// The text the featurizer sees: every message's content, system first.
-fn feature_text(chat: &ChatRequest) -> String {
+pub(super) fn feature_text(chat: &ChatRequest) -> String {
     match chat.messages.as_slice() {
         [only] => only.content.text(),
         many => many.iter().map(|m| m.content.text()).collect::<Vec<_>>().join("\n"),

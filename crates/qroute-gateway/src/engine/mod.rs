@@ -26,6 +26,7 @@
 mod answer;
 mod build;
 mod cached;
+mod cascade;
 mod decide;
 mod record;
 mod request;
@@ -34,6 +35,7 @@ mod stream;
 pub mod variations;
 
 pub use answer::{Attempt, CacheStatus, Routed, Streaming, Timings};
+pub use cascade::CascadeStep;
 pub use decide::{Choice, Decider, Shadow};
 pub use request::{Preference, RouteRequest};
 
@@ -94,6 +96,8 @@ enum Plan {
         prep: decide::Prepared,
         /// Where the answer goes in the cache, when it is cacheable.
         key: Option<CacheKey>,
+        /// Models it may call as a cascade; `None` for one model.
+        cascade: Option<usize>,
     },
 }
 
@@ -189,8 +193,16 @@ impl Gateway {
     pub async fn route(&self, req: RouteRequest, received: Instant) -> Result<Routed> {
         match self.plan(req, received).await? {
             Plan::Whole(routed) => Ok(routed),
-            Plan::Single { req, prep, key } => {
-                let mut routed = self.run_single(req, prep).await?;
+            Plan::Single {
+                req,
+                prep,
+                key,
+                cascade,
+            } => {
+                let mut routed = match cascade {
+                    Some(max_calls) => self.run_cascade(&req, &prep, max_calls).await?,
+                    None => self.run_single(&req, &prep).await?,
+                };
                 routed.cache = self.remember_routed(key, &routed).await;
                 Ok(routed)
             }
@@ -209,12 +221,18 @@ impl Gateway {
             }
         }
         let prep = self.prepare(&req, received)?;
+        let cascade = self.cascade_calls(&req, &prep, k)?;
         if k > 1 && req.pinned.is_none() && prep.candidates.len() > 1 {
             let mut routed = self.run_variations(req, prep, k).await?;
             routed.cache = self.remember_routed(key, &routed).await;
             return Ok(Plan::Whole(routed));
         }
-        Ok(Plan::Single { req, prep, key })
+        Ok(Plan::Single {
+            req,
+            prep,
+            key,
+            cascade,
+        })
     }
 
     /// Stores a routed answer under `key` (when there is one), saying what

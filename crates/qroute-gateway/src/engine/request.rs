@@ -33,6 +33,8 @@ pub struct RouteRequest {
     /// Merge the variations' answers with `variations.combine_model`
     /// instead of returning the judged best.
     pub combine: bool,
+    /// Run as a cascade (`cascade.default` when `None`).
+    pub cascade: Option<bool>,
     /// The experiment arm (or holdout) this request's unit is assigned to.
     pub enrollment: Option<Arc<Enrollment>>,
     /// The caller's key id, recorded with the answer so that only the same

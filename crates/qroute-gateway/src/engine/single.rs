@@ -43,6 +43,7 @@ pub(super) fn routed_by(prep: &Prepared, model: &str, attempts: Vec<Attempt>, up
         variations: Vec::new(),
         judge: None,
         combined_by: None,
+        cascade: Vec::new(),
         upstream,
         timings: Timings::new(prep.received, upstream, prep.decision_us),
         cache: CacheStatus::Miss,
@@ -51,9 +52,18 @@ pub(super) fn routed_by(prep: &Prepared, model: &str, attempts: Vec<Attempt>, up
 
 impl Gateway {
     /// One model, with fallback to the next-best by score when it fails.
-    pub(super) async fn run_single(&self, req: RouteRequest, prep: Prepared) -> Result<Routed> {
+    pub(super) async fn run_single(&self, req: &RouteRequest, prep: &Prepared) -> Result<Routed> {
+        let (routed, decision_id) = self.answer_single(req, prep).await?;
+        self.answered(&prep.request_id, req.key.clone(), &decision_id, &routed.model);
+        Ok(routed)
+    }
+
+    /// [`Gateway::run_single`] without naming the answer for feedback (a
+    /// cascade names the answer it keeps); also returns the decision id the
+    /// answer ran under.
+    pub(super) async fn answer_single(&self, req: &RouteRequest, prep: &Prepared) -> Result<(Routed, String)> {
         let tried = self
-            .attempt_in_order(&req, &prep, |k, limit| {
+            .attempt_in_order(req, prep, |k, limit| {
                 let m = &self.models[k];
                 m.provider.complete_within(m.config.upstream(), &req.chat, limit)
             })
@@ -78,12 +88,12 @@ impl Gateway {
         let cost = outcome.cost_usd;
         self.writer.outcome_later(outcome);
         let upstream = tried.failed_upstream + tried.upstream_time;
-        self.answered(&prep.request_id, req.key.clone(), &tried.decision_id, &model.config.id);
-        Ok(Routed {
+        let routed = Routed {
             completion,
             cost_usd: cost,
-            ..routed_by(&prep, &model.config.id, attempts, upstream)
-        })
+            ..routed_by(prep, &model.config.id, attempts, upstream)
+        };
+        Ok((routed, tried.decision_id))
     }
 
     /// Records which decision answered the request, for delayed feedback

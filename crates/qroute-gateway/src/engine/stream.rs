@@ -27,7 +27,8 @@ impl Gateway {
     pub async fn route_stream(self: &Arc<Self>, req: RouteRequest, received: Instant) -> Result<Streaming> {
         let (req, prep, key) = match self.plan(req, received).await? {
             Plan::Whole(routed) => return Ok(replayed(routed)),
-            Plan::Single { req, prep, key } => (req, prep, key),
+            // A cascade is never streamed (`cascade_calls` refuses it).
+            Plan::Single { req, prep, key, .. } => (req, prep, key),
         };
         let tried = self
             .attempt_in_order(&req, &prep, |k, limit| {

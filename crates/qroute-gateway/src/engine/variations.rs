@@ -271,6 +271,7 @@ impl Gateway {
             variations,
             judge: Some(self.judge.name()),
             combined_by,
+            cascade: Vec::new(),
             upstream,
             timings: Timings::new(prep.received, upstream, prep.decision_us),
             cache: CacheStatus::Miss,

@@ -10,7 +10,8 @@
 //!
 //! qroute's own knobs ride along as extra body fields (the OpenAI SDKs'
 //! `extra_body`): `cost_weight`, `latency_weight`, `max_cost_usd`,
-//! `models`, `task_type`, `persona`, `variations`, `combine`, `cache`.
+//! `models`, `task_type`, `persona`, `variations`, `combine`, `cascade`,
+//! `cache`.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -115,6 +116,8 @@ pub struct ChatCompletionRequest {
     pub variations: Option<usize>,
     #[serde(default)]
     pub combine: bool,
+    #[serde(default)]
+    pub cascade: Option<bool>,
     /// `false` neither reads nor writes the response cache.
     #[serde(default)]
     pub cache: Option<bool>,
@@ -330,6 +333,7 @@ impl ChatCompletionRequest {
             pinned,
             variations: self.variations,
             combine: self.combine,
+            cascade: self.cascade,
             stream: self.stream.unwrap_or(false),
             cache: if self.cache == Some(false) {
                 CacheMode::Bypass

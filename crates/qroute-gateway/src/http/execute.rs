@@ -17,7 +17,7 @@ use super::metrics::{Received, UpstreamTime};
 use crate::access::Principal;
 use crate::cache::CacheMode;
 use crate::engine::variations::Variation;
-use crate::engine::{Attempt, Gateway, Preference, RouteRequest, Timings};
+use crate::engine::{Attempt, CascadeStep, Gateway, Preference, RouteRequest, Timings};
 use crate::exec::providers::{ChatMessage, ChatRequest, Params};
 use qroute_core::Error;
 
@@ -50,6 +50,11 @@ pub struct ExecuteRequest {
     /// Merge the variations' answers with the configured combine model.
     #[serde(default)]
     pub combine: bool,
+    /// Run as a cascade: the routed model first, a stronger one only when
+    /// its answer is not worth keeping (the config's `cascade.default` when
+    /// absent).
+    #[serde(default)]
+    pub cascade: Option<bool>,
     /// The caller's end user: the unit of experiments keyed on `user`.
     #[serde(default)]
     pub user_id: Option<String>,
@@ -160,6 +165,10 @@ pub struct ExecuteResponse {
     /// The model that merged the variations' answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub combined_by: Option<String>,
+    /// With a cascade: every model called, its answer's value, cost and
+    /// latency, and which answer was kept.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cascade: Vec<CascadeStep>,
 }
 
 pub async fn execute(
@@ -191,6 +200,7 @@ pub async fn execute(
         pinned: None,
         variations: body.variations,
         combine: body.combine,
+        cascade: body.cascade,
         enrollment,
         key: None,
         stream: false,
@@ -219,6 +229,7 @@ pub async fn execute(
         variations: routed.variations,
         judge: routed.judge,
         combined_by: routed.combined_by,
+        cascade: routed.cascade,
     })
     .into_response();
     with_rate_headers(&mut resp, &rate);

@@ -62,6 +62,12 @@ pub async fn capabilities(State(gw): State<Arc<Gateway>>) -> Json<Value> {
             "judge": gw.judge.name(),
             "combine_model": gw.config.variations.combine_model,
         },
+        "cascade": {
+            "default": gw.config.cascade.default,
+            "max_calls": gw.config.cascade.max_calls,
+            // Only a policy trained on recorded answers can judge one.
+            "available": policy.answer_head.is_some(),
+        },
         "feedback_window_ms": gw.config.learning.feedback_window_ms,
         "exploration": gw.config.policy.exploration,
         "policy": {

@@ -128,6 +128,7 @@ fn qroute_fields(r: &Routed) -> Value {
         "variations": r.variations,
         "judge": r.judge,
         "combined_by": r.combined_by,
+        "cascade": r.cascade,
         "cache": r.cache.as_str(),
     })
 }

@@ -8,6 +8,7 @@ mod harness;
 
 mod auth;
 mod cache;
+mod cascade;
 mod durable;
 mod edge;
 mod experiments;

@@ -40,5 +40,9 @@ fn the_alpaca_policy_is_at_least_the_single_models_hull() {
     unshrunk.prior_folds = 0;
     let plain = offline::train(&ds, "train", &unshrunk, false).unwrap();
     let eval = evaluate(&plain.policy, &ds, "test", &plain.policy.operating_points).unwrap();
-    assert!(eval.router.aiq < eval.single_models.aiq - TOLERANCE, "{:.4}", eval.router.aiq);
+    assert!(
+        eval.router.aiq < eval.single_models.aiq - TOLERANCE,
+        "{:.4}",
+        eval.router.aiq
+    );
 }
