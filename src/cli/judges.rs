@@ -1,10 +1,15 @@
-//! `qroute judges`: the free variation judges measured on recorded answers.
+//! `qroute judges`: the free variation judges (and, with `--policy`, a
+//! policy's answer head) measured on recorded answers.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use qroute_core::dataset::Dataset;
+use qroute_bench::judges::Scorer;
+use qroute_core::dataset::{Dataset, Row};
+use qroute_core::features::Featurizer;
+use qroute_core::policy::{checkpoint, DqnPolicy, Policy};
 use qroute_gateway::exec::judge::Judge;
+use qroute_learn::offline::row_request;
 
 use super::output::say;
 
@@ -30,6 +35,11 @@ pub struct Args {
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// A policy with an answer head (trained on recorded answers): its
+    /// head is measured beside the judges, as a cascade would use it (each
+    /// answer valued with the policy's prompt-only estimate for its model).
+    #[arg(long)]
+    policy: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -38,10 +48,30 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if rows.is_empty() {
         anyhow::bail!("{}: no rows in split {:?}", a.data.display(), a.split);
     }
-    let report = qroute_bench::judges::measure(
+    let policy = a.policy.as_deref().map(checkpoint::load).transpose()?;
+    let head_scores = |row: &Row, drawn: &[usize]| -> Vec<f64> {
+        let Some(p) = policy.as_ref() else {
+            return Vec::new();
+        };
+        head_values(p, &ds.models, row, drawn).unwrap_or_default()
+    };
+    let mut scorers = Vec::new();
+    if let Some(p) = &policy {
+        anyhow::ensure!(
+            p.answer_head.is_some(),
+            "{}: the policy has no answer head (train it on data with recorded answers)",
+            a.policy.as_deref().map_or(String::new(), |d| d.display().to_string())
+        );
+        scorers.push(Scorer {
+            name: "answer head",
+            score: &head_scores,
+        });
+    }
+    let report = qroute_bench::judges::measure_with(
         &ds.models,
         &rows,
         &[Judge::Heuristic, Judge::Agreement],
+        &scorers,
         a.k,
         a.seed,
         a.limit,
@@ -66,4 +96,31 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The answer head's value of each drawn model's recorded answer to `row`,
+/// given the policy's prompt-only quality estimate for that model.
+fn head_values(policy: &DqnPolicy, models: &[String], row: &Row, drawn: &[usize]) -> anyhow::Result<Vec<f64>> {
+    let head = policy.answer_head.as_ref().context("no answer head")?;
+    let fz = Featurizer::new(policy.spec.clone())?;
+    let x = fz.featurize(&row_request(row));
+    let cards: Vec<_> = drawn
+        .iter()
+        .map(|&m| {
+            policy
+                .catalog
+                .get(&models[m])
+                .context("a model the policy does not know")
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut preds = Vec::new();
+    policy.predict(&x, &cards, &mut preds)?;
+    Ok(drawn
+        .iter()
+        .zip(&preds)
+        .map(|(&m, p)| {
+            let answer = row.responses[m].as_deref().unwrap_or_default();
+            f64::from(head.predict(&models[m], p.quality, &row.prompt, answer))
+        })
+        .collect())
 }

@@ -251,6 +251,28 @@ pub fn measure(
     seed: u64,
     limit: Option<usize>,
 ) -> Result<JudgeReport> {
+    measure_with(models, rows, judges, &[], k, seed, limit)
+}
+
+/// A scorer that is not one of the gateway's judges, measured beside them
+/// on the same draws: e.g. a policy's answer head.
+pub struct Scorer<'a> {
+    pub name: &'a str,
+    /// Scores of the answers of models `drawn` (indices into the row's
+    /// outcomes) to `row`'s prompt, in that order.
+    pub score: &'a (dyn Fn(&Row, &[usize]) -> Vec<f64> + 'a),
+}
+
+/// [`measure`], with `scorers` measured after the judges.
+pub fn measure_with(
+    models: &[String],
+    rows: &[&Row],
+    judges: &[Judge],
+    scorers: &[Scorer<'_>],
+    k: usize,
+    seed: u64,
+    limit: Option<usize>,
+) -> Result<JudgeReport> {
     if k < 2 {
         return Err(Error::InvalidInput(format!(
             "k = {k}: judging needs at least two answers to choose between"
@@ -261,7 +283,9 @@ pub fn measure(
         .build()
         .map_err(|e| Error::io("starting the judges' runtime", e))?;
     let mut rng = SplitMix(seed);
-    let mut tallies: Vec<Tally> = (0..judges.len() + 2).map(|_| Tally::default()).collect();
+    let mut tallies: Vec<Tally> = (0..judges.len() + scorers.len() + 2)
+        .map(|_| Tally::default())
+        .collect();
     let (mut measured, mut skipped, mut best_tied) = (0usize, 0usize, 0usize);
     let (mut min_answers, mut max_answers) = (usize::MAX, 0usize);
     for row in rows {
@@ -316,12 +340,20 @@ pub fn measure(
             }
             tally.add(&scores, &quality);
         }
-        let n = judges.len();
+        for (scorer, tally) in scorers.iter().zip(&mut tallies[judges.len()..]) {
+            tally.add(&(scorer.score)(row, &drawn), &quality);
+        }
+        let n = judges.len() + scorers.len();
         tallies[n].add(&vec![0.0; quality.len()], &quality);
         tallies[n + 1].add(&quality, &quality);
         measured += 1;
     }
-    let names = judges.iter().map(Judge::name).chain([RANDOM, ORACLE]);
+    let names: Vec<&str> = judges
+        .iter()
+        .map(|j| -> &str { j.name() })
+        .chain(scorers.iter().map(|s| s.name))
+        .chain([RANDOM, ORACLE])
+        .collect();
     Ok(JudgeReport {
         k,
         seed,

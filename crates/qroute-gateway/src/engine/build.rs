@@ -137,6 +137,7 @@ impl Gateway {
             JudgeKind::Heuristic => Judge::Heuristic,
             JudgeKind::Agreement => Judge::Agreement,
             JudgeKind::Dataset => Judge::Dataset,
+            JudgeKind::Head => Judge::Head,
             JudgeKind::Llm => {
                 let id = config.variations.judge_model.as_deref().unwrap_or_default();
                 let m = models

@@ -161,7 +161,8 @@ impl Gateway {
         steps[keep].kept = true;
         let model = steps[keep].model.clone();
         self.answered(&prep.request_id, req.key.clone(), &decision_id, &model);
-        metrics::counter!("qroute_cascade_calls_total").increment(steps.len() as u64);
+        let escalated = if steps.len() > 1 { "true" } else { "false" };
+        metrics::counter!("qroute_cascades_total", "escalated" => escalated).increment(1);
         Ok(Routed {
             model,
             completion,

@@ -24,10 +24,10 @@ use futures_util::future::join_all;
 use rand::Rng;
 use serde::Serialize;
 
-use super::decide::Prepared;
+use super::decide::{feature_text, Prepared};
 use super::{CacheStatus, Gateway, RouteRequest, Routed, Timings};
 use crate::exec::ensemble;
-use crate::exec::judge::{Answer, Judge};
+use crate::exec::judge::{by_head, Answer, Judge};
 use crate::exec::providers::{Completion, ErrorKind};
 use crate::exec::resilience::call_with_retries;
 use qroute_core::policy::explore::draw_without_replacement;
@@ -141,6 +141,12 @@ impl Gateway {
         let judge_started = Instant::now();
         let judgements = if answers.is_empty() {
             Vec::new()
+        } else if let (Judge::Head, Some(head)) = (&self.judge, prep.policy.answer_head.as_ref()) {
+            let prompt_quality: Vec<f32> = answered
+                .iter()
+                .map(|&(j, _)| prep.predictions.get(draws[j].0).map_or(0.5, |p| p.quality))
+                .collect();
+            by_head(head, &req.chat, &feature_text(&req.chat), &answers, &prompt_quality)
         } else {
             // The judge too must finish within the request's deadline; past
             // it, the free heuristic decides.

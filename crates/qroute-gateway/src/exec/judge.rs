@@ -11,10 +11,16 @@
 //!   provider's `known_quality`), heuristic otherwise.
 //! - [`Judge::Llm`]: an LLM grades each answer on a rubric ("LLM as a
 //!   judge"), heuristic when that call fails.
+//! - [`Judge::Head`]: the serving policy's answer head (learned from
+//!   recorded answers; see `qroute_core::policy::answer`), given the
+//!   policy's prompt-only estimate for each answer's model. On recorded
+//!   answers it is the only one of these that beats a random pick (the
+//!   README's judge table); heuristic when the policy has no head.
 //!
 //! Every judge returns one [`Judgement`] per answer, in the answers' order,
 //! with a score in [0, 1], a human-readable reason and what judging cost.
 
+use qroute_core::policy::answer::AnswerHead;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +39,8 @@ pub enum JudgeKind {
     Dataset,
     /// An LLM with a rubric (`judge_model`).
     Llm,
+    /// The serving policy's answer head, else heuristic.
+    Head,
 }
 
 use futures_util::future::join_all;
@@ -89,6 +97,9 @@ pub enum Judge {
     Agreement,
     Dataset,
     Llm(LlmJudge),
+    /// Needs the policy's predictions, which only the engine has: it calls
+    /// [`by_head`]; [`Judge::judge`] alone falls back to the heuristic.
+    Head,
 }
 
 impl Judge {
@@ -99,6 +110,7 @@ impl Judge {
             Judge::Agreement => "agreement",
             Judge::Dataset => "dataset",
             Judge::Llm(_) => "llm",
+            Judge::Head => "head",
         }
     }
 
@@ -111,8 +123,44 @@ impl Judge {
             Judge::Agreement => agreement(request, answers),
             Judge::Dataset => answers.iter().map(|a| dataset(request, a.completion)).collect(),
             Judge::Llm(llm) => join_all(answers.iter().map(|a| llm.judge_one(request, a))).await,
+            Judge::Head => answers
+                .iter()
+                .map(|a| {
+                    let mut j = heuristic(request, a.completion);
+                    j.reason = format!("no answer head: {}", j.reason);
+                    j
+                })
+                .collect(),
         }
     }
+}
+
+/// [`Judge::Head`]'s verdicts: `head`'s value of each answer to `prompt`,
+/// given the policy's prompt-only quality estimate for its model
+/// (`prompt_quality`, in the answers' order). An answer that only calls
+/// tools is an action, not prose: the heuristic judges it.
+pub fn by_head(
+    head: &AnswerHead,
+    request: &ChatRequest,
+    prompt: &str,
+    answers: &[Answer<'_>],
+    prompt_quality: &[f32],
+) -> Vec<Judgement> {
+    answers
+        .iter()
+        .zip(prompt_quality)
+        .map(|(a, &q)| {
+            if !a.completion.tool_calls.is_empty() {
+                return heuristic(request, a.completion);
+            }
+            let score = head.predict(a.model, q, prompt, &a.completion.text);
+            Judgement {
+                score,
+                reason: format!("answer head: {score:.3} (prompt-only estimate {q:.3})"),
+                cost_usd: 0.0,
+            }
+        })
+        .collect()
 }
 
 // ---- request inspection, shared by the judges ----

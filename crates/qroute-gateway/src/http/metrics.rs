@@ -24,6 +24,7 @@
 //! | `qroute_retries_total`, `qroute_upstream_errors_total`, `qroute_breaker_opened_total` | counter | model |
 //! | `qroute_breaker_state` | gauge: 0 closed, 1 half-open, 2 open | model |
 //! | `qroute_cache_requests_total` | counter | result (`hit`, `miss`) |
+//! | `qroute_cascades_total` | counter | escalated (`true`: a further model was called) |
 //! | `qroute_fallbacks_total`, `qroute_outcomes_recorded_total`, `qroute_experiences_pruned_total` | counter | — |
 //! | `qroute_shadow_decisions_total` | counter | agree |
 //! | `qroute_stream_disconnects_total` | counter | — |
@@ -131,6 +132,10 @@ fn describe() {
         "Time from receiving a streamed request to its first content token, by model."
     );
     describe_counter!("qroute_choices_total", "Times the policy chose a model, by model.");
+    describe_counter!(
+        "qroute_cascades_total",
+        "Requests run as cascades, by whether a further model was called."
+    );
     describe_gauge!(
         "qroute_cost_usd_total",
         "Priced cost of model answers in US dollars, by model."

@@ -1,5 +1,6 @@
 //! Cascades: the routed model first, a stronger one only when the answer
-//! head does not value its answer; every call recorded, costs summed.
+//! head does not value its answer; every call recorded, costs summed. And
+//! the same head judging variations (`variations.judge = "head"`).
 
 use crate::harness::{error_type, start};
 use qroute_core::policy::answer::{AnswerHead, ANSWER_FEATURES};
@@ -142,4 +143,48 @@ async fn a_cascade_that_cannot_run_is_a_400_naming_why() {
     let (s, b) = t.post("/v1/execute", &json!({"prompt": "hi"})).await;
     assert_eq!(s, 200, "{b}");
     assert!(b.get("cascade").is_none(), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_head_judges_variations() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_with(dir.path(), Some(refusals_are_bad()));
+    let t = start(&MODELS, &config(&policy, "[variations]\njudge = \"head\"\n")).await;
+    let (s, b) = t
+        .post(
+            "/v1/execute",
+            &json!({"prompt": "Explain photosynthesis.", "variations": 2,
+                    "preference": {"models": ["cheap-refuse", "cheap-mock"]}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["judge"], "head");
+    assert_eq!(b["model"], "cheap-mock", "the refusal loses: {b}");
+    let vars = b["variations"].as_array().unwrap();
+    assert!(vars
+        .iter()
+        .all(|v| v["reason"].as_str().unwrap().starts_with("answer head")));
+    // Its value is the quality the trainer learns for each answer.
+    let e = t.experience(b["request_id"].as_str().unwrap(), 2).await;
+    let refused = e.outcomes.iter().find(|o| o.model == "cheap-refuse").unwrap();
+    assert!(refused.quality.unwrap() < 0.1, "{refused:?}");
+
+    // Without a head the judge says so and falls back to the heuristic.
+    let bare = policy_with(&dir.path().join("bare"), None);
+    let t = start(&MODELS, &config(&bare, "[variations]\njudge = \"head\"\n")).await;
+    let (s, b) = t
+        .post(
+            "/v1/execute",
+            &json!({"prompt": "Explain photosynthesis.", "variations": 2,
+                    "preference": {"models": ["cheap-refuse", "cheap-mock"]}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        b["variations"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("no answer head"),
+        "{b}"
+    );
 }
