@@ -36,6 +36,26 @@ pub trait BanditPolicy {
     /// The model it would run with exploration off (for held-out
     /// evaluation while it learns).
     fn best(&mut self, id: &str, x: &Features) -> usize;
+    /// In a cascade, after the answers so far (`answers`: each model run
+    /// with its answer's text, in call order): which answer to keep, or
+    /// another model to call (never one already run). A policy that cannot
+    /// read answers keeps the first.
+    fn cascade_step(&mut self, _prompt: &str, _x: &Features, _answers: &[(usize, &str)], _max_calls: usize) -> Step {
+        Step::Keep(0)
+    }
+    /// Learns what an answer's text says about its quality (for the next
+    /// [`BanditPolicy::cascade_step`]); policies that cannot read answers
+    /// ignore it.
+    fn learn_answer(&mut self, _prompt: &str, _x: &Features, _model: usize, _answer: &str, _quality: f32) {}
+}
+
+/// What a cascade does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Return the answer at this position of the answers so far.
+    Keep(usize),
+    /// Run this model too.
+    Call(usize),
 }
 
 /// The `k` highest scores, best first, each with probability 1.

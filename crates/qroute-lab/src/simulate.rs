@@ -11,17 +11,19 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::bandits::{
-    draw_without_replacement, BanditPolicy, BestSingle, Feedback, Linear, LinearRule, Pick, Projection, Uniform,
+    draw_without_replacement, BanditPolicy, BestSingle, Feedback, Linear, LinearRule, Pick, Projection, Step, Uniform,
 };
 use qroute_core::catalog::ModelCard;
 use qroute_core::dataset::{Dataset, Row};
 use qroute_core::features::{Features, Featurizer};
+use qroute_core::policy::cascade::{best_answer, next_call};
 use qroute_core::policy::explore::distribution;
-use qroute_core::policy::{DqnPolicy, Exploration, OperatingPoint};
+use qroute_core::policy::{DqnPolicy, Exploration, OperatingPoint, Policy, Prediction};
 use qroute_core::record::{DecisionRecord, Experience, Outcome};
 use qroute_core::store::ExperienceStore;
 use qroute_core::store::Sampling;
 use qroute_core::{Error, Result};
+use qroute_learn::answer_head::OnlineHead;
 use qroute_learn::offline::{featurize_rows, initial_policy, OfflineConfig};
 use qroute_learn::online::{learn_from, Labels};
 use qroute_learn::{Learner, LearnerConfig};
@@ -34,24 +36,38 @@ pub enum FeedbackMode {
     Bandit,
     /// `k` models in parallel; the best answer is returned, all `k` costs are paid.
     Variations(usize),
+    /// A cascade of at most this many models: the policy's pick first, then
+    /// more while the policy (reading the recorded answers) says so; the
+    /// answer it keeps is returned and every model run is paid for. Only
+    /// the DQN reads answers; the baselines run one model.
+    Cascade(usize),
 }
 
 impl FeedbackMode {
     pub fn parse(s: &str) -> Result<FeedbackMode> {
         match s {
             "bandit" => Ok(FeedbackMode::Bandit),
-            _ => match s.strip_prefix("variations=").and_then(|k| k.parse::<usize>().ok()) {
-                Some(k) if k >= 1 => Ok(FeedbackMode::Variations(k)),
-                _ => Err(Error::InvalidInput(format!(
-                    "--feedback `{s}`: expected `bandit` or `variations=K`"
-                ))),
-            },
+            "cascade" => Ok(FeedbackMode::Cascade(qroute_core::policy::cascade::DEFAULT_MAX_CALLS)),
+            _ => {
+                let k = |prefix: &str| {
+                    s.strip_prefix(prefix)
+                        .and_then(|k| k.parse::<usize>().ok())
+                        .filter(|&k| k >= 1)
+                };
+                match (k("variations="), k("cascade=")) {
+                    (Some(k), _) => Ok(FeedbackMode::Variations(k)),
+                    (_, Some(n)) => Ok(FeedbackMode::Cascade(n)),
+                    _ => Err(Error::InvalidInput(format!(
+                        "--feedback `{s}`: expected `bandit`, `variations=K` or `cascade[=N]`"
+                    ))),
+                }
+            }
         }
     }
 
     pub fn k(&self) -> usize {
         match self {
-            FeedbackMode::Bandit => 1,
+            FeedbackMode::Bandit | FeedbackMode::Cascade(_) => 1,
             FeedbackMode::Variations(k) => *k,
         }
     }
@@ -173,6 +189,8 @@ pub struct DqnBandit {
     steps_per_round: usize,
     floor: f32,
     last_dist: Vec<f32>,
+    /// Values answers in cascades, learned from the answers it ran.
+    head: OnlineHead,
 }
 
 impl DqnBandit {
@@ -183,6 +201,7 @@ impl DqnBandit {
             None => dir.path().join("experiences"),
         })?;
         let cards = policy.catalog.models.clone();
+        let head = OnlineHead::new(&cards.iter().map(|c| c.id.clone()).collect::<Vec<_>>());
         let learner_cfg = LearnerConfig::online();
         let snapshot = policy.clone();
         Ok(DqnBandit {
@@ -201,12 +220,23 @@ impl DqnBandit {
             steps_per_round: cfg.dqn_steps.max(1),
             floor: 0.002,
             last_dist: Vec::new(),
+            head,
         })
     }
 
     /// The policy as last published.
     pub fn policy(&self) -> &DqnPolicy {
         &self.snapshot
+    }
+
+    /// The last published snapshot's predictions for every model.
+    fn predictions(&self, x: &Features) -> Vec<Prediction> {
+        let cards: Vec<&ModelCard> = self.cards.iter().collect();
+        let mut preds = Vec::with_capacity(cards.len());
+        if self.snapshot.predict(x, &cards, &mut preds).is_err() {
+            preds = vec![Prediction::default(); cards.len()];
+        }
+        preds
     }
 
     pub fn store(&self) -> &SledStore {
@@ -241,6 +271,30 @@ impl BanditPolicy for DqnBandit {
             .scores(x, &cards, self.point)
             .unwrap_or_else(|_| vec![0.0; cards.len()]);
         qroute_core::policy::explore::argmax(&scores)
+    }
+
+    /// The gateway's cascade rule (`qroute_core::policy::cascade`) with the
+    /// online head valuing the answers.
+    fn cascade_step(&mut self, prompt: &str, x: &Features, answers: &[(usize, &str)], max_calls: usize) -> Step {
+        let preds = self.predictions(x);
+        let valued: Vec<(usize, f32)> = answers
+            .iter()
+            .enumerate()
+            .map(|(i, &(m, a))| (i, self.head.value(m, preds[m].quality, prompt, a)))
+            .collect();
+        let Some((best, value)) = best_answer(&valued) else {
+            return Step::Keep(0);
+        };
+        let called: Vec<usize> = answers.iter().map(|a| a.0).collect();
+        match next_call(&preds, &called, value, self.point, max_calls) {
+            Some(m) => Step::Call(m),
+            None => Step::Keep(best),
+        }
+    }
+
+    fn learn_answer(&mut self, prompt: &str, x: &Features, model: usize, answer: &str, quality: f32) {
+        let prompt_quality = self.predictions(x)[model].quality;
+        self.head.observe(model, prompt_quality, prompt, answer, quality);
     }
 
     fn learn(&mut self, id: &str, x: &Features, pick: &Pick, feedback: &[Feedback]) {
@@ -473,7 +527,11 @@ pub fn run(
             let x = &feats[i];
             let oracle = world.oracle(row, round);
             for (p, policy) in policies.iter_mut().enumerate() {
-                let pick = policy.choose(&row.id, x, k);
+                let mut pick = policy.choose(&row.id, x, k);
+                let kept = match cfg.feedback {
+                    FeedbackMode::Cascade(max_calls) => Some(cascade(&mut **policy, row, x, &mut pick, max_calls)),
+                    _ => None,
+                };
                 let feedback: Vec<Feedback> = pick
                     .models
                     .iter()
@@ -488,10 +546,21 @@ pub fn run(
                         }
                     })
                     .collect();
-                // The request's answer is the best one run; every run is paid for.
-                let best_q = feedback.iter().map(|f| f.quality).fold(0.0, f32::max);
+                // The request's answer is the one the cascade kept, else the
+                // best one run; every run is paid for.
+                let answer_q = match kept {
+                    Some(i) => feedback[i].quality,
+                    None => feedback.iter().map(|f| f.quality).fold(0.0, f32::max),
+                };
                 let cost: f64 = feedback.iter().map(|f| f.cost_usd).sum();
-                let reward = world.reward(best_q, cost);
+                let reward = world.reward(answer_q, cost);
+                if kept.is_some() {
+                    for f in &feedback {
+                        if let Some(answer) = row.responses[f.model].as_deref() {
+                            policy.learn_answer(&row.prompt, x, f.model, answer, f.quality);
+                        }
+                    }
+                }
                 let regret = oracle - reward;
                 policy.learn(&row.id, x, &pick, &feedback);
                 trace(&TraceLine {
@@ -546,6 +615,35 @@ pub fn run(
         });
     }
     Ok(results)
+}
+
+/// One cascade after `pick`'s first model: asks the policy, answer by
+/// answer, whether to keep one or run another model (at most `max_calls`,
+/// never one twice), adds every model run to `pick`, and returns the
+/// position in `pick.models` of the answer kept. A prompt whose answers the
+/// data did not record has nothing to read: the last answer run stands.
+fn cascade(policy: &mut dyn BanditPolicy, row: &Row, x: &Features, pick: &mut Pick, max_calls: usize) -> usize {
+    pick.models.truncate(1);
+    pick.propensities.truncate(1);
+    loop {
+        let answers: Option<Vec<(usize, &str)>> = pick
+            .models
+            .iter()
+            .map(|&m| row.responses[m].as_deref().map(|a| (m, a)))
+            .collect();
+        let Some(answers) = answers else {
+            return pick.models.len() - 1;
+        };
+        match policy.cascade_step(&row.prompt, x, &answers, max_calls) {
+            Step::Call(m) if !pick.models.contains(&m) && pick.models.len() < max_calls && m < row.outcomes.len() => {
+                pick.models.push(m);
+                // Given the answers, the step is certain.
+                pick.propensities.push(1.0);
+            }
+            Step::Keep(i) if i < answers.len() => return i,
+            _ => return 0,
+        }
+    }
 }
 
 /// Rounds after `from` (1-based) until the trailing-100 share of `used` is

@@ -81,6 +81,69 @@ pub fn fit(models: &[String], rows: &[&Row], prompt_quality: &[Vec<f32>]) -> Opt
     Some(head)
 }
 
+/// A head learned one answer at a time, for the simulator's cascades: the
+/// same inputs and model as [`fit`], unstandardised, stepped with AdaGrad
+/// on each answer whose quality is seen. It starts out trusting the router
+/// (weight 1 on its prompt-only logit, 0 elsewhere), so its first values
+/// are the router's own estimates.
+pub struct OnlineHead {
+    head: AnswerHead,
+    /// AdaGrad's sums of squared gradients, per weight, then the bias.
+    g2: Vec<f32>,
+}
+
+/// AdaGrad's step size for the online head.
+const ONLINE_LR: f32 = 0.5;
+
+impl OnlineHead {
+    pub fn new(models: &[String]) -> OnlineHead {
+        let k = models.len();
+        let f = ANSWER_FEATURES.len();
+        let mut weights = vec![0.0; k + f + 1];
+        weights[k + f] = 1.0;
+        OnlineHead {
+            head: AnswerHead {
+                models: models.to_vec(),
+                feature_mean: vec![0.0; f],
+                feature_std: vec![1.0; f],
+                weights,
+                bias: 0.0,
+            },
+            g2: vec![0.0; k + f + 2],
+        }
+    }
+
+    /// The value of `answer` by model `m`, given the router's estimate.
+    pub fn value(&self, m: usize, prompt_quality: f32, prompt: &str, answer: &str) -> f32 {
+        let x = head_inputs(
+            Some(m),
+            self.head.models.len(),
+            &answer_features(prompt, answer),
+            prompt_quality,
+        );
+        self.head.probability(&x)
+    }
+
+    /// One step towards `quality`, the answer's observed quality.
+    pub fn observe(&mut self, m: usize, prompt_quality: f32, prompt: &str, answer: &str, quality: f32) {
+        let x = head_inputs(
+            Some(m),
+            self.head.models.len(),
+            &answer_features(prompt, answer),
+            prompt_quality,
+        );
+        let err = self.head.probability(&x) - quality;
+        let n = self.head.weights.len();
+        for (i, (w, v)) in self.head.weights.iter_mut().zip(&x).enumerate() {
+            let g = err * v;
+            self.g2[i] += g * g;
+            *w -= ONLINE_LR * g / (self.g2[i].sqrt() + 1e-6);
+        }
+        self.g2[n] += err * err;
+        self.head.bias -= ONLINE_LR * err / (self.g2[n].sqrt() + 1e-6);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +189,19 @@ mod tests {
         let bad = head.predict("a", 0.5, "Explain it.", "I'm sorry, I cannot help.");
         assert!(good > 0.8 && bad < 0.2, "{good} {bad}");
         assert!(fit(&models, &refs[..0], &q).is_none());
+    }
+
+    #[test]
+    fn the_online_head_starts_at_the_router_and_learns_refusals() {
+        let models = vec!["a".to_string()];
+        let mut head = OnlineHead::new(&models);
+        let (good, bad) = ("A full and helpful answer.", "I'm sorry, I cannot help.");
+        assert!((head.value(0, 0.8, "Q?", good) - 0.8).abs() < 1e-4);
+        for _ in 0..300 {
+            head.observe(0, 0.6, "Q?", good, 1.0);
+            head.observe(0, 0.6, "Q?", bad, 0.0);
+        }
+        assert!(head.value(0, 0.6, "Q?", good) > 0.8);
+        assert!(head.value(0, 0.6, "Q?", bad) < 0.2);
     }
 }
