@@ -122,6 +122,9 @@ pub struct SimConfig {
     pub dqn_gamma: f32,
     /// DQN: gradient steps per round.
     pub dqn_steps: usize,
+    /// DQN: the learning rule (the online trainer's by default, so the
+    /// simulator measures what the gateway does).
+    pub dqn_learner: LearnerConfig,
     /// Evaluate every policy's greedy choices on the test split every this
     /// many rounds (and at the end); `None`: no held-out curve.
     pub eval_every: Option<usize>,
@@ -147,6 +150,7 @@ impl Default for SimConfig {
             projection_dim: 64,
             dqn_gamma: 30.0,
             dqn_steps: 1,
+            dqn_learner: LearnerConfig::online(),
             eval_every: None,
             log_dir: None,
         }
@@ -183,7 +187,7 @@ impl DqnBandit {
             None => dir.path().join("experiences"),
         })?;
         let cards = policy.catalog.models.clone();
-        let learner_cfg = LearnerConfig::online();
+        let learner_cfg = cfg.dqn_learner.clone();
         let snapshot = policy.clone();
         Ok(DqnBandit {
             learner: Learner::new(policy, learner_cfg, cfg.seed),
