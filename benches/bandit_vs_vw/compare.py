@@ -81,6 +81,20 @@ def load_train(path):
     return rows, models
 
 
+def per_task_floor(rows, models, lam, C):
+    """Regret of the best model per task in hindsight (all outcomes seen):
+    what a router that knows each task's averages, and nothing about the
+    prompt beyond its task, would pay against the per-prompt oracle."""
+    by_task = defaultdict(list)
+    for r in rows.values():
+        by_task[r.get("task")].append([r["outcomes"][m]["quality"] - lam * r["outcomes"][m]["cost_usd"] / C for m in models])
+    total = 0.0
+    for xs in by_task.values():
+        best = max(range(len(models)), key=lambda m: sum(x[m] for x in xs))
+        total += sum(max(x) - x[best] for x in xs)
+    return total / max(len(rows), 1)
+
+
 def cost_scale(rows, models):
     """C: the highest per-model mean cost on the train split."""
     best = 0.0
@@ -221,9 +235,10 @@ def main():
                 "vw_best": vw_mean[best_g],
                 "vw_best_args": best_g,
                 "vw_grid": vw_mean,
+                "per_task_floor": per_task_floor(rows, models, lam, mine_C),
             }
     print(f"mean regret per round, averaged over shuffle seeds {a.seeds}; VW best of {len(grid)} settings")
-    print(f"{'set':<22}{'λ':>5}{'dqn':>9}{'best baseline':>24}{'best-single':>12}{'VW default':>12}{'VW best':>10}{'dqn/VW':>8}  VW best args")
+    print(f"{'set':<22}{'λ':>5}{'dqn':>9}{'best baseline':>24}{'best-single':>12}{'VW default':>12}{'VW best':>10}{'dqn/VW':>8}{'task floor':>11}  VW best args")
     for (name, lam), r in results.items():
         q = r["qroute"]
         base = {p: v for p, v in q.items() if p not in ("dqn", "uniform", "best-single")}
@@ -233,7 +248,7 @@ def main():
         hind = q.get("best-single", float("nan"))
         print(
             f"{name:<22}{lam:>5}{dqn:>9.4f}{bstr:>24}{hind:>12.4f}{r['vw_default']:>12.4f}{r['vw_best']:>10.4f}"
-            f"{dqn / r['vw_best']:>8.2f}  {r['vw_best_args'] or '(no interactions)'}"
+            f"{dqn / r['vw_best']:>8.2f}{r['per_task_floor']:>11.4f}  {r['vw_best_args'] or '(no interactions)'}"
         )
     if a.json:
         with open(a.json, "w") as f:

@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(long, default_value_t = 500)]
     window: usize,
     /// DQN exploration: SquareCB's γ at round t is this times √t.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = SimConfig::default().dqn_gamma)]
     dqn_gamma: f32,
     /// DQN gradient steps per round.
     #[arg(long, default_value_t = 1)]
