@@ -56,12 +56,9 @@ impl Default for LearnerConfig {
 
 impl LearnerConfig {
     /// Settings for learning online from bandit feedback (the online trainer
-    /// and the simulator). Each round teaches one model's outcome on one
-    /// prompt, so the sparse rows of a rare n-gram are moved by a handful of
-    /// noisy 0/1 labels: a moderate sparse step with strong decay keeps the
-    /// scores of the models a prompt did not run from being dragged by its
-    /// words, and leaves the per-model biases (which every round teaches) to
-    /// carry the early decisions. Measured with `benches/bandit_vs_vw`
+    /// and the simulator). Each round teaches one model's noisy 0/1 outcome on
+    /// one prompt; strong decay keeps the sparse rows from chasing that noise.
+    /// Measured with `benches/bandit_vs_vw`
     /// (SquareCB γ₀ 300, publishing every step), mean regret per round at
     /// λ = 0.1 / 0.5 / 1: sparse_lr 0.2, decay 0.1 (the earlier setting):
     /// routellm stream (seed 1) 0.129 / 0.120 / 0.076, AlpacaEval (3 seeds)
