@@ -48,11 +48,24 @@ pub struct Args {
     #[arg(long, default_value_t = 500)]
     window: usize,
     /// DQN exploration: SquareCB's γ at round t is this times √t.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = SimConfig::default().dqn_gamma)]
     dqn_gamma: f32,
     /// DQN gradient steps per round.
     #[arg(long, default_value_t = 1)]
     dqn_steps: usize,
+    /// DQN learning rule overrides (defaults: the online trainer's,
+    /// `LearnerConfig::online()`): row-wise AdaGrad step on the sparse input rows,
+    #[arg(long)]
+    dqn_sparse_lr: Option<f32>,
+    /// … weight decay,
+    #[arg(long)]
+    dqn_weight_decay: Option<f32>,
+    /// … and Adam's step size on the dense layers.
+    #[arg(long)]
+    dqn_lr: Option<f32>,
+    /// DQN: gradient steps between published snapshots.
+    #[arg(long)]
+    dqn_publish_every: Option<u64>,
     /// Evaluate every policy's greedy choices on the test split every N
     /// rounds (a held-out learning curve against USD spent).
     #[arg(long)]
@@ -63,6 +76,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    let defaults = SimConfig::default();
+    let mut learner = defaults.dqn_learner.clone();
+    learner.sparse_lr = a.dqn_sparse_lr.unwrap_or(learner.sparse_lr);
+    learner.weight_decay = a.dqn_weight_decay.unwrap_or(learner.weight_decay);
+    learner.lr = a.dqn_lr.unwrap_or(learner.lr);
     let cfg = SimConfig {
         feedback: FeedbackMode::parse(&a.feedback)?,
         cost_weight: a.cost_weight,
@@ -79,9 +97,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         drift: a.drift.as_deref().map(Drift::parse).transpose()?,
         dqn_gamma: a.dqn_gamma,
         dqn_steps: a.dqn_steps,
+        dqn_learner: learner,
+        publish_every: a.dqn_publish_every.unwrap_or(defaults.publish_every),
         eval_every: a.eval_every,
         log_dir: a.log_dir,
-        ..SimConfig::default()
+        ..defaults
     };
     let ds = Dataset::load(&a.data)?;
     let (sim, dqn) = simulate::simulate(&ds, &cfg, a.trace.as_deref())?;

@@ -61,7 +61,12 @@ pub struct LearningConfig {
     pub max_steps_per_sec: f32,
     #[serde(default = "default_batch")]
     pub batch: usize,
-    /// Gradient steps at least between published versions.
+    /// Gradient steps at least between published versions. 1: the newest
+    /// outcomes serve at once (`publish_every_s` already bounds the cost to
+    /// one snapshot a second); ten steps were twenty requests at the default
+    /// replay ratio, and a stale policy keeps repeating what was just learned
+    /// against (`qroute simulate` on AlpacaEval, λ = 1: mean regret 0.082
+    /// publishing every 10 steps, 0.066 every step).
     #[serde(default = "default_publish_every")]
     pub publish_every: u64,
 }
@@ -92,7 +97,7 @@ fn default_batch() -> usize {
     64
 }
 fn default_publish_every() -> u64 {
-    10
+    1
 }
 
 impl LearningConfig {
