@@ -13,9 +13,10 @@ use qroute_learn::offline::row_request;
 
 use super::output::say;
 
-/// Measure the free variation judges (heuristic, agreement) on answers a
-/// dataset recorded: how often each picks the best of k, the quality of its
-/// pick, and how its scores rank against the recorded quality.
+/// Measure the free variation judges (heuristic, agreement), and with
+/// --policy a policy's answer head, on answers a dataset recorded: how often
+/// each picks the best of k, the quality of its pick, and how its scores
+/// rank against the recorded quality.
 #[derive(clap::Args)]
 pub struct Args {
     /// A routing dataset whose outcomes carry `response`s.

@@ -3,7 +3,7 @@
 /// An OpenAI-, Anthropic- and Gemini-compatible mock upstream for tests and
 /// load tests, streaming included. Faults by model name: error, flaky,
 /// timeout, slow, ratelimit, reject, notools, break, echo-auth, delay<N>,
-/// score<N>.
+/// score<N>; `refuse` answers with a refusal.
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(long, default_value_t = 9100)]
