@@ -428,7 +428,11 @@ impl SledStore {
         }
         let mut tries = 0;
         let db = loop {
-            match sled::Config::new().path(&path).cache_capacity(options.cache_bytes).open() {
+            match sled::Config::new()
+                .path(&path)
+                .cache_capacity(options.cache_bytes)
+                .open()
+            {
                 Ok(db) => break db,
                 // sled reports a held lock as an `Other` I/O error with this text.
                 Err(sled::Error::Io(e)) if tries < 100 && e.to_string().contains("could not acquire lock") => {
