@@ -200,7 +200,8 @@ impl Gateway {
         record.propensities[0] = 1.0;
         let decision_id = record.request_id.clone();
         if !model.breaker.try_acquire(Instant::now()) {
-            self.writer.decision_later(record);
+            // Logged without an outcome, so the decision id names a record.
+            self.logged(record, std::future::ready(())).await.0?;
             return Ok(Step::failed(decision_id, id, "circuit breaker open".into()));
         }
         metrics::counter!("qroute_choices_total", "model" => id.clone()).increment(1);
@@ -213,12 +214,7 @@ impl Gateway {
             deadline,
             0,
         );
-        let (durable, attempted) = if self.config.store.durable_ack {
-            tokio::join!(self.writer.decision(record), call)
-        } else {
-            self.writer.decision_later(record);
-            (Ok(()), call.await)
-        };
+        let (durable, attempted) = self.logged(record, call).await;
         let outcome = self.settle(
             model,
             &decision_id,

@@ -11,6 +11,23 @@ use qroute_core::record::{DecisionRecord, Outcome};
 use qroute_core::unix_ms;
 
 impl Gateway {
+    /// Runs `call` while `record` is written: with durable acks the record's
+    /// sync overlaps the call and its result comes back to be checked
+    /// before answering; otherwise the record is queued and counts as
+    /// written.
+    pub(super) async fn logged<T>(
+        &self,
+        record: DecisionRecord,
+        call: impl std::future::Future<Output = T>,
+    ) -> (qroute_core::Result<()>, T) {
+        if self.config.store.durable_ack {
+            tokio::join!(self.writer.decision(record), call)
+        } else {
+            self.writer.decision_later(record);
+            (Ok(()), call.await)
+        }
+    }
+
     /// The decision record of `prep` with `chosen` models.
     pub(super) fn record(&self, prep: &Prepared, req: &RouteRequest, chosen: Vec<String>) -> DecisionRecord {
         DecisionRecord {

@@ -171,11 +171,7 @@ impl Gateway {
                 // Another request holds this half-open breaker's one probe.
                 // The decision is still logged (without an outcome), so the
                 // request id always names a record.
-                if self.config.store.durable_ack {
-                    self.writer.decision(record).await?;
-                } else {
-                    self.writer.decision_later(record);
-                }
+                self.logged(record, std::future::ready(())).await.0?;
                 failed.push(Attempt {
                     model: id.clone(),
                     calls: 0,
@@ -193,12 +189,7 @@ impl Gateway {
                 models_after,
                 |limit| call(candidates[k], limit),
             );
-            let (durable, attempted) = if self.config.store.durable_ack {
-                tokio::join!(self.writer.decision(record), attempt)
-            } else {
-                self.writer.decision_later(record);
-                (Ok(()), attempt.await)
-            };
+            let (durable, attempted) = self.logged(record, attempt).await;
             let Attempted {
                 result,
                 calls,

@@ -97,12 +97,7 @@ impl Gateway {
             )
         });
         let started = Instant::now();
-        let (durable, results) = if self.config.store.durable_ack {
-            tokio::join!(self.writer.decision(record), join_all(calls))
-        } else {
-            self.writer.decision_later(record);
-            (Ok(()), join_all(calls).await)
-        };
+        let (durable, results) = self.logged(record, join_all(calls)).await;
         let mut upstream = started.elapsed();
 
         // Line results up with the draws (refused models have none).
