@@ -8,7 +8,7 @@ use qroute_core::policy::checkpoint;
 use qroute_lab::{evaluate, report};
 use qroute_learn::offline;
 
-use super::output::say;
+use super::output::{say, split_title};
 
 /// Sweep a policy over operating points on a split; write decisions and a report.
 #[derive(clap::Args)]
@@ -76,13 +76,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     evaluate::write_decisions(&eval, &a.decisions)?;
-    let title = format!(
-        "{} ({} split)",
-        a.data
-            .file_name()
-            .map_or("dataset".into(), |n| n.to_string_lossy().into_owned()),
-        a.split
-    );
+    let title = split_title(&a.data, &a.split);
     report::write(&eval, &a.report, &title)?;
     let c95 = |v: Option<f64>| v.map_or("n/a".into(), |x| format!("{x:.3}"));
     say!("{:<14} {:>8} {:>8} {:>8}", "", "AIQ", "C95", "Q@best")?;

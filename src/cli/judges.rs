@@ -11,7 +11,7 @@ use qroute_core::policy::{checkpoint, DqnPolicy, Policy};
 use qroute_gateway::exec::judge::Judge;
 use qroute_learn::offline::row_request;
 
-use super::output::say;
+use super::output::{say, split_title};
 
 /// Measure the free variation judges (heuristic, agreement), and with
 /// --policy a policy's answer head, on answers a dataset recorded: how often
@@ -84,13 +84,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.split
         );
     }
-    let title = format!(
-        "{} ({} split)",
-        a.data
-            .file_name()
-            .map_or("dataset".into(), |n| n.to_string_lossy().into_owned()),
-        a.split
-    );
+    let title = split_title(&a.data, &a.split);
     say!("{}", qroute_bench::judges::markdown(&report, &title))?;
     if let Some(path) = a.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)

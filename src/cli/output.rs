@@ -21,6 +21,15 @@ macro_rules! say {
 }
 pub(crate) use say;
 
+/// A report's title: the dataset's file name and the split, e.g.
+/// `alpaca_eval.jsonl (test split)`.
+pub fn split_title(data: &std::path::Path, split: &str) -> String {
+    let name = data
+        .file_name()
+        .map_or("dataset".into(), |n| n.to_string_lossy().into_owned());
+    format!("{name} ({split} split)")
+}
+
 /// Whether `e` is stdout's reader having gone away (EPIPE).
 pub fn is_closed_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {

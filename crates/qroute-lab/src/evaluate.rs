@@ -90,8 +90,8 @@ pub struct Evaluation {
     pub policy_version: u64,
     pub mode: Mode,
     pub prompts: usize,
-    /// Prompts a cascade could not judge (no recorded answer for its first
-    /// model), routed plainly.
+    /// Prompts with no recorded answer, which a cascade routes plainly (as
+    /// it does any prompt whose first model's answer was not recorded).
     pub unanswered: usize,
     pub models: Vec<String>,
     pub points: Vec<PointResult>,
@@ -289,7 +289,8 @@ fn cascade_decisions(
     if max_calls == 0 {
         return Err(Error::InvalidInput("--max-calls: must be at least 1".into()));
     }
-    if !rows.iter().any(|r| r.responses.iter().any(Option::is_some)) {
+    let unanswered = rows.iter().filter(|r| r.responses.iter().all(Option::is_none)).count();
+    if unanswered == rows.len() {
         return Err(Error::InvalidInput(format!(
             "--strategy cascade: {} records no answers (`response`) in this split, so a cascade has nothing to judge",
             ds.path.display()
@@ -310,11 +311,6 @@ fn cascade_decisions(
                 .collect()
         })
         .collect();
-    let unanswered = rows
-        .iter()
-        .zip(preds)
-        .filter(|(r, p)| r.responses[plain_choice(p, points[0])].is_none())
-        .count();
     let decisions = points
         .iter()
         .map(|&lambda| {

@@ -115,23 +115,13 @@ impl OnlineHead {
 
     /// The value of `answer` by model `m`, given the router's estimate.
     pub fn value(&self, m: usize, prompt_quality: f32, prompt: &str, answer: &str) -> f32 {
-        let x = head_inputs(
-            Some(m),
-            self.head.models.len(),
-            &answer_features(prompt, answer),
-            prompt_quality,
-        );
+        let x = self.head.inputs(Some(m), prompt_quality, prompt, answer);
         self.head.probability(&x)
     }
 
     /// One step towards `quality`, the answer's observed quality.
     pub fn observe(&mut self, m: usize, prompt_quality: f32, prompt: &str, answer: &str, quality: f32) {
-        let x = head_inputs(
-            Some(m),
-            self.head.models.len(),
-            &answer_features(prompt, answer),
-            prompt_quality,
-        );
+        let x = self.head.inputs(Some(m), prompt_quality, prompt, answer);
         let err = self.head.probability(&x) - quality;
         let n = self.head.weights.len();
         for (i, (w, v)) in self.head.weights.iter_mut().zip(&x).enumerate() {

@@ -233,7 +233,9 @@ fn is_validation(id: &str, fraction: f32) -> bool {
     (h % 10_000) as f32 / 10_000.0 < fraction
 }
 
-fn items_for<'a>(policy: &DqnPolicy, rows: &[&Row], feats: &'a [Features], idx: &[usize], batch: &mut Batch<'a>) {
+/// Fills `batch` with rows `idx` (with their `feats`) under full
+/// information: one item per (prompt, model), every outcome observed.
+pub fn items_for<'a>(policy: &DqnPolicy, rows: &[&Row], feats: &'a [Features], idx: &[usize], batch: &mut Batch<'a>) {
     batch.contexts.clear();
     batch.items.clear();
     let cards = &policy.catalog.models;
@@ -322,9 +324,8 @@ pub fn train_with(
         };
         (policy, Vec::new(), quality)
     };
-    if has_answers {
-        policy.answer_head = answer_head::fit(&ds.models, &rows, &prompt_quality);
-    }
+    // `None` on data without recorded answers.
+    policy.answer_head = answer_head::fit(&ds.models, &rows, &prompt_quality);
     let all: Vec<&Features> = feats.iter().collect();
     policy.operating_points = calibrate_points(&policy, &all, cfg.points)?;
     Ok(TrainOutcome {

@@ -11,10 +11,9 @@ use qroute_core::policy::dqn::{COST_EPS, LATENCY_EPS};
 use qroute_core::policy::network::{sigmoid, Network, HEADS};
 use qroute_core::policy::{DqnPolicy, OperatingPoint, Policy};
 use qroute_learn::grad::Batch;
-use qroute_learn::learner::item_for;
 use qroute_learn::offline::{self, Backend, OfflineConfig};
 use qroute_learn::torch::TorchLearner;
-use qroute_learn::{Learner, LearnerConfig, Observation};
+use qroute_learn::{Learner, LearnerConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::Device;
@@ -31,18 +30,7 @@ fn slice(n: usize) -> Dataset {
 /// Every (prompt, model) pair of `idx` as one batch, full information.
 fn batch<'a>(policy: &DqnPolicy, rows: &[&Row], feats: &'a [Features], idx: &[usize]) -> Batch<'a> {
     let mut b = Batch::default();
-    for (c, &i) in idx.iter().enumerate() {
-        b.contexts.push(&feats[i]);
-        for (m, card) in policy.catalog.models.iter().enumerate() {
-            let o = &rows[i].outcomes[m];
-            let obs = Observation {
-                quality: Some(o.quality),
-                cost_usd: o.cost_usd,
-                latency_ms: o.latency_ms,
-            };
-            b.items.push(item_for(policy, c, &feats[i], card, &obs, 1.0));
-        }
-    }
+    offline::items_for(policy, rows, feats, idx, &mut b);
     b
 }
 

@@ -232,9 +232,20 @@ impl AnswerHead {
     /// head never saw gets no model weight.
     pub fn predict(&self, model: &str, prompt_quality: f32, prompt: &str, answer: &str) -> f32 {
         let m = self.models.iter().position(|x| x == model);
-        let mut x = head_inputs(m, self.models.len(), &answer_features(prompt, answer), prompt_quality);
+        self.probability(&self.inputs(m, prompt_quality, prompt, answer))
+    }
+
+    /// The standardised inputs for `answer` by the model at position
+    /// `model` of [`AnswerHead::models`] (`None`: one it never saw).
+    pub fn inputs(&self, model: Option<usize>, prompt_quality: f32, prompt: &str, answer: &str) -> Vec<f32> {
+        let mut x = head_inputs(
+            model,
+            self.models.len(),
+            &answer_features(prompt, answer),
+            prompt_quality,
+        );
         self.standardise(&mut x);
-        self.probability(&x)
+        x
     }
 
     /// The probability for already standardised inputs.

@@ -99,7 +99,7 @@ impl Gateway {
         };
         let position = |id: &str| prep.candidates.iter().position(|&i| self.models[i].config.id == id);
 
-        let (first, first_decision) = self.answer_single(req, prep).await?;
+        let (mut first, first_decision) = self.answer_single(req, prep).await?;
         let first_at = position(&first.model).unwrap_or(prep.chosen);
         // Every model tried is spent: the first one's fallbacks included.
         let mut called: Vec<usize> = first.attempts.iter().filter_map(|a| position(&a.model)).collect();
@@ -116,9 +116,10 @@ impl Gateway {
             value: first_value,
             step: 0,
             decision_id: first_decision,
-            completion: first.completion.clone(),
+            // Moved, not copied: the kept answer's completion replaces it.
+            completion: std::mem::take(&mut first.completion),
         }];
-        let mut attempts = first.attempts.clone();
+        let mut attempts = std::mem::take(&mut first.attempts);
         let mut upstream = first.upstream;
         let point = OperatingPoint {
             cost_weight: prep.cost_weight,
@@ -189,15 +190,14 @@ impl Gateway {
     ) -> Result<Step> {
         let model = &self.models[prep.candidates[next]];
         let id = model.config.id.clone();
-        let mut record = self.record(prep, req, vec![id.clone()]);
-        record.request_id = format!("{}/cascade-{}", prep.request_id, called.len());
-        // The rest of the candidates, the one called taken with certainty.
-        record.candidates = std::iter::once(next)
-            .chain((0..prep.candidates.len()).filter(|k| *k != next && !called.contains(k)))
-            .map(|k| self.models[prep.candidates[k]].config.id.clone())
-            .collect();
-        record.propensities = vec![0.0; record.candidates.len()];
-        record.propensities[0] = 1.0;
+        // Over the candidates not yet called, the one called first.
+        let rest = (0..prep.candidates.len()).filter(|k| *k != next && !called.contains(k));
+        let record = self.follow_up(
+            prep,
+            req,
+            format!("{}/cascade-{}", prep.request_id, called.len()),
+            std::iter::once(next).chain(rest),
+        );
         let decision_id = record.request_id.clone();
         if !model.breaker.try_acquire(Instant::now()) {
             // Logged without an outcome, so the decision id names a record.

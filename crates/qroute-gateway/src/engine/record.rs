@@ -50,6 +50,34 @@ impl Gateway {
         }
     }
 
+    /// A decision that follows `prep`'s within the same request (a
+    /// fallback, a cascade's next call): recorded as `request_id`, over
+    /// `order` (positions in `prep.candidates`), its first taken with
+    /// certainty because the rule that made it is deterministic.
+    pub(super) fn follow_up(
+        &self,
+        prep: &Prepared,
+        req: &RouteRequest,
+        request_id: String,
+        order: impl IntoIterator<Item = usize>,
+    ) -> DecisionRecord {
+        let candidates: Vec<String> = order
+            .into_iter()
+            .map(|k| self.models[prep.candidates[k]].config.id.clone())
+            .collect();
+        let mut propensities = vec![0.0; candidates.len()];
+        if let Some(p) = propensities.first_mut() {
+            *p = 1.0;
+        }
+        DecisionRecord {
+            request_id,
+            chosen: candidates.first().cloned().into_iter().collect(),
+            candidates,
+            propensities,
+            ..self.record(prep, req, Vec::new())
+        }
+    }
+
     /// Books one model's result (after `calls` calls over `upstream_time`):
     /// its breaker, metrics, and the outcome to record (quality as the
     /// provider knows it, priced cost, latency or the error).

@@ -153,19 +153,18 @@ impl Gateway {
         for (n, &k) in order.iter().enumerate() {
             let model = &self.models[candidates[k]];
             let id = &model.config.id;
-            let mut record = self.record(prep, req, vec![id.clone()]);
-            if n > 0 {
-                // A fallback is its own decision: the rest of the order, the
-                // next one taken with certainty.
+            let record = if n == 0 {
+                self.record(prep, req, vec![id.clone()])
+            } else {
+                // A fallback is its own decision: the rest of the order.
                 metrics::counter!("qroute_fallbacks_total").increment(1);
-                record.request_id = format!("{request_id}/fallback-{n}");
-                record.candidates = order[n..]
-                    .iter()
-                    .map(|&j| self.models[candidates[j]].config.id.clone())
-                    .collect();
-                record.propensities = vec![0.0; record.candidates.len()];
-                record.propensities[0] = 1.0;
-            }
+                self.follow_up(
+                    prep,
+                    req,
+                    format!("{request_id}/fallback-{n}"),
+                    order[n..].iter().copied(),
+                )
+            };
             let decision_id = record.request_id.clone();
             if !model.breaker.try_acquire(Instant::now()) {
                 // Another request holds this half-open breaker's one probe.

@@ -149,14 +149,10 @@ async fn a_cascade_that_cannot_run_is_a_400_naming_why() {
 async fn the_answer_head_judges_variations() {
     let dir = tempfile::tempdir().unwrap();
     let policy = policy_with(dir.path(), Some(refusals_are_bad()));
+    let two_variations = json!({"prompt": "Explain photosynthesis.", "variations": 2,
+                                "preference": {"models": ["cheap-refuse", "cheap-mock"]}});
     let t = start(&MODELS, &config(&policy, "[variations]\njudge = \"head\"\n")).await;
-    let (s, b) = t
-        .post(
-            "/v1/execute",
-            &json!({"prompt": "Explain photosynthesis.", "variations": 2,
-                    "preference": {"models": ["cheap-refuse", "cheap-mock"]}}),
-        )
-        .await;
+    let (s, b) = t.post("/v1/execute", &two_variations).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["judge"], "head");
     assert_eq!(b["model"], "cheap-mock", "the refusal loses: {b}");
@@ -172,13 +168,7 @@ async fn the_answer_head_judges_variations() {
     // Without a head the judge says so and falls back to the heuristic.
     let bare = policy_with(&dir.path().join("bare"), None);
     let t = start(&MODELS, &config(&bare, "[variations]\njudge = \"head\"\n")).await;
-    let (s, b) = t
-        .post(
-            "/v1/execute",
-            &json!({"prompt": "Explain photosynthesis.", "variations": 2,
-                    "preference": {"models": ["cheap-refuse", "cheap-mock"]}}),
-        )
-        .await;
+    let (s, b) = t.post("/v1/execute", &two_variations).await;
     assert_eq!(s, 200, "{b}");
     assert!(
         b["variations"][0]["reason"]
