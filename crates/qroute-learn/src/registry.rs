@@ -153,10 +153,17 @@ impl Registry {
         Ok(self.versions()?.last().copied())
     }
 
-    /// Version `v`'s metadata (no weights).
+    /// Version `v`'s metadata (no weights). A version that is not there,
+    /// never registered or pruned while the caller looked, is `NotFound`.
     pub fn entry(&self, v: u64) -> Result<Entry> {
         let dir = self.version_dir(v);
-        let meta = checkpoint::load_metadata(&dir)?;
+        let meta = checkpoint::load_metadata(&dir).map_err(|e| {
+            if dir.is_dir() {
+                e
+            } else {
+                Error::NotFound(format!("policy version {v} is not registered"))
+            }
+        })?;
         let lineage = serde_json::from_value(meta.training["lineage"].clone()).ok();
         Ok(Entry {
             version: v,
@@ -165,9 +172,19 @@ impl Registry {
         })
     }
 
-    /// Every registered version's metadata, ascending.
+    /// Every registered version's metadata, ascending. A version pruned
+    /// between the listing and its read (a trainer keeps only the newest
+    /// few) is left out, not an error.
     pub fn entries(&self) -> Result<Vec<Entry>> {
-        self.versions()?.into_iter().map(|v| self.entry(v)).collect()
+        let mut out = Vec::new();
+        for v in self.versions()? {
+            match self.entry(v) {
+                Ok(entry) => out.push(entry),
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// The newest registered version if it is newer than `v`, loaded: how
@@ -426,6 +443,13 @@ mod tests {
         assert_eq!(e.lineage.unwrap().parent, Some(1));
         assert_eq!(reg.prune(2).unwrap(), 2);
         assert_eq!(reg.versions().unwrap(), vec![3, 4]);
+        // A pruned version reads as not registered (a 404 to the admin API,
+        // and left out of a listing that raced the prune), never a failure.
+        assert!(matches!(reg.entry(1), Err(Error::NotFound(_))));
+        assert_eq!(
+            reg.entries().unwrap().iter().map(|e| e.version).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
     }
 
     #[test]

@@ -32,10 +32,19 @@ impl From<Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        // A 500 is our own failure: its detail (a file path, a store's
+        // message) goes to the log, and the caller gets the kind and the
+        // request id to quote. Every other status says what the caller can
+        // act on.
         if status.is_server_error() {
             tracing::warn!(error = %self.0, "request failed");
         }
-        let mut r = error_response(status, self.0.kind(), &self.0.to_string());
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            INTERNAL_MESSAGE.to_string()
+        } else {
+            self.0.to_string()
+        };
+        let mut r = error_response(status, self.0.kind(), &message);
         if let Some(ms) = self.0.retry_after_ms() {
             r.headers_mut()
                 .insert("retry-after", axum::http::HeaderValue::from(ms.div_ceil(1000).max(1)));
@@ -43,6 +52,10 @@ impl IntoResponse for ApiError {
         r
     }
 }
+
+/// What a 500 says instead of its detail.
+pub const INTERNAL_MESSAGE: &str =
+    "the gateway failed internally; its log has the detail under this response's x-request-id";
 
 /// The JSON error body every endpoint answers with.
 pub fn error_response(status: StatusCode, kind: &str, message: &str) -> Response {
@@ -158,6 +171,25 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn body_of(e: Error) -> (StatusCode, serde_json::Value) {
+        let r = ApiError(e).into_response();
+        let status = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_keeps_its_detail_out_of_the_body() {
+        let (status, body) = body_of(Error::Store("/var/lib/qroute/secret.db: disk full".into())).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["type"], "store_error");
+        assert_eq!(body["error"]["message"], INTERNAL_MESSAGE);
+        // The caller's own mistakes are still explained.
+        let (status, body) = body_of(Error::InvalidInput("field `model`: unknown".into())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["error"]["message"].as_str().unwrap().contains("`model`"));
+    }
 
     #[test]
     fn json_content_types() {
