@@ -82,6 +82,14 @@ pub trait ExperienceStore: Send + Sync {
     /// repeat for the same request and model replaces the earlier one.
     fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<()>;
 
+    /// [`ExperienceStore::record_outcomes`] without its sync: the outcomes
+    /// are durable once a later durable call returns (`append_decisions`,
+    /// `flush`). A group-commit writer stages its group's outcomes this way
+    /// and syncs once for the whole group. By default it syncs anyway.
+    fn record_outcomes_unsynced(&self, outcomes: &[Outcome]) -> Result<()> {
+        self.record_outcomes(outcomes)
+    }
+
     /// Records which decision and model answered each request.
     fn record_answers(&self, answers: &[Answered]) -> Result<()>;
 

@@ -306,6 +306,17 @@ impl Drop for OnlineTrainer {
     }
 }
 
+/// Puts the calling thread at the lowest scheduling priority (nice 19):
+/// training takes the CPU serving leaves, so it never delays a request,
+/// yet it still gets a small share under full load (unlike `SCHED_IDLE`),
+/// so learning slows under overload but does not stop. Best effort.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
+        tracing::debug!(error = %e, "could not lower the trainer's priority");
+    }
+}
+
 /// The trainer thread's state.
 struct Loop {
     store: Arc<dyn ExperienceStore>,
@@ -321,6 +332,7 @@ struct Loop {
 
 impl Loop {
     fn run(mut self, mut learner: Learner) -> Learner {
+        lower_priority();
         let cfg = self.cfg.clone();
         let mut since_publish = 0;
         let mut start_len = self.store.len();

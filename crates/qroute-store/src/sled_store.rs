@@ -711,8 +711,14 @@ impl SledStore {
             // 1. The records, synced. Past the committed end they are
             //    invisible until step 2 commits them.
             seg.file.write_synced(offset - seg.start, buf)?;
-            // 2. The commit: their index entries in one atomic sled batch.
-            let mut batch = Batch::default();
+            // 2. The commit: their index entries, in order. Plain inserts,
+            //    not one sled batch: sled writes its log buffer out twice for
+            //    every batch (two writes and syncs on its I/O threads, which
+            //    were a third of the gateway's CPU under load), and the
+            //    entries need no batch to be safe. Sled recovers a prefix of
+            //    its log, so a crash keeps a prefix of the entries: a
+            //    shorter committed prefix of the data, none of it
+            //    acknowledged yet (that waits for the flush).
             let mut chunk_seq = first_seq;
             let mut chunk_offset = offset;
             let mut entry = Vec::new();
@@ -722,15 +728,14 @@ impl SledStore {
                 entry.extend(chunk.iter().map(|&(_, len, hash)| (len, hash)));
                 value.clear();
                 codec::encode_index_chunk(chunk_offset, &entry, &mut value);
-                batch.insert(&seq_key(chunk_seq), value.as_slice());
+                if let Err(e) = self.index_tree.insert(seq_key(chunk_seq), value.as_slice()) {
+                    // Some entries may be in sled's memory: let nothing
+                    // build on them.
+                    *poisoned = true;
+                    return Err(sled_err(e));
+                }
                 chunk_seq += chunk.len() as u64;
                 chunk_offset += entry.iter().map(|&(len, _)| len).sum::<u64>();
-            }
-            if let Err(e) = self.index_tree.apply_batch(batch) {
-                // Part of the batch may be in sled's memory (never in its
-                // recovered state): let nothing build on it.
-                *poisoned = true;
-                return Err(sled_err(e));
             }
             // 3. Publish to readers.
             let mut index = self.index.write().unwrap_or_else(lock_err);
@@ -788,10 +793,21 @@ impl SledStore {
 
     /// `decision` joined with its outcomes.
     fn experience(&self, decision: DecisionRecord) -> Result<Experience> {
-        let mut outcomes = Vec::new();
-        for kv in self.outcomes.scan_prefix(outcome_prefix(&decision.request_id)) {
-            let (_, v) = kv.map_err(sled_err)?;
-            outcomes.push(codec::decode_outcome(&v)?);
+        // One point lookup per chosen model (outcomes exist only for those),
+        // in model-name order: cheaper than a prefix scan on the trainer's
+        // path, which reads tens of thousands of experiences a second.
+        let mut chosen: Vec<&String> = decision.chosen.iter().collect();
+        chosen.sort_unstable();
+        chosen.dedup();
+        let mut outcomes = Vec::with_capacity(chosen.len());
+        for model in chosen {
+            if let Some(v) = self
+                .outcomes
+                .get(outcome_key(&decision.request_id, model))
+                .map_err(sled_err)?
+            {
+                outcomes.push(codec::decode_outcome(&v)?);
+            }
         }
         let feedback = match self.feedback.get(decision.request_id.as_bytes()).map_err(sled_err)? {
             Some(v) => Some(json_decode::<FeedbackRecord>(&v, "feedback")?),
@@ -923,16 +939,15 @@ impl SledStore {
         Ok(())
     }
 
-    /// [`ExperienceStore::record_outcomes`] for a caller holding the join
-    /// gate.
+    /// [`ExperienceStore::record_outcomes`], unsynced, for a caller holding
+    /// the join gate.
     fn record_outcomes_joined(&self, outcomes: &[Outcome]) -> Result<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
         // request_id → (seq, chosen models) of its decision.
         let mut decisions: HashMap<&str, (u64, Vec<String>)> = HashMap::new();
-        let mut ob = Batch::default();
-        let mut value = Vec::new();
+        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(outcomes.len());
         for o in outcomes {
             o.validate()?;
             let id = o.request_id.as_str();
@@ -952,9 +967,9 @@ impl SledStore {
                     o.model
                 )));
             }
-            value.clear();
+            let mut value = Vec::new();
             codec::encode_outcome(o, &mut value);
-            ob.insert(outcome_key(id, &o.model), value.as_slice());
+            rows.push((outcome_key(id, &o.model), value));
         }
         let mut new_seqs: Vec<u64> = {
             let index = self.rewarded_index.read().unwrap_or_else(lock_err);
@@ -965,17 +980,18 @@ impl SledStore {
                 .collect()
         };
         new_seqs.sort_unstable();
-        // Rewarded entries first, outcomes second, each one atomic batch: a
-        // crash in between leaves rewarded entries without outcomes, which
-        // sampling skips; never outcomes that sampling cannot reach.
-        if !new_seqs.is_empty() {
-            let mut rb = Batch::default();
-            for &seq in &new_seqs {
-                rb.insert(&seq_key(seq), &[]);
-            }
-            self.rewarded.apply_batch(rb).map_err(sled_err)?;
+        // Rewarded entries first, outcomes second: sled recovers a prefix of
+        // what was written, so a crash leaves at worst rewarded entries
+        // without outcomes, which sampling skips; never outcomes that
+        // sampling cannot reach. Plain inserts, not sled batches, which cost
+        // two log writes each (see `append_locked`); nothing here is
+        // acknowledged before the caller's sync.
+        for &seq in &new_seqs {
+            self.rewarded.insert(seq_key(seq), &[]).map_err(sled_err)?;
         }
-        self.outcomes.apply_batch(ob).map_err(sled_err)?;
+        for (key, value) in rows {
+            self.outcomes.insert(key, value).map_err(sled_err)?;
+        }
         {
             // Every seq of this call, not only the new ones: sampling may have
             // dropped one as stale (a crash leftover) just before its
@@ -989,7 +1005,6 @@ impl SledStore {
                 }
             }
         }
-        self.db.flush().map_err(sled_err)?;
         Ok(())
     }
 }
@@ -1052,6 +1067,16 @@ impl ExperienceStore for SledStore {
     /// `[0, 1]`, is `Error::InvalidInput` and nothing is written. Within one
     /// call, a later outcome for the same (request_id, model) wins.
     fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<()> {
+        self.record_outcomes_unsynced(outcomes)?;
+        if !outcomes.is_empty() {
+            self.db.flush().map_err(sled_err)?;
+        }
+        Ok(())
+    }
+
+    /// Written to sled's log, synced by the next `append_decisions` or
+    /// `flush` (or sled's own flush within 500 ms).
+    fn record_outcomes_unsynced(&self, outcomes: &[Outcome]) -> Result<()> {
         let _joining = self.join_gate.read().unwrap_or_else(lock_err);
         self.record_outcomes_joined(outcomes)
     }
@@ -1077,12 +1102,19 @@ impl ExperienceStore for SledStore {
         if answers.is_empty() {
             return Ok(());
         }
-        let mut b = Batch::default();
-        for a in answers {
-            validate_request_id(&a.request_id)?;
-            b.insert(a.request_id.as_bytes(), json_encode(a)?);
+        let rows = answers
+            .iter()
+            .map(|a| {
+                Ok((
+                    validate_request_id(&a.request_id).map(|()| a.request_id.as_bytes())?,
+                    json_encode(a)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Plain inserts: a sled batch costs two log writes (see `append_locked`).
+        for (key, value) in rows {
+            self.answers.insert(key, value).map_err(sled_err)?;
         }
-        self.answers.apply_batch(b).map_err(sled_err)?;
         Ok(())
     }
 

@@ -5,11 +5,12 @@
 //! Requests hand their decision or outcome over a channel, with a reply
 //! channel when they must know it is durable. The thread takes whatever has
 //! queued (up to [`MAX_GROUP`] records), commits it with one
-//! `append_decisions` and one `record_outcomes` call, and only then answers
-//! every waiter. There is no artificial wait window: while one group is
+//! `append_decisions` call and one sync (see `Group::commit`), and only
+//! then answers every waiter. There is no artificial wait window: while one group is
 //! being synced the next one queues, so groups grow with load and a lone
 //! request pays for one sync only.
 
+use std::collections::HashSet;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -133,52 +134,95 @@ fn reply(to: Vec<Reply>, result: &Result<()>) {
 
 fn run(store: &dyn ExperienceStore, rx: mpsc::Receiver<Job>, on_commit: impl Fn(usize)) {
     while let Ok(first) = rx.recv() {
-        let mut decisions = Vec::new();
-        let mut decision_replies = Vec::new();
-        let mut outcomes = Vec::new();
-        let mut outcome_replies = Vec::new();
-        let mut answers = Vec::new();
-        let mut job = Some(first);
-        let mut n = 0;
-        while let Some(j) = job.take() {
-            match j {
-                Job::Decision(d, r) => {
-                    decisions.push(*d);
-                    decision_replies.push(r);
-                }
-                Job::Outcome(o, r) => {
-                    outcomes.push(o);
-                    outcome_replies.push(r);
-                }
-                Job::Answered(a) => answers.push(a),
+        let mut group = Group::default();
+        group.add(first);
+        while group.len < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.add(job),
+                Err(_) => break,
             }
-            n += 1;
-            if n < MAX_GROUP {
-                job = rx.try_recv().ok();
+        }
+        group.commit(store, &on_commit);
+    }
+}
+
+/// What one group commit writes, with who waits for it.
+#[derive(Default)]
+struct Group {
+    decisions: Vec<DecisionRecord>,
+    decision_replies: Vec<Reply>,
+    outcomes: Vec<Outcome>,
+    outcome_replies: Vec<Reply>,
+    answers: Vec<Answered>,
+    len: usize,
+}
+
+impl Group {
+    fn add(&mut self, job: Job) {
+        match job {
+            Job::Decision(d, r) => {
+                self.decisions.push(*d);
+                self.decision_replies.push(r);
+            }
+            Job::Outcome(o, r) => {
+                self.outcomes.push(o);
+                self.outcome_replies.push(r);
+            }
+            Job::Answered(a) => self.answers.push(a),
+        }
+        self.len += 1;
+    }
+
+    /// One sync for the whole group where it can: the outcomes of decisions
+    /// committed by earlier groups are staged first, so the decisions' own
+    /// sync makes them durable too. Outcomes of this group's decisions (a
+    /// queued-ack decision and its outcome in one group) can only be joined
+    /// after the append, with a sync of their own. Answers go last, unsynced:
+    /// durable with the next group, and never before their outcome.
+    fn commit(self, store: &dyn ExperienceStore, on_commit: &impl Fn(usize)) {
+        let Group {
+            decisions,
+            decision_replies,
+            outcomes,
+            outcome_replies,
+            answers,
+            ..
+        } = self;
+        let in_group: HashSet<&str> = decisions.iter().map(|d| d.request_id.as_str()).collect();
+        let (mut earlier, mut after) = (Vec::new(), Vec::new());
+        for (o, r) in outcomes.into_iter().zip(outcome_replies) {
+            if in_group.contains(o.request_id.as_str()) {
+                after.push((o, r));
+            } else {
+                earlier.push((o, r));
             }
         }
 
+        let staged = join_outcomes(store, earlier, false);
         let appended = store.append_decisions(&decisions);
         if let Err(e) = &appended {
             tracing::error!(error = %e, records = decisions.len(), "group commit of decisions failed");
-            // Their outcomes cannot be joined; fail them with the same error
-            // rather than letting them fail the rest of the group.
-            let failed: std::collections::HashSet<&str> = decisions.iter().map(|d| d.request_id.as_str()).collect();
-            let (mut keep, mut keep_replies) = (Vec::new(), Vec::new());
-            for (o, r) in outcomes.drain(..).zip(outcome_replies.drain(..)) {
-                if failed.contains(o.request_id.as_str()) {
-                    reply(vec![r], &Err(Error::Store(e.to_string())));
-                } else {
-                    keep.push(o);
-                    keep_replies.push(r);
-                }
-            }
-            (outcomes, outcome_replies) = (keep, keep_replies);
         }
+        // The append synced the staged outcomes, unless it had nothing to
+        // write or failed.
+        let synced = if staged.iter().all(|(_, r)| r.is_err()) || (!decisions.is_empty() && appended.is_ok()) {
+            Ok(())
+        } else {
+            store.flush()
+        };
         reply(decision_replies, &appended);
+        finish(staged, &synced, on_commit);
 
-        if !outcomes.is_empty() {
-            record_outcomes(store, outcomes, outcome_replies, &on_commit);
+        if !after.is_empty() {
+            let joined = match &appended {
+                Ok(()) => join_outcomes(store, after, true),
+                // Their decisions are not stored: fail them with the same error.
+                Err(e) => after
+                    .into_iter()
+                    .map(|(_, r)| (r, Err(Error::Store(e.to_string()))))
+                    .collect(),
+            };
+            finish(joined, &Ok(()), on_commit);
         }
         if let Err(e) = store.record_answers(&answers) {
             tracing::error!(error = %e, records = answers.len(), "answer records not written");
@@ -186,36 +230,51 @@ fn run(store: &dyn ExperienceStore, rx: mpsc::Receiver<Job>, on_commit: impl Fn(
     }
 }
 
-fn record_outcomes(
+/// Joins `outcomes` to their decisions, synced or staged: all in one call,
+/// or one at a time when that fails, so one bad outcome (an unknown request
+/// id) does not fail the others. Each waiter's result, not yet answered.
+fn join_outcomes(
     store: &dyn ExperienceStore,
-    outcomes: Vec<Outcome>,
-    outcome_replies: Vec<Reply>,
-    on_commit: &impl Fn(usize),
-) {
-    {
-        match store.record_outcomes(&outcomes) {
-            Ok(()) => {
-                reply(outcome_replies, &Ok(()));
-                on_commit(outcomes.len());
-            }
-            Err(_) => {
-                // All or nothing failed; one at a time, so one bad outcome
-                // (an unknown request id) does not fail the others.
-                let mut written = 0;
-                for (o, r) in outcomes.into_iter().zip(outcome_replies) {
-                    let result = store.record_outcomes(std::slice::from_ref(&o));
-                    if let Err(e) = &result {
-                        tracing::warn!(error = %e, request_id = %o.request_id, "outcome not recorded");
-                    } else {
-                        written += 1;
-                    }
-                    reply(vec![r], &result);
-                }
-                if written > 0 {
-                    on_commit(written);
-                }
-            }
+    outcomes: Vec<(Outcome, Reply)>,
+    synced: bool,
+) -> Vec<(Reply, Result<()>)> {
+    let write = |o: &[Outcome]| {
+        if synced {
+            store.record_outcomes(o)
+        } else {
+            store.record_outcomes_unsynced(o)
         }
+    };
+    if outcomes.is_empty() {
+        return Vec::new();
+    }
+    let (all, replies): (Vec<Outcome>, Vec<Reply>) = outcomes.into_iter().unzip();
+    if write(&all).is_ok() {
+        return replies.into_iter().map(|r| (r, Ok(()))).collect();
+    }
+    all.into_iter()
+        .zip(replies)
+        .map(|(o, r)| {
+            let result = write(std::slice::from_ref(&o));
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, request_id = %o.request_id, "outcome not recorded");
+            }
+            (r, result)
+        })
+        .collect()
+}
+
+/// Answers the waiters of joined outcomes once `synced` says whether they
+/// are durable, and tells the trainer how many landed.
+fn finish(joined: Vec<(Reply, Result<()>)>, synced: &Result<()>, on_commit: &impl Fn(usize)) {
+    let mut written = 0;
+    for (r, result) in joined {
+        let result = result.and_then(|()| synced.as_ref().map(|_| ()).map_err(|e| Error::Store(e.to_string())));
+        written += usize::from(result.is_ok());
+        reply(vec![r], &result);
+    }
+    if written > 0 {
+        on_commit(written);
     }
 }
 
