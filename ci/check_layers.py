@@ -38,7 +38,7 @@ MODULES = {
     "qroute-lab": ["plots", "bandits", "evaluate", "simulate", "ope", "export", "report", "experiment_report"],
     "qroute-gateway": ["embedded", "exec", "cache", "access", "server_config", "config", "engine", "http"],
     "qroute-mock": ["request", "answer", "stream", "openai", "anthropic", "gemini"],
-    "qroute-bench": ["stream", "judges"],
+    "qroute-bench": ["stream", "judges", "gauge", "compare", "suite", "suite_report"],
 }
 
 

@@ -1,4 +1,6 @@
-//! `qroute bench`: the gateway against the mock upstream on loopback.
+//! `qroute bench`: the gateway against the mock upstream on loopback; with
+//! `--suite`, the benchmark suite on a `qroute serve` process, its report
+//! and the comparison with a saved run.
 
 use std::path::PathBuf;
 
@@ -47,9 +49,33 @@ pub struct Args {
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run the benchmark suite instead (startup, memory, model selection,
+    /// endpoints, cache, concurrency, resource use, stress and recovery) on
+    /// a `qroute serve` process, and write its report to `--out`.
+    #[arg(long)]
+    suite: bool,
+    /// With --suite: the short run CI gates on (under a minute).
+    #[arg(long, requires = "suite")]
+    quick: bool,
+    /// With --suite: where results.json, summary.json, report.md and the
+    /// charts go.
+    #[arg(long, requires = "suite", default_value = "bench-results")]
+    out: PathBuf,
+    /// With --suite: a saved run's summary.json to compare against; a
+    /// critical regression of a gated metric (twice as slow, half the
+    /// throughput) makes the command fail.
+    #[arg(long, requires = "suite")]
+    baseline: Option<PathBuf>,
+    /// With --baseline: regressions smaller than this percentage are not
+    /// reported.
+    #[arg(long, requires = "baseline", default_value_t = 10.0)]
+    threshold: f64,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.suite {
+        return suite(&a);
+    }
     let cfg = qroute_bench::BenchConfig {
         concurrency: a
             .concurrency
@@ -84,5 +110,36 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         std::fs::write(&path, serde_json::to_string_pretty(&results)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    Ok(())
+}
+
+/// `--suite`: runs it, writes the report, compares with the baseline.
+fn suite(a: &Args) -> anyhow::Result<()> {
+    use qroute_bench::{compare, suite, suite_report};
+    let bin = std::env::current_exe().context("finding this qroute binary to start as the gateway")?;
+    let mut cfg = if a.quick {
+        suite::SuiteConfig::quick(bin)
+    } else {
+        suite::SuiteConfig::full(bin)
+    };
+    cfg.upstream_latency_ms = if a.upstream_latency_ms > 0.0 {
+        a.upstream_latency_ms
+    } else {
+        cfg.upstream_latency_ms
+    };
+    let baseline = a.baseline.as_deref().map(suite_report::read_summary).transpose()?;
+    let result = suite::run(&cfg, |step| eprintln!("bench: {step}"))?;
+    let changes = baseline.map(|b| compare::compare(&b, &result.metrics(), a.threshold));
+    suite_report::write(&a.out, &result, changes.as_deref().map(|c| (c, a.threshold)))?;
+    say!("{}", suite_report::markdown(&result))?;
+    if let Some(changes) = &changes {
+        say!("{}", compare::markdown(changes, a.threshold))?;
+        let critical = compare::critical(changes);
+        if !critical.is_empty() {
+            let names: Vec<&str> = critical.iter().map(|c| c.name.as_str()).collect();
+            anyhow::bail!("critical regressions against the baseline: {}", names.join(", "));
+        }
+    }
+    eprintln!("bench: report in {}", a.out.display());
     Ok(())
 }

@@ -39,8 +39,12 @@ use qroute_gateway::config::Config;
 use qroute_gateway::{http, Gateway};
 use qroute_mock::MockConfig;
 
+pub mod compare;
+pub mod gauge;
 pub mod judges;
 pub mod stream;
+pub mod suite;
+pub mod suite_report;
 pub use stream::StreamResult;
 
 /// What to run.
