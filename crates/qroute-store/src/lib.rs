@@ -97,7 +97,7 @@
 //! Every [`SledStore::append_decisions`] and [`SledStore::record_outcomes`]
 //! call is durable before it returns `Ok`. An append (1) writes its records
 //! past the committed end of the data file and fdatasyncs it, (2) commits
-//! them with one atomic sled batch of `index` entries, (3) publishes them to
+//! them with their `index` entries, inserted in order, (3) publishes them to
 //! readers, (4) flushes sled. When it returns `Ok`, what it wrote survives a
 //! crash of the process or the machine; when it returns an error, nothing it
 //! wrote may be relied on. A call is therefore the group-commit unit: a
@@ -105,8 +105,16 @@
 //! calls of one record cost a thousand of each. Appends are serialised up to
 //! step 3; they do not wait for each other's sled flush, and one flush makes
 //! everything written before it durable. `record_outcomes` writes the new
-//! `rewarded` entries in one sled batch, then the outcomes in another, then
-//! flushes sled. [`SledStore::apply_retention`] is durable on return too.
+//! `rewarded` entries, then the outcomes, then flushes sled;
+//! `record_outcomes_unsynced` leaves that flush to the caller's next durable
+//! call (the group-commit writer stages a group's outcomes before its append,
+//! whose flush covers them: one sync per group). [`SledStore::apply_retention`]
+//! is durable on return too.
+//!
+//! The hot path uses plain sled inserts, not batches: sled 0.34 writes out
+//! and syncs its log buffer twice for every batch (on its I/O threads), which
+//! was a third of a loaded gateway's CPU, while a crash recovers a prefix of
+//! sled's log either way.
 //!
 //! What a crash (SIGKILL, power loss) between those writes can leave, and
 //! why it is harmless:
@@ -119,19 +127,19 @@
 //!   deleted.
 //! - A new segment's directory entry is synced when the file is created,
 //!   before any data in it is committed.
-//! - A sled batch is recovered whole or not at all, and its records were
-//!   synced before it was written, so a committed entry never points at
-//!   missing data. (A segment shorter than the index commits, or missing,
+//! - sled recovers a prefix of its log, so a crash keeps a prefix of the
+//!   index entries, whose records were synced before they were written: a
+//!   committed entry never points at missing data, and the records past the
+//!   last recovered entry were never acknowledged (that waits for step 4). (A segment shorter than the index commits, or missing,
 //!   means data was lost outside the store's control: open fails instead of
 //!   guessing.)
-//! - `rewarded` entries without outcomes (killed between the two batches of
+//! - `rewarded` entries without outcomes (killed between the two writes of
 //!   `record_outcomes`): sampling skips such an entry (and drops it from the
 //!   in-memory index); outcomes recorded later make it count. Never the
 //!   other way round, which would hide outcomes from sampling.
 //!
-//! If the sled batch of step 2 fails, part of it may be in sled's memory, so
-//! the store refuses further appends until it is reopened (recovery keeps
-//! only whole batches). A failed data write or sync changes nothing: the
+//! If an insert of step 2 fails, earlier ones may be in sled's memory, so
+//! the store refuses further appends until it is reopened. A failed data write or sync changes nothing: the
 //! next append writes at the same offset.
 //!
 //! A server that acknowledges one request at a time must not append per

@@ -1013,15 +1013,16 @@ impl SledStore {
 
 impl ExperienceStore for SledStore {
     /// Durable on return (flushed to disk): the group-commit unit. Many
-    /// records, one data write, one fdatasync and one sled flush.
+    /// records, one data write, one fdatasync and one sled flush (which also
+    /// makes outcomes staged before it durable).
     ///
     /// All or nothing: every record is checked first (`Error::InvalidInput`
     /// for an empty request id or one with a NUL byte, `propensities` not the
     /// length of `candidates`, features with unequal index and value counts, a
     /// request id twice in `records`, or a request id already stored with a
     /// different record), then all are written to the newest data segment in
-    /// one write, synced, and committed by one atomic sled batch of index
-    /// entries. A record identical to the stored one is skipped, so retrying
+    /// one write, synced, and committed by their index entries and a sled
+    /// flush. A record identical to the stored one is skipped, so retrying
     /// a call whose result was lost is safe. (A request id whose decision
     /// retention removed is new again.)
     fn append_decisions(&self, records: &[DecisionRecord]) -> Result<()> {
@@ -1224,7 +1225,7 @@ impl ExperienceStore for SledStore {
                 match self.get_seq(seq)? {
                     Some(e) if !e.outcomes.is_empty() => out.push(e),
                     // A rewarded entry whose outcomes never got written (a
-                    // crash between the two batches of `record_outcomes`), or
+                    // crash between the two writes of `record_outcomes`), or
                     // one a concurrent prune just removed: drop it from the
                     // in-memory index and draw again. Each round either fills
                     // `out` or shrinks the index.
@@ -1797,7 +1798,7 @@ mod tests {
         assert!(err.to_string().contains("format"), "{err}");
     }
 
-    /// SIGKILL between the two batches of `record_outcomes`: rewarded entries
+    /// SIGKILL between the two writes of `record_outcomes`: rewarded entries
     /// without outcomes. Sampling skips them, and outcomes recorded later
     /// make them count.
     #[test]
