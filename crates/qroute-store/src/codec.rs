@@ -216,6 +216,31 @@ pub(crate) fn request_id_is(bytes: &[u8], id: &str) -> Result<bool> {
     }
 }
 
+/// The `chosen` models of the encoded decision `bytes`, stepping over the
+/// features instead of building them: the writer checks every outcome
+/// against its decision's chosen models, and the features are most of a
+/// record.
+pub(crate) fn decision_chosen(bytes: &[u8]) -> Result<Vec<String>> {
+    match bytes.first() {
+        Some(&(TAG_V1 | TAG_V2)) => {
+            let mut r = Reader { buf: bytes, pos: 1 };
+            let n = r.len("request_id", 1)?;
+            r.take(n, "request_id")?;
+            r.varint("time_ms")?;
+            r.skip_features()?;
+            for _ in 0..r.len("candidates", 1)? {
+                let n = r.len("candidates", 1)?;
+                r.take(n, "candidates")?;
+            }
+            let n = r.len("propensities", 4)?;
+            r.take(n * 4, "propensities")?;
+            let n = r.len("chosen", 1)?;
+            (0..n).map(|_| r.string("chosen")).collect()
+        }
+        _ => decode_decision(bytes).map(|d| d.chosen),
+    }
+}
+
 /// The request id and `time_ms` of the encoded decision `bytes`, without
 /// decoding the rest (retention reads these of every decision it removes).
 pub(crate) fn decision_id_and_time(bytes: &[u8]) -> Result<(String, u64)> {
@@ -448,6 +473,17 @@ impl Reader<'_> {
         Ok(Features { dim, indices, values })
     }
 
+    /// Steps over encoded features (see [`Reader::features`]).
+    fn skip_features(&mut self) -> Result<()> {
+        self.varint("features.dim")?;
+        for _ in 0..self.len("features.indices", 1)? {
+            self.varint("features.indices")?;
+        }
+        let n = self.len("features.values", 4)?;
+        self.take(n * 4, "features.values")?;
+        Ok(())
+    }
+
     fn finish(&self, what: &str) -> Result<()> {
         if self.remaining() != 0 {
             return Err(corrupt(format!("{what}: {} trailing bytes", self.remaining())));
@@ -527,6 +563,25 @@ mod tests {
         for cut in 0..buf.len() {
             assert!(decode_decision(&buf[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn chosen_is_read_without_the_rest() {
+        let mut d = decision();
+        d.chosen = vec!["b".into(), "a".into()];
+        let mut buf = Vec::new();
+        encode_decision(&d, &mut buf);
+        assert_eq!(decision_chosen(&buf).unwrap(), d.chosen);
+        let json = serde_json::to_vec(&d).unwrap();
+        assert_eq!(decision_chosen(&json).unwrap(), d.chosen);
+        // A cut record is an error, never a panic or a wrong answer (the
+        // fields after `chosen` are not read, so a cut among them is fine).
+        for cut in 0..buf.len() {
+            if let Ok(chosen) = decision_chosen(&buf[..cut]) {
+                assert_eq!(chosen, d.chosen, "cut at {cut}");
+            }
+        }
+        assert!(decision_chosen(&buf[..buf.len() / 2]).is_err());
     }
 
     #[test]

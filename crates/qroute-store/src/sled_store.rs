@@ -959,8 +959,7 @@ impl SledStore {
                         "outcome for request_id {id:?}: no decision recorded with that id"
                     )));
                 };
-                let d = codec::decode_decision(&bytes)?;
-                decisions.insert(id, (seq, d.chosen));
+                decisions.insert(id, (seq, codec::decision_chosen(&bytes)?));
             }
             let (_, chosen) = &decisions[id];
             if !chosen.contains(&o.model) {

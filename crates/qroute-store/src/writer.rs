@@ -5,9 +5,9 @@
 //! Requests hand their decision or outcome over a channel, with a reply
 //! channel when they must know it is durable. The thread takes whatever has
 //! queued (up to [`MAX_GROUP`] records), commits it with one
-//! `append_decisions` call and one sync (see `Group::commit`), and only
-//! then answers every waiter. There is no artificial wait window: while one group is
-//! being synced the next one queues, so groups grow with load and a lone
+//! `append_decisions` call and one sync (see `Group::commit`), and only then
+//! answers every waiter. There is no artificial wait window: while one group
+//! is being synced the next one queues, so groups grow with load and a lone
 //! request pays for one sync only.
 
 use std::collections::HashSet;
