@@ -18,9 +18,10 @@ pub struct Args {
     /// Seconds per level.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// The mock upstream's latency per answer, in ms.
-    #[arg(long, default_value_t = 0.0)]
-    upstream_latency_ms: f64,
+    /// The mock upstream's latency per answer, in ms (default: 0, and 20
+    /// with --suite, the delay the peer harness measures at).
+    #[arg(long)]
+    upstream_latency_ms: Option<f64>,
     /// Gateway worker threads.
     #[arg(long, default_value_t = 2)]
     gateway_threads: usize,
@@ -84,7 +85,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .collect::<Result<_, _>>()
             .context("--concurrency: comma-separated integers")?,
         duration: std::time::Duration::from_secs_f64(a.seconds),
-        upstream_latency_ms: a.upstream_latency_ms,
+        upstream_latency_ms: a.upstream_latency_ms.unwrap_or(0.0),
         gateway_threads: a.gateway_threads,
         durable_ack: !a.queued_ack,
         variations: a.variations,
@@ -122,11 +123,9 @@ fn suite(a: &Args) -> anyhow::Result<()> {
     } else {
         suite::SuiteConfig::full(bin)
     };
-    cfg.upstream_latency_ms = if a.upstream_latency_ms > 0.0 {
-        a.upstream_latency_ms
-    } else {
-        cfg.upstream_latency_ms
-    };
+    if let Some(ms) = a.upstream_latency_ms {
+        cfg.upstream_latency_ms = ms;
+    }
     let baseline = a.baseline.as_deref().map(suite_report::read_summary).transpose()?;
     let result = suite::run(&cfg, |step| eprintln!("bench: {step}"))?;
     let changes = baseline.map(|b| compare::compare(&b, &result.metrics(), a.threshold));

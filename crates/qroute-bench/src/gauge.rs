@@ -182,6 +182,11 @@ impl Proc {
         (tick(11) + tick(12)) / TICKS_PER_SECOND
     }
 
+    /// Its threads now (0 where `/proc` is missing).
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid)).map_or(0, |d| d.count())
+    }
+
     /// Resident memory, MiB (NaN where `/proc` is missing).
     pub fn rss_mib(&self) -> f64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid))
@@ -244,5 +249,6 @@ mod tests {
         };
         assert!(me.rss_mib() > 0.0);
         assert!(me.cpu_seconds() >= 0.0);
+        assert!(me.threads() >= 1);
     }
 }

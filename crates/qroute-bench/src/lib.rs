@@ -108,19 +108,10 @@ pub struct Quantiles {
 }
 
 impl Quantiles {
-    fn of(mut xs: Vec<f64>) -> Quantiles {
-        if xs.is_empty() {
-            return Quantiles {
-                p50: f64::NAN,
-                p99: f64::NAN,
-            };
-        }
-        xs.sort_by(f64::total_cmp);
-        let q = |p: f64| xs[((xs.len() - 1) as f64 * p).round() as usize];
-        Quantiles {
-            p50: q(0.5),
-            p99: q(0.99),
-        }
+    /// The closed-loop bench's two percentiles of [`gauge::Spread`].
+    fn of(xs: Vec<f64>) -> Quantiles {
+        let s = gauge::Spread::of(&xs);
+        Quantiles { p50: s.p50, p99: s.p99 }
     }
 }
 

@@ -259,19 +259,25 @@ fn direct(i: usize) -> Value {
 }
 
 /// Times `n` sequential requests; the latencies of the 2xx ones and the
-/// count of the rest.
-async fn sequential(n: usize, req: impl Fn(usize) -> reqwest::RequestBuilder) -> (Vec<f64>, usize) {
+/// count of the rest. `on_body` sees each 2xx answer's body.
+async fn sequential(
+    n: usize,
+    req: impl Fn(usize) -> reqwest::RequestBuilder,
+    mut on_body: impl FnMut(&[u8]),
+) -> (Vec<f64>, usize) {
     let (mut lat, mut errors) = (Vec::with_capacity(n), 0);
     for i in 0..n {
         let t0 = Instant::now();
-        let ok = match req(i).send().await {
-            Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-            _ => false,
+        let body = match req(i).send().await {
+            Ok(r) if r.status().is_success() => r.bytes().await.ok(),
+            _ => None,
         };
-        if ok {
-            lat.push(t0.elapsed().as_secs_f64() * 1e3);
-        } else {
-            errors += 1;
+        match body {
+            Some(body) => {
+                lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                on_body(&body);
+            }
+            None => errors += 1,
         }
     }
     (lat, errors)
@@ -319,8 +325,8 @@ async fn run_async(cfg: &SuiteConfig, progress: &mut impl FnMut(&str)) -> Result
     let idle_rss_mib = gw.proc().rss_mib();
 
     progress("model selection and endpoints");
-    let execute = format!("{}/v1/execute", gw.url);
     let chat_url = format!("{}/v1/chat/completions", gw.url);
+    // Model selection is read off the `/v1/execute` answers timed below.
     let mut decision_us = Vec::new();
     let mut endpoints = Vec::new();
     for (method, path) in [
@@ -331,13 +337,23 @@ async fn run_async(cfg: &SuiteConfig, progress: &mut impl FnMut(&str)) -> Result
         ("POST", "/v1/chat/completions"),
     ] {
         let url = format!("{}{path}", gw.url);
-        let (lat, errors) = sequential(cfg.requests_per_endpoint, |i| match method {
-            "GET" => client.get(&url),
-            _ if path == "/v1/execute" => client
-                .post(&url)
-                .json(&json!({"prompt": PROMPTS[i % PROMPTS.len()], "preference": {"cost_weight": 0.5}})),
-            _ => client.post(&url).json(&routed(i)),
-        })
+        let execute = path == "/v1/execute";
+        let (lat, errors) = sequential(
+            cfg.requests_per_endpoint,
+            |i| match method {
+                "GET" => client.get(&url),
+                _ if execute => client
+                    .post(&url)
+                    .json(&json!({"prompt": PROMPTS[i % PROMPTS.len()], "preference": {"cost_weight": 0.5}})),
+                _ => client.post(&url).json(&routed(i)),
+            },
+            |body| {
+                if execute {
+                    let answer = serde_json::from_slice::<Value>(body).unwrap_or_default();
+                    decision_us.extend(answer["timings"]["decision_us"].as_f64());
+                }
+            },
+        )
         .await;
         endpoints.push(Endpoint {
             method,
@@ -345,19 +361,6 @@ async fn run_async(cfg: &SuiteConfig, progress: &mut impl FnMut(&str)) -> Result
             latency: Spread::of(&lat),
             errors,
         });
-    }
-    for i in 0..cfg.requests_per_endpoint {
-        let body = json!({"prompt": PROMPTS[i % PROMPTS.len()], "preference": {"cost_weight": 0.5}});
-        if let Ok(r) = client.post(&execute).json(&body).send().await {
-            if let Some(us) = r
-                .json::<Value>()
-                .await
-                .ok()
-                .and_then(|v| v["timings"]["decision_us"].as_f64())
-            {
-                decision_us.push(us);
-            }
-        }
     }
 
     progress("cache");
@@ -426,7 +429,7 @@ async fn run_async(cfg: &SuiteConfig, progress: &mut impl FnMut(&str)) -> Result
     progress("recovery");
     let recovery_rate = cfg.stress_rates.first().copied().unwrap_or(100.0);
     let recovery = open_loop(poster(&client, chat_url.clone(), routed), recovery_rate, level, 10_000).await;
-    let threads_after_load = std::fs::read_dir(format!("/proc/{}/task", gw.proc().pid)).map_or(0, |d| d.count());
+    let threads_after_load = gw.proc().threads();
 
     Ok(SuiteResult {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),

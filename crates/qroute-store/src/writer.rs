@@ -136,7 +136,7 @@ fn run(store: &dyn ExperienceStore, rx: mpsc::Receiver<Job>, on_commit: impl Fn(
     while let Ok(first) = rx.recv() {
         let mut group = Group::default();
         group.add(first);
-        while group.len < MAX_GROUP {
+        while group.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(job) => group.add(job),
                 Err(_) => break,
@@ -154,7 +154,6 @@ struct Group {
     outcomes: Vec<Outcome>,
     outcome_replies: Vec<Reply>,
     answers: Vec<Answered>,
-    len: usize,
 }
 
 impl Group {
@@ -170,7 +169,10 @@ impl Group {
             }
             Job::Answered(a) => self.answers.push(a),
         }
-        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.decisions.len() + self.outcomes.len() + self.answers.len()
     }
 
     /// One sync for the whole group where it can: the outcomes of decisions
@@ -186,7 +188,6 @@ impl Group {
             outcomes,
             outcome_replies,
             answers,
-            ..
         } = self;
         let in_group: HashSet<&str> = decisions.iter().map(|d| d.request_id.as_str()).collect();
         let (mut earlier, mut after) = (Vec::new(), Vec::new());
