@@ -31,3 +31,66 @@ pub fn toy_policy(seed: u64) -> DqnPolicy {
     };
     DqnPolicy::new(1, net, catalog, spec, scales, vec![]).unwrap()
 }
+
+/// The PostgreSQL the tests use (this machine's and CI's, trust auth):
+/// checks that it accepts connections, starting it with the machine's own
+/// command when it does not, and returns its URL without a schema. Panics
+/// (failing the test) when it cannot be started.
+#[allow(clippy::panic)]
+pub fn ensure_postgres() -> &'static str {
+    const URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+    ensure_service(
+        "postgres",
+        5432,
+        "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    );
+    URL
+}
+
+/// The Redis the tests use (127.0.0.1:6379), started with the machine's own
+/// command when it is not up; returns its URL.
+pub fn ensure_redis() -> &'static str {
+    ensure_service(
+        "redis",
+        6379,
+        "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log",
+    );
+    "redis://127.0.0.1:6379"
+}
+
+#[allow(clippy::panic)]
+fn ensure_service(name: &str, port: u16, start: &str) {
+    use std::net::{SocketAddr, TcpStream};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    static STARTING: Mutex<()> = Mutex::new(());
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let up = || TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok();
+    if up() {
+        return;
+    }
+    let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    if up() {
+        return;
+    }
+    let status = std::process::Command::new("sh").arg("-c").arg(start).status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !up() {
+        if Instant::now() > deadline {
+            panic!("{name} is not up on 127.0.0.1:{port} and `{start}` did not start it ({status:?})");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A schema name no other test (in this process or another) uses.
+pub fn unique_schema(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u32>()
+    )
+}

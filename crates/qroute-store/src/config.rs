@@ -13,6 +13,12 @@ pub struct StoreConfig {
     /// Directory of the experience store; created when missing.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// `postgres://user@host:port/db?schema=name`: keep the experience log
+    /// (and the policy registry) in PostgreSQL, shared by every replica,
+    /// instead of the sled store at `path`. Absent (the default): sled,
+    /// which needs no service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// `true` (the default): a response waits until its decision record is
     /// durable (the sync overlaps the upstream call, so it only shows when
     /// the upstream answers faster than a disk sync). `false`: records are
@@ -83,7 +89,22 @@ impl RetentionConfig {
 impl StoreConfig {
     /// Checks the section (its retention limits); the error names the field.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.url {
+            crate::pg::PgUrl::parse(url).map_err(|e| match e {
+                qroute_core::Error::InvalidInput(m) => m.replacen("store url", "store.url", 1),
+                other => other.to_string(),
+            })?;
+        }
         self.retention.as_ref().map_or(Ok(()), RetentionConfig::validate)
+    }
+
+    /// Where the store is, for messages: the URL (without credentials) or
+    /// the directory.
+    pub fn location(&self) -> String {
+        match &self.url {
+            Some(url) => crate::pg::PgUrl::parse(url).map_or_else(|_| "postgres".into(), |u| u.to_string()),
+            None => self.path.display().to_string(),
+        }
     }
 }
 
@@ -99,6 +120,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: default_store_path(),
+            url: None,
             durable_ack: true,
             retention: None,
         }

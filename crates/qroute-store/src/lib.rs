@@ -167,11 +167,37 @@
 pub(crate) mod codec;
 pub mod config;
 mod data_file;
+pub mod pg;
 pub mod pruner;
 pub mod sled_store;
 pub mod writer;
 
 pub use config::{RetentionConfig, StoreConfig};
+pub use pg::PgStore;
 pub use pruner::Pruner;
 pub use sled_store::{SledStore, StoreOptions, DEFAULT_SEGMENT_BYTES};
+
+use std::sync::Arc;
+
+use qroute_core::store::ExperienceStore;
+
+/// Opens (creating when missing) the store `cfg` names: PostgreSQL when
+/// `url` is set, else the sled store at `path`.
+pub fn open(cfg: &StoreConfig) -> qroute_core::Result<Arc<dyn ExperienceStore>> {
+    Ok(match &cfg.url {
+        Some(url) => Arc::new(PgStore::open(url)?),
+        None => Arc::new(SledStore::open(&cfg.path)?),
+    })
+}
+
+/// Opens an existing store for reading, creating and migrating nothing:
+/// `location` is a `postgres://` URL or a sled store's directory (what
+/// `--store` takes on the command line).
+pub fn open_existing(location: &str) -> qroute_core::Result<Arc<dyn ExperienceStore>> {
+    Ok(if pg::is_postgres_url(location) {
+        Arc::new(PgStore::open_existing(location)?)
+    } else {
+        Arc::new(SledStore::open_existing(location)?)
+    })
+}
 pub use writer::GroupWriter;
