@@ -41,8 +41,8 @@
 //!
 //! # Backends
 //!
-//! Behind [`ResponseCache`], so a shared backend (Redis, for several
-//! gateways) can sit beside the in-process [`MemoryCache`]. Keys and values
+//! Behind [`ResponseCache`]: the in-process [`MemoryCache`], or with
+//! `[redis]` the [`RedisCache`] every replica shares. Keys and values
 //! are therefore stable outside one process: the key is a SHA-256 digest of
 //! canonical JSON, and [`CachedAnswer`] is serialisable.
 
@@ -56,6 +56,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::exec::providers::{ChatMessage, ChatRequest, Completion, Params};
+use crate::shared::SharedRedis;
 
 /// Bumped whenever the canonical form of the key changes meaning, so that a
 /// shared cache filled by an older gateway is missed rather than misread.
@@ -314,8 +315,88 @@ pub trait ResponseCache: Send + Sync {
 
 /// The cache `cfg` asks for, or `None` when it is off.
 pub fn build(cfg: &CacheConfig) -> Option<Arc<dyn ResponseCache>> {
-    cfg.enabled
-        .then(|| Arc::new(MemoryCache::new(cfg)) as Arc<dyn ResponseCache>)
+    build_shared(cfg, None)
+}
+
+/// [`build`], in Redis ([`RedisCache`], shared by every replica) when
+/// `redis` is given.
+pub fn build_shared(cfg: &CacheConfig, redis: Option<Arc<SharedRedis>>) -> Option<Arc<dyn ResponseCache>> {
+    if !cfg.enabled {
+        return None;
+    }
+    Some(match redis {
+        Some(redis) => Arc::new(RedisCache::new(redis, cfg)),
+        None => Arc::new(MemoryCache::new(cfg)),
+    })
+}
+
+/// A cache in the shared Redis: an answer stored by one replica is a hit
+/// on every other. Each entry is `PREFIX:cache:{CacheKey}` holding the
+/// [`CachedAnswer`] as JSON, set with `EX ttl_s`; Redis's own memory policy
+/// bounds it (`max_entries` does not apply). While Redis is down or slow,
+/// a lookup is a miss and a write is dropped ([`crate::shared`]).
+pub struct RedisCache {
+    redis: Arc<SharedRedis>,
+    ttl_s: u64,
+}
+
+impl RedisCache {
+    pub fn new(redis: Arc<SharedRedis>, cfg: &CacheConfig) -> RedisCache {
+        RedisCache {
+            redis,
+            ttl_s: cfg.ttl().as_secs(),
+        }
+    }
+
+    fn entry(&self, key: &CacheKey) -> String {
+        self.redis.key(&format!("cache:{}", key.as_str()))
+    }
+}
+
+impl fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("redis", &self.redis)
+            .field("ttl_s", &self.ttl_s)
+            .finish()
+    }
+}
+
+impl ResponseCache for RedisCache {
+    fn get<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Option<Arc<CachedAnswer>>> {
+        Box::pin(async move {
+            let entry = self.entry(key);
+            let raw: Option<Vec<u8>> = self
+                .redis
+                .run("cache_get", |mut conn| async move {
+                    redis::cmd("GET").arg(&entry).query_async(&mut conn).await
+                })
+                .await
+                .flatten();
+            // An entry that no longer reads (another version wrote it) is a miss.
+            serde_json::from_slice::<CachedAnswer>(&raw?).ok().map(Arc::new)
+        })
+    }
+
+    fn put(&self, key: CacheKey, answer: Arc<CachedAnswer>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Ok(json) = serde_json::to_vec(&*answer) else { return };
+            let entry = self.entry(&key);
+            let ttl = self.ttl_s;
+            let _: Option<()> = self
+                .redis
+                .run("cache_put", |mut conn| async move {
+                    redis::cmd("SET")
+                        .arg(&entry)
+                        .arg(json)
+                        .arg("EX")
+                        .arg(ttl)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await;
+        })
+    }
 }
 
 /// An in-process cache (moka): bounded by `max_entries`, entries expire

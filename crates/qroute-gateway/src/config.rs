@@ -27,6 +27,7 @@ pub use crate::exec::judge::JudgeKind;
 pub use crate::exec::providers::config::{ModelConfig, ProviderConfig, ProviderKind};
 pub use crate::exec::resilience::{BreakerConfig, RetryConfig};
 pub use crate::server_config::ServerConfig;
+pub use crate::shared::RedisConfig;
 pub use qroute_core::policy::{PolicyConfig, ShadowConfig};
 pub use qroute_learn::LearningConfig;
 pub use qroute_store::StoreConfig;
@@ -63,6 +64,11 @@ pub struct Config {
     /// The response cache: exact repeats of deterministic requests.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Redis shared by every replica: rate limits, live budget spend and
+    /// the response cache (see [`crate::shared`]). Absent: each gateway
+    /// keeps them to itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisConfig>,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
     /// Experiments created at start-up unless the store already has them
@@ -221,6 +227,9 @@ impl Config {
         self.retry.validate()?;
         self.breaker.validate()?;
         self.cache.validate()?;
+        if let Some(r) = &self.redis {
+            r.validate()?;
+        }
         self.cascade.validate()?;
         let v = &self.variations;
         v.validate()?;

@@ -3,6 +3,7 @@
 //! variations, recording the outcome) and knows nothing of HTTP; [`exec`]
 //! holds the provider adapters, resilience, judges and ensembles it calls;
 //! [`access`] is keys, tokens, limits and budgets;
+//! [`shared`] is what replicas share through Redis (`[redis]`);
 //! [`config`] aggregates the config sections each crate defines; [`http`]
 //! is axum routes and tower layers that only translate.
 
@@ -14,5 +15,6 @@ pub mod engine;
 pub mod exec;
 pub mod http;
 pub mod server_config;
+pub mod shared;
 
 pub use engine::Gateway;

@@ -19,6 +19,12 @@ pub struct AuthConfig {
     /// Most virtual keys stored (revoked ones included).
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
+    /// Every this many seconds the keys are reloaded from the store, so a
+    /// key revoked on another replica sharing the store is refused here
+    /// too within that time; 0: never (a key unknown here is still looked
+    /// up in the store on first use, at most once a second).
+    #[serde(default = "default_keys_refresh_s")]
+    pub keys_refresh_s: u64,
 }
 
 fn default_token_ttl_s() -> u64 {
@@ -27,6 +33,9 @@ fn default_token_ttl_s() -> u64 {
 fn default_max_keys() -> usize {
     10_000
 }
+fn default_keys_refresh_s() -> u64 {
+    5
+}
 
 impl Default for AuthConfig {
     fn default() -> Self {
@@ -34,6 +43,7 @@ impl Default for AuthConfig {
             master_key_envs: Vec::new(),
             token_ttl_s: default_token_ttl_s(),
             max_keys: default_max_keys(),
+            keys_refresh_s: default_keys_refresh_s(),
         }
     }
 }
@@ -42,6 +52,9 @@ impl AuthConfig {
     pub fn validate(&self) -> Result<(), String> {
         if !(60..=7 * 86_400).contains(&self.token_ttl_s) {
             return Err("auth.token_ttl_s: must lie in 60..=604800".into());
+        }
+        if self.keys_refresh_s > 86_400 {
+            return Err("auth.keys_refresh_s: must lie in 0..=86400 (0: never)".into());
         }
         if self.max_keys == 0 {
             return Err("auth.max_keys: must be at least 1".into());

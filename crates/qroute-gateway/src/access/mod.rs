@@ -12,6 +12,17 @@
 //! The HTTP layer decides which scope a path needs ([`Scope`]) and asks
 //! [`Access::authenticate`]; the routing endpoints then ask
 //! [`Access::admit`] before routing and [`Access::charge`] after.
+//!
+//! # Several replicas
+//!
+//! Keys are documents in the experience store, which replicas share (when
+//! it is shared); each replica holds them in memory. A key made on one
+//! replica is found on another at its first use: an unknown key (or a
+//! token naming an unknown key) reloads the documents, at most once per
+//! [`MISS_RELOAD_EVERY`] so a flood of bad keys cannot hammer the store. A
+//! revocation reaches the others within `[auth] keys_refresh_s`, the
+//! period at which every replica reloads them all. With `[redis]`, limits
+//! and live spend are shared too ([`crate::shared`]).
 
 pub mod config;
 pub mod keys;
@@ -20,20 +31,26 @@ pub mod spend;
 pub mod token;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
+use crate::shared::SharedRedis;
 pub use config::AuthConfig;
 use keys::{KeyBook, KeyRecord, NewKey};
 use limits::{KeyLimits, Limited, RateHeaders};
 use qroute_core::store::{Documents, ExperienceStore};
-use qroute_core::{Error, Result};
+use qroute_core::{unix_ms, Error, Result};
 use spend::Ledger;
 use token::{Claims, Tokens};
 
 const KEYS: &str = "keys";
+
+/// At most one reload of the key documents this often on unknown keys.
+pub const MISS_RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 /// What a path requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,9 +111,33 @@ pub struct Access {
     token_ttl: Duration,
     max_keys: usize,
     store: Arc<dyn ExperienceStore>,
-    book: RwLock<KeyBook>,
+    book: Arc<RwLock<KeyBook>>,
     limits: Mutex<HashMap<String, Arc<KeyLimits>>>,
     ledger: Ledger,
+    /// Where limits and live spend are shared (`[redis]`).
+    redis: Option<Arc<SharedRedis>>,
+    /// Unix ms of the last reload on an unknown key.
+    miss_reload_ms: AtomicU64,
+    stop: Arc<AtomicBool>,
+    refresher: Option<JoinHandle<()>>,
+}
+
+/// Merges the stored keys into `book`. Keys are never deleted and a
+/// revocation is never undone, so a stored record replaces the held one
+/// unless it is live where the held one is revoked (a reload that read the
+/// store just before a revocation here must not bring the key back).
+fn reload(store: &dyn ExperienceStore, book: &RwLock<KeyBook>) -> Result<()> {
+    let records = store.docs::<KeyRecord>(KEYS)?;
+    let mut book = book.write().unwrap_or_else(|e| e.into_inner());
+    for record in records {
+        let keep_held = book
+            .by_id(&record.id)
+            .is_some_and(|held| held.revoked_ms.is_some() && record.revoked_ms.is_none());
+        if !keep_held && book.by_id(&record.id).is_none_or(|held| **held != record) {
+            book.insert(record);
+        }
+    }
+    Ok(())
 }
 
 fn digest(secret: &str) -> [u8; 32] {
@@ -108,21 +149,58 @@ impl Access {
     /// Reads the master keys from the environment and the virtual keys and
     /// their spend from `store`.
     pub fn open(cfg: &AuthConfig, store: Arc<dyn ExperienceStore>) -> Result<Access> {
+        Access::open_shared(cfg, store, None)
+    }
+
+    /// [`Access::open`], with limits and live spend shared in `redis` when
+    /// given.
+    pub fn open_shared(
+        cfg: &AuthConfig,
+        store: Arc<dyn ExperienceStore>,
+        redis: Option<Arc<SharedRedis>>,
+    ) -> Result<Access> {
         let master_keys = cfg.master_keys();
         let tokens = master_keys.first().map(|k| Tokens::new(k)).transpose()?;
         let mut book = KeyBook::default();
         for record in store.docs::<KeyRecord>(KEYS)? {
             book.insert(record);
         }
+        let book = Arc::new(RwLock::new(book));
+        let stop = Arc::new(AtomicBool::new(false));
+        let refresher = match cfg.keys_refresh_s {
+            0 => None,
+            s => {
+                let (store, book, stop) = (store.clone(), book.clone(), stop.clone());
+                let every = Duration::from_secs(s);
+                Some(
+                    std::thread::Builder::new()
+                        .name("qroute-keys".into())
+                        .spawn(move || loop {
+                            std::thread::park_timeout(every);
+                            if stop.load(Ordering::Acquire) {
+                                break;
+                            }
+                            if let Err(e) = reload(store.as_ref(), &book) {
+                                tracing::warn!(error = %e, "could not reload the keys; will retry");
+                            }
+                        })
+                        .map_err(|e| Error::io("spawning the key refresher", e))?,
+                )
+            }
+        };
         Ok(Access {
             masters: master_keys.iter().map(|k| digest(k)).collect(),
             tokens,
             token_ttl: Duration::from_secs(cfg.token_ttl_s),
             max_keys: cfg.max_keys,
-            ledger: Ledger::open(store.clone())?,
+            ledger: Ledger::open_shared(store.clone(), redis.clone())?,
             store,
-            book: RwLock::new(book),
+            book,
             limits: Mutex::new(HashMap::new()),
+            redis,
+            miss_reload_ms: AtomicU64::new(0),
+            stop,
+            refresher,
         })
     }
 
@@ -166,9 +244,36 @@ impl Access {
             return Ok(Principal::Master);
         }
         let hash = keys::hex(&d);
-        match self.book().by_hash(&hash) {
-            Some(k) if k.live(now_ms) => Ok(Principal::Key(k.clone())),
+        let mut found = self.book().by_hash(&hash).cloned();
+        if found.is_none() && self.reload_on_miss() {
+            found = self.book().by_hash(&hash).cloned();
+        }
+        match found {
+            Some(k) if k.live(now_ms) => Ok(Principal::Key(k)),
             _ => Err(Denied::Unauthenticated("invalid, expired or revoked API key")),
+        }
+    }
+
+    /// Reloads the key documents (a key made on another replica), unless
+    /// that was done less than [`MISS_RELOAD_EVERY`] ago. Whether it did.
+    fn reload_on_miss(&self) -> bool {
+        let now = unix_ms();
+        let last = self.miss_reload_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < MISS_RELOAD_EVERY.as_millis() as u64
+            || self
+                .miss_reload_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        metrics::counter!("qroute_key_reloads_total").increment(1);
+        match reload(self.store.as_ref(), &self.book) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not reload the keys");
+                false
+            }
         }
     }
 
@@ -178,8 +283,12 @@ impl Access {
         if sub == "master" {
             return Ok(Principal::Master);
         }
-        match self.book().by_id(sub) {
-            Some(k) if k.live(now_ms) => Ok(Principal::Key(k.clone())),
+        let mut found = self.book().by_id(sub).cloned();
+        if found.is_none() && self.reload_on_miss() {
+            found = self.book().by_id(sub).cloned();
+        }
+        match found {
+            Some(k) if k.live(now_ms) => Ok(Principal::Key(k)),
             _ => Err(Denied::Unauthenticated("the token's key was revoked or has expired")),
         }
     }
@@ -206,8 +315,10 @@ impl Access {
 
     /// Lets a routing request in, or says why not: the key's model list,
     /// its rates (`tokens`: the prompt's estimate) and its budget. Returns
-    /// the rate headers to send with the answer.
-    pub fn admit(
+    /// the rate headers to send with the answer. With `[redis]`, the budget
+    /// and rates are those shared by every replica (one Redis round trip
+    /// each), or this replica's while Redis is down.
+    pub async fn admit(
         &self,
         who: &Principal,
         models: &[&str],
@@ -221,12 +332,17 @@ impl Access {
             return Err(Denied::Forbidden(format!("this key may not use model {m:?}")));
         }
         if let Some(limit) = key.budget_usd {
-            if self.ledger.spent(key, now_ms) >= limit {
+            if self.ledger.spent(key, now_ms).await >= limit {
                 let (_, end) = spend::period(key.budget_period, now_ms);
                 return Err(Denied::Budget {
                     limit_usd: limit,
                     resets_at_ms: end,
                 });
+            }
+        }
+        if let (Some(redis), true) = (&self.redis, key.rpm.is_some() || key.tpm.is_some()) {
+            if let Some(verdict) = limits::admit_shared(redis, &key.id, key.rpm, key.tpm, tokens).await {
+                return verdict.map_err(Denied::RateLimited);
             }
         }
         self.limits_of(key).admit(tokens).map_err(Denied::RateLimited)
@@ -246,9 +362,17 @@ impl Access {
         }
     }
 
-    /// What `key` has spent in its current budget period.
+    /// What `key` has spent in its current budget period, as this replica
+    /// knows it without asking Redis (with `[redis]`: the total it last
+    /// saw plus what it charged since).
     pub fn spent(&self, key: &KeyRecord, now_ms: u64) -> f64 {
-        self.ledger.spent(key, now_ms)
+        self.ledger.spent_local(key, now_ms)
+    }
+
+    /// What `key` has spent in its current budget period, over every
+    /// replica when `[redis]` is set and up.
+    pub async fn spent_shared(&self, key: &KeyRecord, now_ms: u64) -> f64 {
+        self.ledger.spent(key, now_ms).await
     }
 
     /// Creates a virtual key: its record and its secret, shown once.
@@ -276,6 +400,10 @@ impl Access {
 
     /// Revokes a key: refused from the next request on, tokens included.
     pub fn revoke(&self, id: &str, now_ms: u64) -> Result<Arc<KeyRecord>> {
+        if self.book().by_id(id).is_none() {
+            // Perhaps made on another replica since the last reload.
+            reload(self.store.as_ref(), &self.book)?;
+        }
         let mut book = self.book.write().unwrap_or_else(|e| e.into_inner());
         let mut record = book
             .by_id(id)
@@ -284,5 +412,15 @@ impl Access {
         record.revoked_ms.get_or_insert(now_ms);
         self.store.put_doc(KEYS, &record.id, &record)?;
         Ok(book.insert(record))
+    }
+}
+
+impl Drop for Access {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.refresher.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
     }
 }

@@ -110,7 +110,12 @@ impl Gateway {
             })?),
             None => None,
         };
-        let access = Access::open(&config.auth, store.clone())?;
+        let redis = config
+            .redis
+            .as_ref()
+            .map(|r| crate::shared::SharedRedis::open(r).map(Arc::new))
+            .transpose()?;
+        let access = Access::open_shared(&config.auth, store.clone(), redis.clone())?;
         let decider = Decider::new(policy.spec.clone(), &config.policy)?;
         let served: Vec<ModelCard> = models.iter().map(|m| m.card.clone()).collect();
         let shadow = match &config.policy.shadow {
@@ -192,7 +197,7 @@ impl Gateway {
                 }
             })?
         };
-        let cache = crate::cache::build(&config.cache);
+        let cache = crate::cache::build_shared(&config.cache, redis);
         Ok(Gateway {
             config,
             models,

@@ -153,7 +153,7 @@ impl IntoResponse for Refusal {
 /// and budget must allow it (429). The request goes on with the key
 /// recorded beside its answer (so only that key may send feedback on it),
 /// with the `x-ratelimit-*` headers to send back.
-fn admit(gw: &Gateway, who: &Principal, mut req: RouteRequest) -> Result<(RouteRequest, RateHeaders), Refusal> {
+async fn admit(gw: &Gateway, who: &Principal, mut req: RouteRequest) -> Result<(RouteRequest, RateHeaders), Refusal> {
     req.key = who.id().map(String::from);
     let mut rate = RateHeaders::new();
     if let Principal::Key(key) = who {
@@ -168,6 +168,7 @@ fn admit(gw: &Gateway, who: &Principal, mut req: RouteRequest) -> Result<(RouteR
         rate = gw
             .access
             .admit(who, &named, tokens, unix_ms())
+            .await
             .map_err(Refusal::Denied)?;
         if named.is_empty() {
             req.preference.models.clone_from(&key.models);
@@ -183,7 +184,7 @@ pub async fn route_as(
     req: RouteRequest,
     received: Instant,
 ) -> Result<(Routed, RateHeaders), Refusal> {
-    let (req, rate) = admit(gw, who, req)?;
+    let (req, rate) = admit(gw, who, req).await?;
     let routed = gw.route(req, received).await?;
     gw.access.charge(who, routed.cost_usd, unix_ms());
     Ok((routed, rate))
@@ -197,7 +198,7 @@ pub async fn stream_as(
     req: RouteRequest,
     received: Instant,
 ) -> Result<(Streaming, RateHeaders), Refusal> {
-    let (req, rate) = admit(gw, who, req)?;
+    let (req, rate) = admit(gw, who, req).await?;
     let mut streaming = gw.route_stream(req, received).await?;
     if let Some(cost) = streaming.cost.take() {
         let (gw, who) = (gw.clone(), who.clone());

@@ -30,6 +30,8 @@
 //! | `qroute_stream_disconnects_total` | counter | — |
 //! | `qroute_trainer_steps_total` | counter | — |
 //! | `qroute_policy_version` | gauge | — |
+//! | `qroute_redis_fallbacks_total` | counter | op (`rate_limit`, `spend_read`, `spend_add`, `spend_seed`, `cache_get`, `cache_put`): calls that went without Redis |
+//! | `qroute_key_reloads_total` | counter | — (key documents reloaded on an unknown key) |
 //!
 //! Every response also carries `X-Request-Id` ([`request_id`]) and
 //! `X-Process-Time` ([`track`]).
@@ -132,6 +134,14 @@ fn describe() {
         "Time from receiving a streamed request to its first content token, by model."
     );
     describe_counter!("qroute_choices_total", "Times the policy chose a model, by model.");
+    describe_counter!(
+        "qroute_redis_fallbacks_total",
+        "Redis calls skipped, failed or timed out: the replica went on with its own limits, spend or a cache miss, by op."
+    );
+    describe_counter!(
+        "qroute_key_reloads_total",
+        "Reloads of the key documents on an unknown key (a key made on another replica)."
+    );
     describe_counter!(
         "qroute_cascades_total",
         "Requests run as cascades, by whether a further model was called."
