@@ -5,6 +5,15 @@
 //! the model the policy chose inside one request (a breaker removes its model
 //! from the candidate set *before* the policy scores, so propensities stay
 //! honest), which tower's per-service middleware does not model.
+//!
+//! Breakers stay per replica even with `[redis]` (see [`crate::shared`]), on
+//! purpose: a breaker judges the path from *this* process to a provider
+//! (its connection pool, its DNS, its network), which is what a replica's
+//! own failures measure; a breaker shared in Redis would let one replica's
+//! bad link take a model away from every replica, and would put a Redis
+//! round trip in front of every candidate set. Each replica opens within
+//! `failure_threshold` of its own failures, so N replicas send at most N
+//! times that to a dead provider before all stop.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
