@@ -20,9 +20,10 @@ pub enum Command {
     /// so no gateway may be serving from it: ask a running gateway with --url
     /// instead) or from a running gateway's `GET /v1/experiments/ID` (--url).
     Report {
-        /// An experience store directory. The gateway must not be running on it.
+        /// An experience store directory (the gateway must not be running on
+        /// it) or a shared store's `postgres://` URL.
         #[arg(long, required_unless_present = "url", conflicts_with = "url")]
-        store: Option<PathBuf>,
+        store: Option<String>,
         /// A running gateway, e.g. http://127.0.0.1:8080.
         #[arg(long)]
         url: Option<String>,
@@ -40,9 +41,10 @@ pub enum Command {
     },
     /// Print each experiment: id, status and arms, one per line.
     List {
-        /// An experience store directory (no gateway may be serving from it).
+        /// An experience store directory (no gateway may be serving from it)
+        /// or a shared store's `postgres://` URL.
         #[arg(long, required_unless_present = "url", conflicts_with = "url")]
-        store: Option<PathBuf>,
+        store: Option<String>,
         /// A running gateway, e.g. http://127.0.0.1:8080.
         #[arg(long)]
         url: Option<String>,
@@ -69,7 +71,7 @@ struct Listed {
     experiment: Experiment,
 }
 
-fn stored_experiments(store: &qroute_store::SledStore) -> anyhow::Result<Vec<Experiment>> {
+fn stored_experiments(store: &dyn qroute_core::store::ExperienceStore) -> anyhow::Result<Vec<Experiment>> {
     let mut all: Vec<Experiment> = store.docs("experiments")?;
     all.sort_by_key(|e| e.created_ms);
     Ok(all)
@@ -80,7 +82,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::List { store, url } => {
             let now = qroute_core::unix_ms();
             let all = match (store, url) {
-                (Some(dir), None) => stored_experiments(&super::open_store(&dir)?)?,
+                (Some(dir), None) => stored_experiments(&*super::open_store(&dir)?)?,
                 (None, Some(url)) => {
                     let answer: ListAnswer = Remote::new(&url)?.get_json("/v1/experiments")?;
                     answer.experiments.into_iter().map(|e| e.experiment).collect()
@@ -127,7 +129,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                         None => qroute_gateway::embedded::policy()?,
                     };
                     let store = super::open_store(&dir)?;
-                    let all = stored_experiments(&store)?;
+                    let all = stored_experiments(&*store)?;
                     let Some(experiment) = all.iter().find(|e| e.spec.id == id).cloned() else {
                         let known: Vec<&str> = all.iter().map(|e| e.spec.id.as_str()).collect();
                         let known = if known.is_empty() {
@@ -135,14 +137,14 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                         } else {
                             known.join(", ")
                         };
-                        anyhow::bail!("no experiment {id:?} in {}; known: {known}", dir.display());
+                        anyhow::bail!("no experiment {id:?} in {dir}; known: {known}");
                     };
                     let opts = Options {
                         level: 0.95,
                         scales: policy.scales,
                         default_quality: cfg.learning.default_quality,
                     };
-                    let results = results::compute(&store, &experiment, &opts, qroute_core::unix_ms())?;
+                    let results = results::compute(&*store, &experiment, &opts, qroute_core::unix_ms())?;
                     (experiment, results)
                 }
                 (None, Some(url)) => {

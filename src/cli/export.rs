@@ -8,9 +8,11 @@ use std::path::PathBuf;
 /// exported: use JSONL for them).
 #[derive(clap::Args)]
 pub struct Args {
-    /// An experience store directory (no gateway may be serving from it).
+    /// An experience store: a directory (no gateway may be serving from
+    /// it) or a shared store's `postgres://…?schema=…` URL (read while
+    /// gateways serve).
     #[arg(long, required_unless_present = "url", conflicts_with = "url")]
-    store: Option<PathBuf>,
+    store: Option<String>,
     /// A running gateway, e.g. http://127.0.0.1:8080: JSONL streamed from
     /// its `GET /v1/admin/experiences` while it serves.
     #[arg(long)]
@@ -23,7 +25,7 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let parquet = a.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
     let store = match (a.store, a.url) {
-        (Some(dir), None) => super::open_store(&dir)?,
+        (Some(location), None) => super::open_store(&location)?,
         (None, Some(url)) => {
             if parquet {
                 anyhow::bail!("--url exports JSONL; convert it, or export Parquet from a stopped gateway's --store");
@@ -33,13 +35,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             eprintln!("exported {n} experiences to {}", a.out.display());
             return Ok(());
         }
-        _ => anyhow::bail!("give exactly one of --store DIR or --url URL"),
+        _ => anyhow::bail!("give exactly one of --store DIR|POSTGRES_URL or --url URL"),
     };
     if parquet {
-        let n = qroute_lab::export::export_parquet(&store, &a.out)?;
+        let n = qroute_lab::export::export_parquet(&*store, &a.out)?;
         eprintln!("exported {n} rows (one per outcome) to {}", a.out.display());
     } else {
-        let n = qroute_lab::export::export_jsonl(&store, &a.out)?;
+        let n = qroute_lab::export::export_jsonl(&*store, &a.out)?;
         eprintln!("exported {n} experiences to {}", a.out.display());
     }
     Ok(())

@@ -16,8 +16,6 @@ pub mod serve;
 pub mod simulate;
 pub mod train;
 
-use std::path::Path;
-
 use anyhow::Context;
 
 /// A multi-threaded tokio runtime for commands that talk HTTP.
@@ -25,13 +23,15 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-/// Opens an existing experience store for reading. A path that is not an
-/// existing store is an error, and nothing is created.
-pub fn open_store(dir: &Path) -> anyhow::Result<qroute_store::SledStore> {
-    qroute_store::SledStore::open_existing(dir).with_context(|| {
-        format!(
-            "opening {} (is a gateway serving from it? stop it, or use --url to ask it)",
-            dir.display()
-        )
+/// Opens an existing experience store for reading: a sled store's
+/// directory or a `postgres://` URL. Anything else is an error, and nothing
+/// is created or migrated.
+pub fn open_store(location: &str) -> anyhow::Result<std::sync::Arc<dyn qroute_core::store::ExperienceStore>> {
+    qroute_store::open_existing(location).with_context(|| {
+        if qroute_store::pg::is_postgres_url(location) {
+            "opening the PostgreSQL store".to_string()
+        } else {
+            format!("opening {location} (is a gateway serving from it? stop it, or use --url to ask it)")
+        }
     })
 }

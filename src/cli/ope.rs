@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use qroute_core::dataset::Dataset;
 use qroute_core::policy::checkpoint;
-use qroute_core::store::ExperienceStore;
 use qroute_lab::ope::{self, FixedModel, Greedy, TargetPolicy, Uniform};
 
 use super::output::say;
@@ -13,8 +12,8 @@ use super::output::say;
 /// SNIPS and doubly robust, each with a 95% interval (prints JSON).
 #[derive(clap::Args)]
 pub struct Args {
-    /// An experience store directory (no gateway serving from it), or an
-    /// exported JSONL file.
+    /// An experience store directory (no gateway serving from it), a shared
+    /// store's `postgres://` URL, or an exported JSONL file.
     #[arg(long, required_unless_present = "url", conflicts_with = "url")]
     logs: Option<PathBuf>,
     /// A running gateway, e.g. http://127.0.0.1:8080: its experience log,
@@ -54,8 +53,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         _ => anyhow::bail!("give exactly one target: --policy DIR, --fixed MODEL or --uniform"),
     };
     let experiences = match (&a.logs, &a.url) {
-        (Some(dir), None) if dir.is_dir() => {
-            let store = super::open_store(dir)?;
+        (Some(path), None) if path.is_dir() || qroute_store::pg::is_postgres_url(&path.to_string_lossy()) => {
+            let store = super::open_store(&path.to_string_lossy())?;
             if let Some(t) = store.truncation()? {
                 eprintln!(
                     "warning: truncated: store retention removed {} older experiences (before sequence number {}); \

@@ -20,9 +20,9 @@ pub struct Source {
     /// A gateway's data directory (its registry is DIR/policies).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// A registry directory.
+    /// A registry: a directory, or a shared store's `postgres://` URL.
     #[arg(long)]
-    registry: Option<PathBuf>,
+    registry: Option<String>,
     /// A running gateway, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     url: Option<String>,
@@ -66,7 +66,7 @@ enum Where {
 fn open(s: Source) -> anyhow::Result<Where> {
     Ok(match (s.data_dir, s.registry, s.url) {
         (Some(d), None, None) => Where::Local(Registry::open_existing(d.join("policies"))?),
-        (None, Some(r), None) => Where::Local(Registry::open_existing(r)?),
+        (None, Some(r), None) => Where::Local(Registry::open_location(&r)?),
         (None, None, Some(u)) => Where::Remote(Remote::new(&u)?),
         _ => anyhow::bail!("give exactly one of --data-dir, --registry or --url"),
     })
@@ -114,7 +114,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Show { version, source } => {
             let meta: Value = match open(source)? {
-                Where::Local(reg) => serde_json::to_value(checkpoint::load_metadata(&reg.version_dir(version))?)?,
+                Where::Local(reg) => serde_json::from_slice(&reg.file(version, checkpoint::META_FILE)?)?,
                 Where::Remote(r) => r.get_json(&format!("/v1/admin/policies/{version}"))?,
             };
             say!("{}", serde_json::to_string_pretty(&meta)?)?;
@@ -123,9 +123,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             match open(source)? {
                 Where::Local(reg) => {
-                    let policy = reg.load(version)?;
-                    let meta = checkpoint::load_metadata(&reg.version_dir(version))?;
-                    checkpoint::save(&policy, &out, meta.training)?;
+                    for file in [checkpoint::WEIGHTS_FILE, checkpoint::META_FILE] {
+                        let path = out.join(file);
+                        std::fs::write(&path, reg.file(version, file)?)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                    }
                 }
                 Where::Remote(r) => {
                     for file in [checkpoint::WEIGHTS_FILE, checkpoint::META_FILE] {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use qroute_core::dataset::Dataset;
 use qroute_core::policy::checkpoint;
+use qroute_core::store::ExperienceStore;
 use qroute_gateway::config::Config;
 use qroute_learn::learner::{Learner, LearnerConfig};
 use qroute_learn::offline::{self, Backend, OfflineConfig};
@@ -33,11 +34,17 @@ pub struct Args {
     /// A training job spec (TOML, the fields of OfflineConfig).
     #[arg(long, conflicts_with = "follow")]
     config: Option<PathBuf>,
-    /// Train beside a running gateway (in `learning.mode = "external"`)
-    /// until interrupted: sample its experiences over --url, publish
-    /// versions into --registry, which it serves within a second.
-    #[arg(long, requires_all = ["url", "registry"], conflicts_with_all = ["data", "out"])]
+    /// Train beside running gateways (in `learning.mode = "external"`)
+    /// until interrupted, publishing each version, which they serve within
+    /// a second: from a shared store (--store postgres://…: any number of
+    /// replicas; one trainer at a time, a second waits to take over), or
+    /// from one gateway (--url and --registry).
+    #[arg(long, conflicts_with_all = ["data", "out"])]
     follow: bool,
+    /// With --follow: the shared store, `postgres://…?schema=…`, whose
+    /// experience log it learns from and whose registry it publishes to.
+    #[arg(long, requires = "follow", conflicts_with_all = ["url", "registry"])]
+    store: Option<String>,
     /// The gateway, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     url: Option<String>,
@@ -111,24 +118,44 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `train --follow`: the online trainer's loop in its own process, sampling
-/// the gateway's store over HTTP and checkpointing every published version.
+/// `train --follow`: the online trainer's loop in its own process,
+/// sampling the shared store (or one gateway's, over HTTP) and
+/// checkpointing every published version.
 fn follow(a: Args) -> anyhow::Result<()> {
-    let (Some(url), Some(dir)) = (a.url, a.registry) else {
-        anyhow::bail!("--follow needs --url and --registry");
-    };
     let learning = match &a.gateway_config {
         Some(p) => Config::load(p)?.learning,
         None => Default::default(),
     };
-    let registry = Registry::open_existing(&dir)?;
-    let _lock = registry.lock_trainer()?;
-    let latest = registry.latest()?.with_context(|| {
-        format!(
-            "{} has no registered version yet: start the gateway first",
-            dir.display()
-        )
-    })?;
+    let (store, registry, source): (Arc<dyn ExperienceStore>, Registry, String) = match (a.store, a.url, a.registry) {
+        (Some(url), None, None) if qroute_store::pg::is_postgres_url(&url) => {
+            let store = qroute_store::PgStore::open(&url)?;
+            let source = store.pg().url().to_string();
+            (Arc::new(store), Registry::open_postgres(&url)?, source)
+        }
+        (None, Some(url), Some(dir)) => (
+            Arc::new(RemoteStore::new(Remote::new(&url)?)),
+            Registry::open_existing(&dir)?,
+            url,
+        ),
+        _ => anyhow::bail!(
+            "--follow needs --store postgres://… (a shared store), or --url and --registry (one gateway's)"
+        ),
+    };
+    // On PostgreSQL a second trainer waits here and takes over when the
+    // first one's session ends; a directory's lock fails at once.
+    let _lock = registry.wait_for_trainer_lock()?;
+    let shared = qroute_store::pg::is_postgres_url(&source);
+    let latest = loop {
+        match registry.latest()? {
+            Some(v) => break v,
+            // Replicas register the base policy when they start.
+            None if shared => std::thread::sleep(std::time::Duration::from_secs(1)),
+            None => anyhow::bail!(
+                "{} has no registered version yet: start the gateway first",
+                registry.location()
+            ),
+        }
+    };
     let policy = registry.load(latest)?;
     let lineage = registry.entry(latest)?.lineage.unwrap_or_else(|| Lineage {
         parent: None,
@@ -139,13 +166,13 @@ fn follow(a: Args) -> anyhow::Result<()> {
         created_ms: qroute_core::unix_ms(),
         writer: String::new(),
     });
+    let location = registry.location();
     let mut checkpoints = Checkpoints::from_section(&learning, registry, lineage, "follow");
     // The gateway only sees what is registered: every version is.
     checkpoints.every = std::time::Duration::ZERO;
-    let store = Arc::new(RemoteStore::new(Remote::new(&url)?));
     let learner = Learner::new(policy, LearnerConfig::online(), rand::random());
     let trainer = OnlineTrainer::spawn(store, learner, OnlineConfig::from_section(&learning, Some(checkpoints)))?;
-    eprintln!("following {url} from v{latest}; publishing into {}", dir.display());
+    eprintln!("following {source} from v{latest}; publishing into {location}");
     let runtime = super::runtime()?;
     let mut served = latest;
     runtime.block_on(async {

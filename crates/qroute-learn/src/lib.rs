@@ -16,6 +16,7 @@ pub mod offline;
 pub mod online;
 pub mod prior;
 pub mod registry;
+pub mod registry_pg;
 #[cfg(feature = "tch")]
 pub mod torch;
 pub mod watch;

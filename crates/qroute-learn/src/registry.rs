@@ -10,7 +10,11 @@
 //!   trainer.lock    held by the one process that trains into this registry
 //! ```
 //!
-//! Why a directory and not a part of the experience store: sled belongs to
+//! With a PostgreSQL store (`[store] url`), the registry is a table beside
+//! it instead ([`PgRegistry`]), shared by every replica; the methods below
+//! behave the same on both.
+//!
+//! Why a directory and not a part of the sled store: sled belongs to
 //! one process, and the external trainer (`qroute train --follow`) and the
 //! operator's `qroute policy rollback` must be able to publish while the
 //! gateway serves. A checkpoint is written under a temporary name and
@@ -25,11 +29,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use qroute_core::policy::{checkpoint, DqnPolicy};
 use qroute_core::{Error, Result};
+
+use crate::registry_pg::{PgRegistry, PgTrainerLock};
 
 const NEXT_VERSION: &str = "next-version";
 const ALLOCATE_LOCK: &str = "allocate.lock";
@@ -64,8 +71,6 @@ pub struct Lineage {
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
     pub version: u64,
-    #[serde(skip)]
-    pub dir: PathBuf,
     pub lineage: Option<Lineage>,
 }
 
@@ -86,16 +91,29 @@ impl Start {
     }
 }
 
-/// A policy registry directory.
+/// A policy registry: a directory, or the tables of a PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    dir: PathBuf,
+    backend: Backend,
 }
 
-/// Held while a process trains into a registry; released on drop.
+#[derive(Debug, Clone)]
+enum Backend {
+    Dir(PathBuf),
+    Postgres(Arc<PgRegistry>),
+}
+
+/// Held while a process trains into a registry; released on drop (or when
+/// the process dies).
 #[derive(Debug)]
 pub struct TrainerLock {
-    _file: File,
+    _held: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    File(#[allow(dead_code)] File),
+    Session(#[allow(dead_code)] PgTrainerLock),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -112,7 +130,27 @@ impl Registry {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Registry> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-        Ok(Registry { dir })
+        Ok(Registry {
+            backend: Backend::Dir(dir),
+        })
+    }
+
+    /// The registry of the PostgreSQL store `url` (migrated when missing).
+    pub fn open_postgres(url: &str) -> Result<Registry> {
+        Ok(Registry {
+            backend: Backend::Postgres(Arc::new(PgRegistry::open(url)?)),
+        })
+    }
+
+    /// Opens an existing registry for reading: a `postgres://` URL or a
+    /// directory. Creates nothing.
+    pub fn open_location(location: &str) -> Result<Registry> {
+        if qroute_store::pg::is_postgres_url(location) {
+            return Ok(Registry {
+                backend: Backend::Postgres(Arc::new(PgRegistry::open_existing(location)?)),
+            });
+        }
+        Registry::open_existing(location)
     }
 
     /// Opens an existing registry for reading; a missing directory is an
@@ -122,24 +160,44 @@ impl Registry {
         if !dir.is_dir() {
             return Err(Error::InvalidInput(format!("no policy registry at {}", dir.display())));
         }
-        Ok(Registry { dir })
+        Ok(Registry {
+            backend: Backend::Dir(dir),
+        })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Where the registry is, for messages: its directory or its store's
+    /// URL (without credentials).
+    pub fn location(&self) -> String {
+        match &self.backend {
+            Backend::Dir(dir) => dir.display().to_string(),
+            Backend::Postgres(pg) => pg.location(),
+        }
     }
 
     /// The directory version `v` is (or would be) registered in.
-    pub fn version_dir(&self, v: u64) -> PathBuf {
-        self.dir.join(format!("v{v}"))
+    fn version_dir(dir: &Path, v: u64) -> PathBuf {
+        dir.join(format!("v{v}"))
+    }
+
+    /// Unparks `thread` as soon as any process publishes a version, where
+    /// the backend can tell (PostgreSQL's NOTIFY); a directory cannot, and
+    /// its watcher relies on polling alone.
+    pub fn wake_on_publish(&self, thread: std::thread::Thread) {
+        if let Backend::Postgres(pg) = &self.backend {
+            pg.wake_on_publish(thread);
+        }
     }
 
     /// Every registered version number, ascending. Cheap: one directory
-    /// listing, no file is opened.
+    /// listing (no file is opened), or one query.
     pub fn versions(&self) -> Result<Vec<u64>> {
+        let dir = match &self.backend {
+            Backend::Dir(dir) => dir,
+            Backend::Postgres(pg) => return pg.versions(),
+        };
         let mut out = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(io(format!("listing {}", self.dir.display())))? {
-            let entry = entry.map_err(io(format!("listing {}", self.dir.display())))?;
+        for entry in fs::read_dir(dir).map_err(io(format!("listing {}", dir.display())))? {
+            let entry = entry.map_err(io(format!("listing {}", dir.display())))?;
             if let Some(v) = entry.file_name().to_str().and_then(version_of) {
                 out.push(v);
             }
@@ -156,20 +214,18 @@ impl Registry {
     /// Version `v`'s metadata (no weights). A version that is not there,
     /// never registered or pruned while the caller looked, is `NotFound`.
     pub fn entry(&self, v: u64) -> Result<Entry> {
-        let dir = self.version_dir(v);
-        let meta = checkpoint::load_metadata(&dir).map_err(|e| {
-            if dir.is_dir() {
-                e
-            } else {
-                Error::NotFound(format!("policy version {v} is not registered"))
+        let not_registered = || Error::NotFound(format!("policy version {v} is not registered"));
+        let training = match &self.backend {
+            Backend::Dir(dir) => {
+                let dir = Registry::version_dir(dir, v);
+                checkpoint::load_metadata(&dir)
+                    .map_err(|e| if dir.is_dir() { e } else { not_registered() })?
+                    .training
             }
-        })?;
-        let lineage = serde_json::from_value(meta.training["lineage"].clone()).ok();
-        Ok(Entry {
-            version: v,
-            dir,
-            lineage,
-        })
+            Backend::Postgres(pg) => pg.training(v)?.ok_or_else(not_registered)?,
+        };
+        let lineage = serde_json::from_value(training["lineage"].clone()).ok();
+        Ok(Entry { version: v, lineage })
     }
 
     /// Every registered version's metadata, ascending. A version pruned
@@ -198,11 +254,34 @@ impl Registry {
 
     /// Loads version `v`.
     pub fn load(&self, v: u64) -> Result<DqnPolicy> {
-        let dir = self.version_dir(v);
-        if !dir.is_dir() {
-            return Err(Error::NotFound(format!("policy version {v} is not registered")));
+        let not_registered = || Error::NotFound(format!("policy version {v} is not registered"));
+        match &self.backend {
+            Backend::Dir(dir) => {
+                let dir = Registry::version_dir(dir, v);
+                if !dir.is_dir() {
+                    return Err(not_registered());
+                }
+                checkpoint::load(&dir)
+            }
+            Backend::Postgres(pg) => pg.load(v)?.ok_or_else(not_registered),
         }
-        checkpoint::load(&dir)
+    }
+
+    /// One of version `v`'s two files ([`checkpoint::META_FILE`] or
+    /// [`checkpoint::WEIGHTS_FILE`]), byte for byte; `NotFound` for a
+    /// version not registered or another name.
+    pub fn file(&self, v: u64, name: &str) -> Result<Vec<u8>> {
+        let not_found = || Error::NotFound(format!("policy version {v} is not registered"));
+        if name != checkpoint::META_FILE && name != checkpoint::WEIGHTS_FILE {
+            return Err(not_found());
+        }
+        match &self.backend {
+            Backend::Dir(dir) => fs::read(Registry::version_dir(dir, v).join(name)).map_err(|_| not_found()),
+            Backend::Postgres(pg) => {
+                let (meta, weights) = pg.files(v)?.ok_or_else(not_found)?;
+                Ok(if name == checkpoint::META_FILE { meta } else { weights })
+            }
+        }
     }
 
     /// Takes the next unused version number, at least `at_least`. The
@@ -210,7 +289,11 @@ impl Registry {
     /// call, in this process or another, after a crash or not, returns it
     /// again.
     pub fn allocate(&self, at_least: u64) -> Result<u64> {
-        let lock_path = self.dir.join(ALLOCATE_LOCK);
+        let dir = match &self.backend {
+            Backend::Dir(dir) => dir,
+            Backend::Postgres(pg) => return pg.allocate(at_least),
+        };
+        let lock_path = dir.join(ALLOCATE_LOCK);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -218,7 +301,7 @@ impl Registry {
             .open(&lock_path)
             .map_err(io(format!("opening {}", lock_path.display())))?;
         lock.lock().map_err(io(format!("locking {}", lock_path.display())))?;
-        let path = self.dir.join(NEXT_VERSION);
+        let path = dir.join(NEXT_VERSION);
         let stored = match fs::read_to_string(&path) {
             Ok(s) => s
                 .trim()
@@ -229,12 +312,12 @@ impl Registry {
         };
         let registered = self.latest()?.map_or(0, |v| v + 1);
         let v = stored.max(registered).max(at_least).max(1);
-        let tmp = self.dir.join(format!("{NEXT_VERSION}.tmp"));
+        let tmp = dir.join(format!("{NEXT_VERSION}.tmp"));
         let mut f = File::create(&tmp).map_err(io(format!("writing {}", tmp.display())))?;
         writeln!(f, "{}", v + 1).map_err(io(format!("writing {}", tmp.display())))?;
         f.sync_all().map_err(io(format!("syncing {}", tmp.display())))?;
         fs::rename(&tmp, &path).map_err(io(format!("renaming to {}", path.display())))?;
-        sync_dir(&self.dir);
+        sync_dir(dir);
         Ok(v)
     }
 
@@ -243,20 +326,27 @@ impl Registry {
     /// registry). Written under a temporary name and renamed into place.
     pub fn save(&self, policy: &DqnPolicy, lineage: &Lineage) -> Result<Entry> {
         let v = policy.version;
-        let dir = self.version_dir(v);
-        if dir.exists() {
-            return Err(Error::InvalidInput(format!("policy version {v} is already registered")));
-        }
-        let tmp = self
-            .dir
-            .join(format!(".tmp-v{v}-{}-{}", std::process::id(), rand::random::<u32>()));
+        let taken = || Error::InvalidInput(format!("policy version {v} is already registered"));
         let training = serde_json::json!({ "lineage": lineage });
-        checkpoint::save(policy, &tmp, training)?;
-        fs::rename(&tmp, &dir).map_err(io(format!("renaming to {}", dir.display())))?;
-        sync_dir(&self.dir);
+        match &self.backend {
+            Backend::Dir(root) => {
+                let dir = Registry::version_dir(root, v);
+                if dir.exists() {
+                    return Err(taken());
+                }
+                let tmp = root.join(format!(".tmp-v{v}-{}-{}", std::process::id(), rand::random::<u32>()));
+                checkpoint::save(policy, &tmp, training)?;
+                fs::rename(&tmp, &dir).map_err(io(format!("renaming to {}", dir.display())))?;
+                sync_dir(root);
+            }
+            Backend::Postgres(pg) => {
+                if !pg.insert(policy, training)? {
+                    return Err(taken());
+                }
+            }
+        }
         Ok(Entry {
             version: v,
-            dir,
             lineage: Some(lineage.clone()),
         })
     }
@@ -312,10 +402,14 @@ impl Registry {
     /// Removes all but the newest `keep` versions (at least one is kept).
     /// Returns how many were removed.
     pub fn prune(&self, keep: usize) -> Result<usize> {
+        let root = match &self.backend {
+            Backend::Dir(dir) => dir,
+            Backend::Postgres(pg) => return pg.prune(keep),
+        };
         let versions = self.versions()?;
         let drop = versions.len().saturating_sub(keep.max(1));
         for v in &versions[..drop] {
-            let dir = self.version_dir(*v);
+            let dir = Registry::version_dir(root, *v);
             fs::remove_dir_all(&dir).map_err(io(format!("removing {}", dir.display())))?;
         }
         Ok(drop)
@@ -325,7 +419,26 @@ impl Registry {
     /// publish interleaved versions into one registry. Fails at once when
     /// another process holds it.
     pub fn lock_trainer(&self) -> Result<TrainerLock> {
-        let path = self.dir.join(TRAINER_LOCK);
+        self.take_trainer_lock(false)
+    }
+
+    /// [`Registry::lock_trainer`], but waits until the holder is gone
+    /// (on PostgreSQL: its session ended, as when its process died); a
+    /// directory's lock cannot be waited for and fails at once.
+    pub fn wait_for_trainer_lock(&self) -> Result<TrainerLock> {
+        self.take_trainer_lock(true)
+    }
+
+    fn take_trainer_lock(&self, wait: bool) -> Result<TrainerLock> {
+        let dir = match &self.backend {
+            Backend::Dir(dir) => dir,
+            Backend::Postgres(pg) => {
+                return Ok(TrainerLock {
+                    _held: Held::Session(pg.lock_trainer(wait)?),
+                })
+            }
+        };
+        let path = dir.join(TRAINER_LOCK);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -333,10 +446,12 @@ impl Registry {
             .open(&path)
             .map_err(io(format!("opening {}", path.display())))?;
         match file.try_lock() {
-            Ok(()) => Ok(TrainerLock { _file: file }),
+            Ok(()) => Ok(TrainerLock {
+                _held: Held::File(file),
+            }),
             Err(fs::TryLockError::WouldBlock) => Err(Error::InvalidInput(format!(
                 "another trainer is publishing to {} (learning.mode = \"online\" in a gateway, or qroute train --follow)",
-                self.dir.display()
+                dir.display()
             ))),
             Err(fs::TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
         }

@@ -1,6 +1,7 @@
 //! Serving what another process trains: a thread that polls the policy
-//! registry and swaps each newer version into the serving pointer, for a
-//! gateway in `learning.mode = "external"`.
+//! registry (and, on PostgreSQL, wakes on its NOTIFY) and swaps each newer
+//! version into the serving pointer, for a gateway in
+//! `learning.mode = "external"`.
 //!
 //! Loading happens on this thread; serving only ever sees a finished
 //! snapshot through the `ArcSwap`, so no request waits on a load.
@@ -34,6 +35,10 @@ impl Watcher {
             std::thread::Builder::new()
                 .name("qroute-registry-watch".into())
                 .spawn(move || {
+                    // A PostgreSQL registry unparks this thread on NOTIFY:
+                    // a new version is served within milliseconds, and the
+                    // interval is only the backstop.
+                    registry.wake_on_publish(std::thread::current());
                     let mut skipped = 0;
                     while !stop.load(Ordering::Acquire) {
                         std::thread::park_timeout(interval);

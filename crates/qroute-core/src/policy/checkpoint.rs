@@ -64,6 +64,16 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 /// written first and renamed into place, so a crash never leaves a torn one.
 pub fn save(policy: &DqnPolicy, dir: &Path, training: serde_json::Value) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let (meta, weights) = to_bytes(policy, training, dir)?;
+    write_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
+    write_atomic(&dir.join(META_FILE), &meta)
+}
+
+/// The two files' contents, `(policy.json, model.safetensors)`: what
+/// [`save`] writes and [`from_bytes`] reads (a registry in a database keeps
+/// them as columns); `origin` names them in errors.
+pub fn to_bytes(policy: &DqnPolicy, training: serde_json::Value, origin: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+    let dir = origin;
     let n = &policy.net;
     let tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = n
         .params()
@@ -79,8 +89,7 @@ pub fn save(policy: &DqnPolicy, dir: &Path, training: serde_json::Value) -> Resu
         })
         .collect::<Result<Vec<_>>>()?;
     let header: HashMap<String, String> = [("format".to_string(), FORMAT.to_string())].into();
-    let bytes = safetensors::serialize(views, &Some(header)).map_err(|e| err(dir, e.to_string()))?;
-    write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
+    let weights = safetensors::serialize(views, &Some(header)).map_err(|e| err(dir, e.to_string()))?;
     let meta = Metadata {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
@@ -95,7 +104,7 @@ pub fn save(policy: &DqnPolicy, dir: &Path, training: serde_json::Value) -> Resu
         training,
     };
     let json = serde_json::to_vec_pretty(&meta).map_err(|e| err(dir, e.to_string()))?;
-    write_atomic(&dir.join(META_FILE), &json)
+    Ok((json, weights))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

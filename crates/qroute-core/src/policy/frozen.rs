@@ -23,13 +23,16 @@ impl FrozenPolicy {
     /// serving policy's: requests are featurized once, for every policy
     /// that scores them.
     pub fn load(dir: &Path, spec: &FeatureSpec, served: &[ModelCard]) -> Result<FrozenPolicy> {
-        let policy = checkpoint::load(dir)?;
+        FrozenPolicy::new(checkpoint::load(dir)?, &dir.display().to_string(), spec, served)
+    }
+
+    /// Freezes a loaded policy (`name` says where from, in errors), with the
+    /// same checks as [`FrozenPolicy::load`].
+    pub fn new(policy: DqnPolicy, name: &str, spec: &FeatureSpec, served: &[ModelCard]) -> Result<FrozenPolicy> {
         if &policy.spec != spec {
             return Err(Error::InvalidInput(format!(
-                "checkpoint {} was trained on other features than the serving policy's (dim {} vs {})",
-                dir.display(),
-                policy.spec.dim,
-                spec.dim
+                "checkpoint {name} was trained on other features than the serving policy's (dim {} vs {})",
+                policy.spec.dim, spec.dim
             )));
         }
         let cards = served

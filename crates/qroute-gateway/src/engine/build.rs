@@ -28,7 +28,7 @@ use qroute_learn::registry::{Registry, Start};
 use qroute_learn::watch::Watcher;
 use qroute_learn::LearningMode;
 use qroute_store::pruner::PRUNE_EVERY;
-use qroute_store::{GroupWriter, Pruner, SledStore};
+use qroute_store::{GroupWriter, Pruner};
 
 impl Gateway {
     /// Loads the policy, opens the store, builds the provider clients, and
@@ -38,7 +38,11 @@ impl Gateway {
             Some(p) => checkpoint::load(p)?,
             None => crate::embedded::policy()?,
         };
-        let registry = Registry::open(config.learning.registry_dir(&config.store.path))?;
+        // Beside the experience store: shared by every replica on PostgreSQL.
+        let registry = match &config.store.url {
+            Some(url) => Registry::open_postgres(url)?,
+            None => Registry::open(config.learning.registry_dir(&config.store.path))?,
+        };
         let mut start = registry.start_from(base)?;
         let policy = start.policy_mut();
         let client = providers::http_client(Duration::from_millis(config.limits.connect_timeout_ms))?;
@@ -94,16 +98,14 @@ impl Gateway {
                 (policy, lineage)
             }
         };
-        tracing::info!(version = policy.version, registry = %registry.dir().display(), "policy");
+        tracing::info!(version = policy.version, registry = %registry.location(), "policy");
         let index = models
             .iter()
             .enumerate()
             .map(|(i, m)| (m.config.id.clone(), i))
             .collect();
 
-        std::fs::create_dir_all(&config.store.path)
-            .map_err(|e| Error::io(format!("creating {}", config.store.path.display()), e))?;
-        let store: Arc<dyn ExperienceStore> = Arc::new(SledStore::open(&config.store.path)?);
+        let store: Arc<dyn ExperienceStore> = qroute_store::open(&config.store)?;
         let pruner = match &config.store.retention {
             Some(r) => Some(Pruner::spawn(store.clone(), r.retention(), PRUNE_EVERY, |n| {
                 metrics::counter!("qroute_experiences_pruned_total").increment(n);
@@ -235,21 +237,23 @@ impl PolicyPlaces {
     /// exists (the details go to the log).
     fn load(&self, name: &str, spec: &FeatureSpec, served: &[ModelCard]) -> Result<FrozenPolicy> {
         let version = name.strip_prefix('v').and_then(|v| v.parse::<u64>().ok());
-        let dir = match (version, &self.checkpoints_dir) {
-            _ if !checkpoint_name_ok(name) => None,
-            (Some(v), _) => Some(self.registry.version_dir(v)),
-            (None, Some(d)) => Some(d.join(name)),
-            (None, None) => None,
+        let loaded = match (version, &self.checkpoints_dir) {
+            _ if !checkpoint_name_ok(name) => Err("not a usable checkpoint name".to_string()),
+            (Some(v), _) => self
+                .registry
+                .load(v)
+                .and_then(|p| FrozenPolicy::new(p, name, spec, served))
+                .map_err(|e| e.to_string()),
+            (None, Some(d)) => FrozenPolicy::load(&d.join(name), spec, served).map_err(|e| e.to_string()),
+            (None, None) => Err("not a registered version and no policy.checkpoints_dir".to_string()),
         };
-        dir.ok_or_else(|| "not a registered version and no policy.checkpoints_dir".to_string())
-            .and_then(|d| FrozenPolicy::load(&d, spec, served).map_err(|e| e.to_string()))
-            .map_err(|detail| {
-                tracing::info!(checkpoint = name, %detail, "an experiment arm's checkpoint did not load");
-                Error::InvalidInput(format!(
-                    "checkpoint {name:?}: no usable policy of that name in the policy registry \
+        loaded.map_err(|detail| {
+            tracing::info!(checkpoint = name, %detail, "an experiment arm's checkpoint did not load");
+            Error::InvalidInput(format!(
+                "checkpoint {name:?}: no usable policy of that name in the policy registry \
                      or policy.checkpoints_dir"
-                ))
-            })
+            ))
+        })
     }
 }
 

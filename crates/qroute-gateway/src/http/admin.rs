@@ -146,11 +146,11 @@ pub async fn policy_file(
             .into())
         }
     };
-    let path = registry(&gw)?.version_dir(v).join(&file);
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => Ok(([("content-type", content_type)], bytes).into_response()),
-        Err(_) => Err(Error::NotFound(format!("policy version {v} is not registered")).into()),
-    }
+    let reg = registry(&gw)?;
+    let bytes = tokio::task::spawn_blocking(move || reg.file(v, &file))
+        .await
+        .map_err(|_| Error::Store("reading the registry failed".into()))??;
+    Ok(([("content-type", content_type)], bytes).into_response())
 }
 
 /// `POST /v1/admin/policies/{version}/rollback`: registers a copy of the

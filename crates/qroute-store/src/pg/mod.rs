@@ -26,6 +26,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use qroute_core::{Error, Result};
 use tokio_postgres::NoTls;
 
+pub use schema::lock_key;
 pub use store::PgStore;
 
 /// The schema a URL without `?schema=` uses.

@@ -50,11 +50,12 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         PRIMARY KEY (kind, key)
     );
 
-    -- The policy registry: one row per version, the checkpoint's files.
+    -- The policy registry: one row per version, the checkpoint's two
+    -- files byte for byte (policy.json, model.safetensors).
     CREATE TABLE policy_versions (
         version BIGINT PRIMARY KEY,
         created_ms BIGINT NOT NULL,
-        metadata JSONB NOT NULL,
+        policy_json BYTEA NOT NULL,
         weights BYTEA NOT NULL
     );
     -- The next unused version number (never reused, across rollbacks).
@@ -67,7 +68,7 @@ pub const VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// A 64-bit advisory lock key per schema, so two stores in one database do
 /// not wait for each other.
-pub(crate) fn lock_key(schema: &str, purpose: &str) -> i64 {
+pub fn lock_key(schema: &str, purpose: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in schema.bytes().chain([0]).chain(purpose.bytes()) {
         h ^= u64::from(b);
