@@ -6,5 +6,6 @@
 
 mod experiment_report;
 mod export;
+mod replicas;
 mod serve;
 mod train_evaluate;

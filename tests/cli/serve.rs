@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_qroute");
+pub(super) const BIN: &str = env!("CARGO_BIN_EXE_qroute");
 
-fn qroute(args: &[&str]) -> Output {
+pub(super) fn qroute(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
-fn assert_ok(out: &Output) {
+pub(super) fn assert_ok(out: &Output) {
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -26,14 +26,15 @@ fn assert_ok(out: &Output) {
 }
 
 /// The embedded default's config with `[learning]` replaced.
-fn write_config(path: &Path, learning: &str) {
+pub(super) fn write_config(path: &Path, learning: &str) {
     let default = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml")).unwrap();
     let text = default.replace("[learning]\nenabled = true\n", &format!("[learning]\n{learning}\n"));
     assert_ne!(text, default, "config/default.toml changed its [learning] section");
     std::fs::write(path, text).unwrap();
 }
 
-const FAST: &str = "steps_per_experience = 1.0\nmax_steps_per_sec = 1000.0\npublish_every = 5\npublish_every_s = 0.05";
+pub(super) const FAST: &str =
+    "steps_per_experience = 1.0\nmax_steps_per_sec = 1000.0\npublish_every = 5\npublish_every_s = 0.05";
 
 struct Server {
     child: Child,
@@ -128,7 +129,7 @@ impl Drop for Server {
     }
 }
 
-fn prompts(n: usize) -> Vec<String> {
+pub(super) fn prompts(n: usize) -> Vec<String> {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/routellm_mmlu_gsm8k.jsonl")).unwrap();
     text.lines()
         .take(n)

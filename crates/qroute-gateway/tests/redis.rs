@@ -31,41 +31,7 @@ const MODELS: &[(&str, &str, f64)] = &[("cheap", "openai", 0.5)];
 
 /// Makes sure a Redis answers on 127.0.0.1:6379, starting one if not.
 fn redis_up() {
-    let ping = || {
-        std::process::Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", "6379", "ping"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
-    };
-    if ping() {
-        return;
-    }
-    let started = std::process::Command::new("redis-server")
-        .args([
-            "--daemonize",
-            "yes",
-            "--bind",
-            "127.0.0.1 -::1",
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            "/var/lib/redis",
-            "--logfile",
-            "/var/log/redis/ci.log",
-        ])
-        .status();
-    assert!(started.is_ok_and(|s| s.success()), "could not start redis-server");
-    for _ in 0..100 {
-        if ping() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("redis-server started but does not answer PING");
+    qroute_core::testing::ensure_redis();
 }
 
 /// A prefix no other test (or run) uses.
