@@ -32,11 +32,11 @@ CRATES = [
 # error, so a new one gets a place in the flow.
 MODULES = {
     "qroute-core": ["error", "calendar", "objects", "catalog", "dataset", "features", "frontier", "policy", "reward", "record", "store", "testing"],
-    "qroute-store": ["config", "codec", "data_file", "sled_store", "writer", "pruner"],
-    "qroute-learn": ["config", "grad", "adam", "learner", "torch", "answer_head", "prior", "offline", "registry", "online", "watch"],
+    "qroute-store": ["codec", "data_file", "sled_store", "pg", "config", "writer", "pruner"],
+    "qroute-learn": ["config", "grad", "adam", "learner", "torch", "answer_head", "prior", "offline", "registry_pg", "registry", "online", "watch"],
     "qroute-experiment": ["stats", "assign", "spec", "registry", "results"],
     "qroute-lab": ["plots", "bandits", "evaluate", "simulate", "ope", "export", "report", "experiment_report"],
-    "qroute-gateway": ["embedded", "exec", "cache", "access", "server_config", "config", "engine", "http"],
+    "qroute-gateway": ["embedded", "shared", "exec", "cache", "access", "server_config", "config", "engine", "http"],
     "qroute-mock": ["request", "answer", "stream", "openai", "anthropic", "gemini"],
     "qroute-bench": ["stream", "judges", "gauge", "compare", "suite", "suite_report"],
 }

@@ -136,12 +136,10 @@ impl SharedRedis {
         cfg.validate().map_err(Error::InvalidInput)?;
         let client =
             redis::Client::open(cfg.url.as_str()).map_err(|e| Error::InvalidInput(format!("redis.url: {e}")))?;
-        let replica_id = cfg.replica_id.clone().unwrap_or_else(|| {
-            use rand::RngCore;
-            let mut b = [0u8; 6];
-            rand::rngs::OsRng.fill_bytes(&mut b);
-            format!("r{}", crate::access::keys::hex(&b))
-        });
+        let replica_id = cfg
+            .replica_id
+            .clone()
+            .unwrap_or_else(|| format!("r{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff));
         Ok(SharedRedis {
             client,
             conn: tokio::sync::OnceCell::new(),

@@ -463,3 +463,32 @@ fn unsynced_outcomes_are_durable_after_the_next_append(b: Backend) {
     s.flush().unwrap();
     assert_eq!(s.get("req-0").unwrap().unwrap().outcomes, vec![out(0, "a", 0.4)]);
 }
+
+/// Append throughput, batched as the group writer batches (256 decisions
+/// with their outcomes per call), on both backends: run with
+/// `cargo test --release -p qroute-store --test contract -- --ignored --nocapture`.
+/// A measurement, not a check.
+#[test]
+#[ignore]
+fn append_rate() {
+    for (name, b) in [("sled", Backend::Sled), ("postgres", Backend::Postgres)] {
+        let (_g, s) = b.open();
+        let (batches, per) = (80u64, 256u64);
+        let started = std::time::Instant::now();
+        for k in 0..batches {
+            let ids = k * per..(k + 1) * per;
+            // As the group writer: each group's append syncs the outcomes
+            // staged before it.
+            s.append_decisions(&ids.clone().map(rec).collect::<Vec<_>>()).unwrap();
+            s.record_outcomes_unsynced(&ids.map(|i| out(i, "a", 0.5)).collect::<Vec<_>>())
+                .unwrap();
+        }
+        s.flush().unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{name}: {} experiences (decision + outcome) in {secs:.2} s: {:.0}/s",
+            batches * per,
+            (batches * per) as f64 / secs
+        );
+    }
+}
