@@ -211,6 +211,7 @@ impl Gateway {
             shadow,
             judge,
             cache,
+            cache_counts: Default::default(),
             writer,
             learning,
             _pruner: pruner,

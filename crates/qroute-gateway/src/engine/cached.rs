@@ -44,7 +44,17 @@ impl Gateway {
             return None;
         }
         let hit = cache.get(key).await;
-        let result = if hit.is_some() { "hit" } else { "miss" };
+        let result = if hit.is_some() {
+            self.cache_counts
+                .hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            "hit"
+        } else {
+            self.cache_counts
+                .misses
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            "miss"
+        };
         metrics::counter!("qroute_cache_requests_total", "result" => result).increment(1);
         let hit = hit?;
         tracing::info!(model = %hit.model, age_ms = qroute_core::unix_ms().saturating_sub(hit.created_ms), "cache hit");

@@ -31,6 +31,7 @@ mod decide;
 mod record;
 mod request;
 mod single;
+pub mod stats;
 mod stream;
 pub mod variations;
 
@@ -116,6 +117,8 @@ pub struct Gateway {
     pub(super) judge: Judge,
     /// Answers already given to deterministic requests; `None` when off.
     cache: Option<Arc<dyn ResponseCache>>,
+    /// This process's cache lookups, for the console.
+    cache_counts: stats::CacheCounts,
     /// Declared before `learning` and `store` so it drains first on drop.
     pub(super) writer: GroupWriter,
     learning: Learning,
@@ -137,6 +140,35 @@ impl Gateway {
             .trainer
             .as_ref()
             .map_or(0, |t| t.stats().steps.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Aggregates over the decisions of the last `window_s` seconds before
+    /// `now_ms` (at most the newest [`stats::MAX_DECISIONS`]), in `bucket_s`
+    /// buckets: what the console charts. Reads the store: call it off the
+    /// async workers.
+    pub fn stats(&self, window_s: u64, bucket_s: u64, now_ms: u64) -> qroute_core::Result<stats::Stats> {
+        let from_ms = now_ms.saturating_sub(window_s.saturating_mul(1000));
+        let end = self.store.len() as u64;
+        let start = end.saturating_sub(stats::MAX_DECISIONS);
+        let mut experiences = Vec::new();
+        for e in self.store.iter_from(start) {
+            let e = e?;
+            if e.decision.time_ms >= from_ms {
+                experiences.push(e);
+            }
+        }
+        // Limited when the oldest decision read is still inside the window
+        // and there were older ones.
+        let limited = start > self.store.first_kept() && experiences.len() as u64 >= end - start;
+        Ok(stats::compute(
+            &experiences,
+            from_ms,
+            now_ms,
+            bucket_s,
+            limited,
+            self.policy().version,
+            &self.cache_counts,
+        ))
     }
 
     /// The policy registry this gateway resumes from and checkpoints into.

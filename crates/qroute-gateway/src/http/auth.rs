@@ -36,7 +36,14 @@ pub fn scope(method: &Method, path: &str, metrics_public: bool) -> Scope {
         (&Method::GET, "/v1/health" | "/openapi.json") | (&Method::POST, "/v1/auth/login") => Scope::Public,
         _ if under("/ui") => Scope::Public,
         (&Method::GET, "/metrics") if metrics_public => Scope::Public,
-        _ if under("/v1/experiments") || under("/v1/shadow") || under("/v1/keys") || under("/v1/admin") => Scope::Admin,
+        _ if under("/v1/experiments")
+            || under("/v1/shadow")
+            || under("/v1/keys")
+            || under("/v1/admin")
+            || under("/v1/stats") =>
+        {
+            Scope::Admin
+        }
         _ => Scope::Key,
     }
 }
@@ -254,6 +261,8 @@ mod tests {
             (&get, "/v1/keys/key_1", Scope::Admin),
             (&get, "/v1/admin/experiences", Scope::Admin),
             (&get, "/v1/shadow", Scope::Admin),
+            (&get, "/v1/stats", Scope::Admin),
+            (&get, "/v1/auth/me", Scope::Key),
         ] {
             assert_eq!(scope(m, p, false), s, "{m} {p}");
         }

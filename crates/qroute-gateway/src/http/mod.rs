@@ -13,6 +13,8 @@ pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod openai;
+pub mod stats;
+pub mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,6 +45,8 @@ pub const ENDPOINTS: &[&str] = &[
     "/v1/experiments/{id}/stop",
     "/v1/shadow",
     "/v1/auth/login",
+    "/v1/auth/me",
+    "/v1/stats",
     "/v1/keys",
     "/v1/keys/{id}",
     "/v1/admin/experiences",
@@ -53,6 +57,8 @@ pub const ENDPOINTS: &[&str] = &[
     "/v1/admin/policies/{version}/rollback",
     "/metrics",
     "/openapi.json",
+    "/ui",
+    "/ui/{asset}",
 ];
 
 /// The OpenAPI description of every endpoint, served at `/openapi.json`.
@@ -76,6 +82,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/experiments/{id}/stop", post(experiments::stop))
         .route("/v1/shadow", get(experiments::shadow))
         .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/me", get(stats::me))
+        .route("/v1/stats", get(stats::stats))
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{id}", get(keys::show).delete(keys::revoke))
         .route("/v1/admin/experiences", get(admin::experiences))
@@ -86,6 +94,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/admin/policies/{version}/rollback", post(admin::rollback))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi))
+        // The web console (http/ui.rs): embedded files, public shell.
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{asset}", get(ui::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(gw.clone(), auth::authenticate))

@@ -97,6 +97,8 @@ async fn every_scope_refuses_whom_it_should() {
         ("GET", "/v1/keys", None, 401, 403, 200),
         ("GET", "/v1/admin/policies", None, 401, 403, 200),
         ("GET", "/v1/admin/experiences", None, 401, 403, 200),
+        ("GET", "/v1/stats", None, 401, 403, 200),
+        ("GET", "/v1/auth/me", None, 401, 200, 200),
         ("GET", "/v1/nowhere", None, 401, 404, 404),
     ];
     for (method, path, body, anonymous, with_user, with_admin) in cases {
@@ -327,4 +329,54 @@ async fn metrics_can_be_made_public_and_nothing_else_is() {
     let t = start_with_extra(data.path(), &var, "[server]\nmetrics_public = true\n").await;
     assert_eq!(call(&t, "GET", "/metrics", None, None).await.status(), 200);
     assert_eq!(call(&t, "GET", "/v1/models", None, None).await.status(), 401);
+}
+
+/// The console's two reads: `/v1/auth/me` tells a user key from an admin
+/// one, and `/v1/stats` counts the traffic just sent, its spend and its
+/// models, and refuses a bad window naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn me_and_stats_describe_the_caller_and_the_traffic() {
+    let (var, master) = master_env();
+    let data = tempfile::tempdir().unwrap();
+    let t = start_on(data.path(), &var).await;
+    let (id, user) = new_key(&t, &master, json!({"name": "app"})).await;
+    let (s, me) = json_of(call(&t, "GET", "/v1/auth/me", Some(&user), None).await).await;
+    assert_eq!(s, 200);
+    assert_eq!(me, json!({"admin": false, "key_id": id, "name": "app"}));
+    let (_, me) = json_of(call(&t, "GET", "/v1/auth/me", Some(&master), None).await).await;
+    assert_eq!(me["admin"], true);
+
+    for i in 0..6 {
+        let body = json!({"prompt": format!("What is {i}+{i}?")});
+        let (s, b) = json_of(call(&t, "POST", "/v1/execute", Some(&user), Some(&body)).await).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    // Records are durable before the answer: the stats see all six.
+    let (s, st) = json_of(call(&t, "GET", "/v1/stats?window_s=600&bucket_s=60", Some(&master), None).await).await;
+    assert_eq!(s, 200, "{st}");
+    assert_eq!(st["totals"]["requests"], 6, "{st}");
+    assert!(st["totals"]["spend_usd"].as_f64().unwrap() > 0.0);
+    let series: u64 = st["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(series, 6);
+    let shares: f64 = st["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["share"].as_f64().unwrap())
+        .sum();
+    assert!((shares - 1.0).abs() < 1e-9, "{st}");
+    assert!(st["savings"]["method"].as_str().unwrap().len() > 10);
+    assert!(st["policy"]["serving_version"].as_u64().unwrap() >= 1);
+
+    let (s, b) = json_of(call(&t, "GET", "/v1/stats?window_s=10", Some(&master), None).await).await;
+    assert_eq!(s, 400);
+    assert!(b.to_string().contains("window_s"), "{b}");
+    let (s, b) = json_of(call(&t, "GET", "/v1/stats?window_s=3600&bucket_s=1", Some(&master), None).await).await;
+    assert_eq!(s, 400);
+    assert!(b.to_string().contains("bucket_s"), "{b}");
 }

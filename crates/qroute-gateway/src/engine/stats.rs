@@ -1,0 +1,481 @@
+//! What the console's overview, policy and models pages show: aggregates
+//! over the newest decisions in a time window, computed from the experience
+//! store (so every replica on a shared store shows the whole fleet), plus
+//! this process's cache counters.
+//!
+//! Read, never written: a pure function of the experiences it is given,
+//! so it is tested without a gateway.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use qroute_core::record::Experience;
+
+/// At most this many of the newest decisions are read per call: a bound
+/// on the work one request can ask for.
+pub const MAX_DECISIONS: u64 = 20_000;
+
+/// A model needs this many successful outcomes in the window to be the
+/// savings estimate's "strongest model".
+const MIN_BASELINE_OUTCOMES: usize = 10;
+
+/// Cache lookups by this process since it started.
+#[derive(Debug, Default)]
+pub struct CacheCounts {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Totals {
+    /// Requests answered (a fallback's own decision is not another request).
+    pub requests: u64,
+    pub spend_usd: f64,
+    /// Outcomes that failed.
+    pub errors: u64,
+    /// Mean quality of answers without feedback (judged, or the default).
+    pub quality_judged: Option<f64>,
+    /// Mean quality callers sent as feedback.
+    pub quality_feedback: Option<f64>,
+    pub feedback_count: u64,
+    pub latency_ms: Option<Percentiles>,
+    pub ttft_ms: Option<Percentiles>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Bucket {
+    pub t_ms: u64,
+    pub requests: u64,
+    pub spend_usd: f64,
+    pub quality_judged: Option<f64>,
+    pub quality_feedback: Option<f64>,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+    pub ttft_p50_ms: Option<f64>,
+    /// Outcomes per model in this bucket.
+    pub models: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelStats {
+    pub model: String,
+    /// Outcomes (answers and failures) of this model.
+    pub requests: u64,
+    /// Its fraction of all outcomes.
+    pub share: f64,
+    pub errors: u64,
+    pub error_rate: f64,
+    pub spend_usd: f64,
+    pub mean_quality: Option<f64>,
+    pub latency_ms: Option<Percentiles>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Savings {
+    pub baseline_model: Option<String>,
+    pub baseline_usd: Option<f64>,
+    pub actual_usd: f64,
+    pub saved_usd: Option<f64>,
+    pub saved_fraction: Option<f64>,
+    /// How the estimate was made, in words, for the page to show.
+    pub method: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VersionStats {
+    pub version: u64,
+    pub requests: u64,
+    pub mean_quality: Option<f64>,
+    pub first_ms: u64,
+    pub last_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PolicyStats {
+    pub serving_version: u64,
+    /// Mean probability that a decision did not take the policy's most
+    /// likely model (1 − the largest propensity): how much it explores.
+    pub exploration_rate: Option<f64>,
+    pub versions: Vec<VersionStats>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub hit_rate: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub window_s: u64,
+    pub bucket_s: u64,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    /// Decisions read.
+    pub experiences: u64,
+    /// Whether the window held more than [`MAX_DECISIONS`] (only the newest
+    /// were read).
+    pub limited: bool,
+    pub totals: Totals,
+    pub series: Vec<Bucket>,
+    pub models: Vec<ModelStats>,
+    pub savings: Savings,
+    pub policy: PolicyStats,
+    pub cache: CacheStats,
+}
+
+fn mean(sum: f64, n: u64) -> Option<f64> {
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// Nearest-rank percentiles; `None` for no values.
+fn percentiles(values: &mut [f64]) -> Option<Percentiles> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+    Some(Percentiles {
+        p50: at(0.50),
+        p95: at(0.95),
+        p99: at(0.99),
+    })
+}
+
+/// Running sums of one bucket (or of the whole window).
+#[derive(Default)]
+struct Acc {
+    requests: u64,
+    spend: f64,
+    errors: u64,
+    judged: (f64, u64),
+    feedback: (f64, u64),
+    latency: Vec<f64>,
+    ttft: Vec<f64>,
+    models: BTreeMap<String, u64>,
+}
+
+impl Acc {
+    fn add(&mut self, e: &Experience) {
+        if !e.decision.request_id.contains("/fallback-") {
+            self.requests += 1;
+        }
+        if let Some(f) = &e.feedback {
+            self.feedback.0 += f64::from(f.feedback.quality);
+            self.feedback.1 += 1;
+        }
+        let applied = e.feedback.as_ref().is_some_and(|f| f.applied);
+        for o in &e.outcomes {
+            self.spend += o.cost_usd;
+            *self.models.entry(o.model.clone()).or_default() += 1;
+            if o.error.is_some() {
+                self.errors += 1;
+                continue;
+            }
+            self.latency.push(o.latency_ms);
+            if let Some(t) = o.ttft_ms {
+                self.ttft.push(t);
+            }
+            if let (Some(q), false) = (o.quality, applied) {
+                self.judged.0 += f64::from(q);
+                self.judged.1 += 1;
+            }
+        }
+    }
+}
+
+/// Aggregates `experiences` (decisions with `time_ms` in
+/// `from_ms..=to_ms`; others are skipped) into `bucket_s` buckets.
+pub fn compute(
+    experiences: &[Experience],
+    from_ms: u64,
+    to_ms: u64,
+    bucket_s: u64,
+    limited: bool,
+    serving_version: u64,
+    cache: &CacheCounts,
+) -> Stats {
+    let bucket_ms = bucket_s.max(1) * 1000;
+    let n_buckets = ((to_ms.saturating_sub(from_ms)) / bucket_ms + 1) as usize;
+    let mut buckets: Vec<Acc> = (0..n_buckets).map(|_| Acc::default()).collect();
+    let mut total = Acc::default();
+    // model → (errors, spend, quality sum, quality n, latencies)
+    let mut per_model: HashMap<&str, (u64, f64, f64, u64, Vec<f64>)> = HashMap::new();
+    let mut versions: BTreeMap<u64, (u64, f64, u64, u64, u64)> = BTreeMap::new();
+    let (mut explore_sum, mut decisions) = (0.0, 0u64);
+    let mut read = 0u64;
+    for e in experiences {
+        let t = e.decision.time_ms;
+        if t < from_ms || t > to_ms {
+            continue;
+        }
+        read += 1;
+        total.add(e);
+        buckets[((t - from_ms) / bucket_ms) as usize].add(e);
+        decisions += 1;
+        explore_sum += 1.0 - e.decision.propensities.iter().copied().fold(0.0f32, f32::max) as f64;
+        let v = versions.entry(e.decision.policy_version).or_insert((0, 0.0, 0, t, t));
+        v.0 += 1;
+        v.3 = v.3.min(t);
+        v.4 = v.4.max(t);
+        for o in &e.outcomes {
+            let m = per_model
+                .entry(o.model.as_str())
+                .or_insert((0, 0.0, 0.0, 0, Vec::new()));
+            m.1 += o.cost_usd;
+            if o.error.is_some() {
+                m.0 += 1;
+                continue;
+            }
+            m.4.push(o.latency_ms);
+            if let Some(q) = o.quality {
+                m.2 += f64::from(q);
+                m.3 += 1;
+                v.1 += f64::from(q);
+                v.2 += 1;
+            }
+        }
+    }
+
+    let outcomes: u64 = total.models.values().sum();
+    let mut models: Vec<ModelStats> = per_model
+        .into_iter()
+        .map(|(model, (errors, spend, q, qn, mut lat))| {
+            let requests = total.models.get(model).copied().unwrap_or(0);
+            ModelStats {
+                model: model.to_string(),
+                requests,
+                share: requests as f64 / outcomes.max(1) as f64,
+                errors,
+                error_rate: errors as f64 / requests.max(1) as f64,
+                spend_usd: spend,
+                mean_quality: mean(q, qn),
+                latency_ms: percentiles(&mut lat),
+            }
+        })
+        .collect();
+    models.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.model.cmp(&b.model)));
+
+    let savings = savings(&models, total.requests, total.spend);
+    let series = buckets
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut b)| {
+            let lat = percentiles(&mut b.latency);
+            Bucket {
+                t_ms: from_ms + i as u64 * bucket_ms,
+                requests: b.requests,
+                spend_usd: b.spend,
+                quality_judged: mean(b.judged.0, b.judged.1),
+                quality_feedback: mean(b.feedback.0, b.feedback.1),
+                latency_p50_ms: lat.map(|p| p.p50),
+                latency_p95_ms: lat.map(|p| p.p95),
+                ttft_p50_ms: percentiles(&mut b.ttft).map(|p| p.p50),
+                models: b.models,
+            }
+        })
+        .collect();
+    let (hits, misses) = (cache.hits.load(Ordering::Relaxed), cache.misses.load(Ordering::Relaxed));
+    Stats {
+        window_s: (to_ms - from_ms) / 1000,
+        bucket_s: bucket_ms / 1000,
+        from_ms,
+        to_ms,
+        experiences: read,
+        limited,
+        totals: Totals {
+            requests: total.requests,
+            spend_usd: total.spend,
+            errors: total.errors,
+            quality_judged: mean(total.judged.0, total.judged.1),
+            quality_feedback: mean(total.feedback.0, total.feedback.1),
+            feedback_count: total.feedback.1,
+            latency_ms: percentiles(&mut total.latency),
+            ttft_ms: percentiles(&mut total.ttft),
+        },
+        series,
+        models,
+        savings,
+        policy: PolicyStats {
+            serving_version,
+            exploration_rate: mean(explore_sum, decisions),
+            versions: versions
+                .into_iter()
+                .map(|(version, (requests, q, qn, first_ms, last_ms))| VersionStats {
+                    version,
+                    requests,
+                    mean_quality: mean(q, qn),
+                    first_ms,
+                    last_ms,
+                })
+                .collect(),
+        },
+        cache: CacheStats {
+            hits,
+            misses,
+            hit_rate: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
+        },
+    }
+}
+
+/// Always sending to the strongest model (the highest mean logged quality
+/// among models with enough answers in the window) would have cost its mean
+/// logged cost per answer times the requests answered.
+fn savings(models: &[ModelStats], requests: u64, actual: f64) -> Savings {
+    let strongest = models
+        .iter()
+        .filter(|m| m.requests - m.errors >= MIN_BASELINE_OUTCOMES as u64 && m.mean_quality.is_some())
+        .max_by(|a, b| {
+            a.mean_quality
+                .partial_cmp(&b.mean_quality)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+    let Some(s) = strongest else {
+        return Savings {
+            baseline_model: None,
+            baseline_usd: None,
+            actual_usd: actual,
+            saved_usd: None,
+            saved_fraction: None,
+            method: format!(
+                "not estimated: no model has {MIN_BASELINE_OUTCOMES} answers with a quality in this window"
+            ),
+        };
+    };
+    let per_answer = s.spend_usd / s.requests.max(1) as f64;
+    let baseline = per_answer * requests as f64;
+    Savings {
+        baseline_model: Some(s.model.clone()),
+        baseline_usd: Some(baseline),
+        actual_usd: actual,
+        saved_usd: Some(baseline - actual),
+        saved_fraction: (baseline > 0.0).then(|| (baseline - actual) / baseline),
+        method: format!(
+            "From the logged outcomes, not off-policy evaluation: the strongest model is the one with the highest \
+             mean logged quality ({}, {:.3}, over {} answers in the window); always sending to it would cost its mean \
+             logged cost per answer (${per_answer:.6}) times the {requests} requests answered. Actual is the logged spend. \
+             Its cost per answer comes from the prompts it was routed, which may be cheaper or dearer than the rest.",
+            s.model,
+            s.mean_quality.unwrap_or(0.0),
+            s.requests - s.errors,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qroute_core::features::Features;
+    use qroute_core::record::{Answered, DecisionRecord, Feedback, FeedbackRecord, Outcome};
+
+    fn exp(i: u64, model: &str, cost: f64, quality: f32, feedback: Option<f32>) -> Experience {
+        let request_id = format!("r{i}");
+        let time_ms = 1_000_000 + i * 1000;
+        Experience {
+            decision: DecisionRecord {
+                request_id: request_id.clone(),
+                time_ms,
+                features: Features {
+                    dim: 4,
+                    indices: vec![],
+                    values: vec![],
+                },
+                candidates: vec!["cheap".into(), "strong".into()],
+                propensities: vec![0.9, 0.1],
+                chosen: vec![model.into()],
+                policy_version: 1 + i / 50,
+                cost_weight: 0.0,
+                latency_weight: 0.0,
+                task: None,
+                experiment: None,
+                shadow: None,
+            },
+            outcomes: vec![Outcome {
+                request_id: request_id.clone(),
+                model: model.into(),
+                quality: Some(feedback.unwrap_or(quality)),
+                cost_usd: cost,
+                latency_ms: 100.0 + i as f64,
+                error: None,
+                time_ms,
+                ttft_ms: None,
+            }],
+            feedback: feedback.map(|q| FeedbackRecord {
+                feedback: Feedback {
+                    quality: q,
+                    kind: "quality".into(),
+                    value: f64::from(q),
+                    time_ms,
+                },
+                answered: Answered {
+                    request_id: request_id.clone(),
+                    decision_id: request_id,
+                    model: model.into(),
+                    time_ms,
+                    key_id: None,
+                },
+                late: false,
+                revisions: 1,
+                applied: true,
+            }),
+        }
+    }
+
+    #[test]
+    fn totals_series_models_savings_and_versions() {
+        // 80 cheap answers (q 0.6, $0.001), 20 strong ones (q 0.9, $0.01),
+        // the last 10 cheap ones with feedback 1.0.
+        let mut all: Vec<Experience> = (0..80)
+            .map(|i| exp(i, "cheap", 0.001, 0.6, (i >= 70).then_some(1.0)))
+            .collect();
+        all.extend((80..100).map(|i| exp(i, "strong", 0.01, 0.9, None)));
+        let cache = CacheCounts::default();
+        cache.hits.store(1, Ordering::Relaxed);
+        cache.misses.store(3, Ordering::Relaxed);
+        let s = compute(&all, 1_000_000, 1_000_000 + 99_000, 60, false, 2, &cache);
+        assert_eq!(s.totals.requests, 100);
+        assert!((s.totals.spend_usd - (80.0 * 0.001 + 20.0 * 0.01)).abs() < 1e-9);
+        assert_eq!(s.totals.feedback_count, 10);
+        assert_eq!(s.totals.quality_feedback, Some(1.0));
+        let judged = (70.0 * 0.6 + 20.0 * 0.9) / 90.0;
+        assert!((s.totals.quality_judged.unwrap() - judged).abs() < 1e-6);
+        assert_eq!(s.series.len(), 2);
+        assert_eq!(s.series.iter().map(|b| b.requests).sum::<u64>(), 100);
+        assert_eq!(s.series[0].models["cheap"], 60);
+        assert_eq!(s.models[0].model, "cheap");
+        assert!((s.models[0].share - 0.8).abs() < 1e-9);
+        // The strongest by logged quality is `strong`: 100 × $0.01.
+        assert_eq!(s.savings.baseline_model.as_deref(), Some("strong"));
+        assert!((s.savings.baseline_usd.unwrap() - 1.0).abs() < 1e-9);
+        assert!((s.savings.saved_usd.unwrap() - (1.0 - 0.28)).abs() < 1e-9);
+        assert!(s.savings.method.contains("logged"));
+        assert!((s.policy.exploration_rate.unwrap() - 0.1).abs() < 1e-6);
+        assert_eq!(
+            s.policy.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(s.cache.hit_rate, Some(0.25));
+        // Outside the window: not counted.
+        let s = compute(&all, 1_050_000, 1_099_000, 60, false, 2, &cache);
+        assert_eq!(s.totals.requests, 50);
+    }
+
+    #[test]
+    fn no_data_is_nulls_not_nans() {
+        let s = compute(&[], 0, 60_000, 60, false, 1, &CacheCounts::default());
+        assert_eq!(s.totals.requests, 0);
+        assert!(s.totals.latency_ms.is_none() && s.totals.quality_judged.is_none());
+        assert!(s.savings.saved_usd.is_none() && s.cache.hit_rate.is_none());
+        assert!(serde_json::to_string(&s).unwrap().find("NaN").is_none());
+    }
+}
