@@ -148,6 +148,8 @@ async function start() {
   $("login").hidden = true;
   $("app").hidden = false;
   $("bar").hidden = false;
+  // With auth off (no master key) there is no session to end.
+  $("logout").hidden = !sessionStorage.getItem(TOKEN);
   const me = session.me;
   const who = $("who");
   who.replaceChildren(me.name || me.key_id || (me.admin ? "master key" : "key"), " ", me.admin ? el("span", { class: "badge admin", text: "admin" }) : "");
