@@ -376,7 +376,12 @@ async fn me_and_stats_describe_the_caller_and_the_traffic() {
     let (s, b) = json_of(call(&t, "GET", "/v1/stats?window_s=10", Some(&master), None).await).await;
     assert_eq!(s, 400);
     assert!(b.to_string().contains("window_s"), "{b}");
-    let (s, b) = json_of(call(&t, "GET", "/v1/stats?window_s=3600&bucket_s=1", Some(&master), None).await).await;
+    let (s, b) = json_of(call(&t, "GET", "/v1/stats?window_s=3600&bucket_s=0", Some(&master), None).await).await;
     assert_eq!(s, 400);
     assert!(b.to_string().contains("bucket_s"), "{b}");
+    // Too fine a series is coarsened to 2,000 points at most.
+    let (s, b) = json_of(call(&t, "GET", "/v1/stats?window_s=86400&bucket_s=1", Some(&master), None).await).await;
+    assert_eq!(s, 200);
+    assert_eq!(b["bucket_s"], 44, "{}", b["bucket_s"]);
+    assert!(b["series"].as_array().unwrap().len() <= 2_001);
 }
