@@ -160,13 +160,33 @@ impl Gateway {
         // Limited when the oldest decision read is still inside the window
         // and there were older ones.
         let limited = start > self.store.first_kept() && experiences.len() as u64 >= end - start;
-        Ok(stats::compute(
-            &experiences,
+        let policy = self.policy();
+        let served = |id: &str| self.index.contains_key(id);
+        let baseline = stats::Baseline {
+            strongest: policy
+                .quality_prior
+                .means
+                .iter()
+                .filter(|(id, _)| served(id))
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(id, q)| (id.clone(), f64::from(*q))),
+            prices: self
+                .models
+                .iter()
+                .map(|m| (m.config.id.clone(), m.config.input_per_mtok + m.config.output_per_mtok))
+                .collect(),
+        };
+        let window = stats::Window {
             from_ms,
-            now_ms,
+            to_ms: now_ms,
             bucket_s,
             limited,
-            self.policy().version,
+        };
+        Ok(stats::compute(
+            &experiences,
+            window,
+            policy.version,
+            &baseline,
             &self.cache_counts,
         ))
     }

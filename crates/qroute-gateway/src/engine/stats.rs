@@ -17,9 +17,17 @@ use qroute_core::record::Experience;
 /// on the work one request can ask for.
 pub const MAX_DECISIONS: u64 = 20_000;
 
-/// A model needs this many successful outcomes in the window to be the
-/// savings estimate's "strongest model".
-const MIN_BASELINE_OUTCOMES: usize = 10;
+/// The model the savings are measured against: the one with the highest
+/// mean quality in the data the policy was trained on (its quality prior),
+/// which routing cannot bias, and every served model's price, by which an
+/// answer's logged cost is rescaled to what that model would have charged.
+#[derive(Debug, Clone, Default)]
+pub struct Baseline {
+    /// `(model, its mean quality in the training data)`.
+    pub strongest: Option<(String, f64)>,
+    /// Model → input plus output price per million tokens.
+    pub prices: HashMap<String, f64>,
+}
 
 /// Cache lookups by this process since it started.
 #[derive(Debug, Default)]
@@ -194,17 +202,31 @@ impl Acc {
     }
 }
 
-/// Aggregates `experiences` (decisions with `time_ms` in
-/// `from_ms..=to_ms`; others are skipped) into `bucket_s` buckets.
+/// The time window aggregated, and whether more decisions fell in it than
+/// were read.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub bucket_s: u64,
+    pub limited: bool,
+}
+
+/// Aggregates `experiences` (decisions with `time_ms` in the window;
+/// others are skipped) into the window's buckets.
 pub fn compute(
     experiences: &[Experience],
-    from_ms: u64,
-    to_ms: u64,
-    bucket_s: u64,
-    limited: bool,
+    window: Window,
     serving_version: u64,
+    baseline: &Baseline,
     cache: &CacheCounts,
 ) -> Stats {
+    let Window {
+        from_ms,
+        to_ms,
+        bucket_s,
+        limited,
+    } = window;
     let bucket_ms = bucket_s.max(1) * 1000;
     let n_buckets = ((to_ms.saturating_sub(from_ms)) / bucket_ms + 1) as usize;
     let mut buckets: Vec<Acc> = (0..n_buckets).map(|_| Acc::default()).collect();
@@ -266,7 +288,7 @@ pub fn compute(
         .collect();
     models.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.model.cmp(&b.model)));
 
-    let savings = savings(&models, total.requests, total.spend);
+    let savings = savings(experiences, from_ms, to_ms, baseline, total.spend);
     let series = buckets
         .into_iter()
         .enumerate()
@@ -328,46 +350,56 @@ pub fn compute(
     }
 }
 
-/// Always sending to the strongest model (the highest mean logged quality
-/// among models with enough answers in the window) would have cost its mean
-/// logged cost per answer times the requests answered.
-fn savings(models: &[ModelStats], requests: u64, actual: f64) -> Savings {
-    let strongest = models
-        .iter()
-        .filter(|m| m.requests - m.errors >= MIN_BASELINE_OUTCOMES as u64 && m.mean_quality.is_some())
-        .max_by(|a, b| {
-            a.mean_quality
-                .partial_cmp(&b.mean_quality)
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
-    let Some(s) = strongest else {
-        return Savings {
-            baseline_model: None,
-            baseline_usd: None,
-            actual_usd: actual,
-            saved_usd: None,
-            saved_fraction: None,
-            method: format!(
-                "not estimated: no model has {MIN_BASELINE_OUTCOMES} answers with a quality in this window"
-            ),
-        };
-    };
-    let per_answer = s.spend_usd / s.requests.max(1) as f64;
-    let baseline = per_answer * requests as f64;
-    Savings {
-        baseline_model: Some(s.model.clone()),
-        baseline_usd: Some(baseline),
+/// Always sending to the strongest model: each logged answer's cost
+/// rescaled by the strongest model's price over the answering model's (the
+/// same tokens at its prices), summed over the window.
+fn savings(experiences: &[Experience], from_ms: u64, to_ms: u64, baseline: &Baseline, actual: f64) -> Savings {
+    let not_estimated = |why: String| Savings {
+        baseline_model: None,
+        baseline_usd: None,
         actual_usd: actual,
-        saved_usd: Some(baseline - actual),
-        saved_fraction: (baseline > 0.0).then(|| (baseline - actual) / baseline),
+        saved_usd: None,
+        saved_fraction: None,
+        method: format!("not estimated: {why}"),
+    };
+    let Some((strongest, quality)) = &baseline.strongest else {
+        return not_estimated("the serving policy has no per-model quality from its training data".into());
+    };
+    let Some(&strong_price) = baseline.prices.get(strongest).filter(|p| **p > 0.0) else {
+        return not_estimated(format!("{strongest} has no price"));
+    };
+    let mut estimate = 0.0;
+    let mut unpriced = 0u64;
+    for e in experiences
+        .iter()
+        .filter(|e| (from_ms..=to_ms).contains(&e.decision.time_ms))
+    {
+        // One answer per request: the outcome that was not an error (the
+        // first, for variations), as if only the strongest model had run.
+        let Some(o) = e.outcomes.iter().find(|o| o.error.is_none()) else {
+            continue;
+        };
+        match baseline.prices.get(&o.model).filter(|p| **p > 0.0) {
+            Some(price) => estimate += o.cost_usd * strong_price / price,
+            None => unpriced += 1,
+        }
+    }
+    let skipped = if unpriced > 0 {
+        format!(" {unpriced} answers of models without a price are left out.")
+    } else {
+        String::new()
+    };
+    Savings {
+        baseline_model: Some(strongest.clone()),
+        baseline_usd: Some(estimate),
+        actual_usd: actual,
+        saved_usd: Some(estimate - actual),
+        saved_fraction: (estimate > 0.0).then(|| (estimate - actual) / estimate),
         method: format!(
-            "From the logged outcomes, not off-policy evaluation: the strongest model is the one with the highest \
-             mean logged quality ({}, {:.3}, over {} answers in the window); always sending to it would cost its mean \
-             logged cost per answer (${per_answer:.6}) times the {requests} requests answered. Actual is the logged spend. \
-             Its cost per answer comes from the prompts it was routed, which may be cheaper or dearer than the rest.",
-            s.model,
-            s.mean_quality.unwrap_or(0.0),
-            s.requests - s.errors,
+            "From the logged answers, not off-policy evaluation: the strongest model is the one with the highest mean \
+             quality in the policy's training data ({strongest}, {quality:.3}); each answer's logged cost is rescaled \
+             to its prices (input plus output per million tokens, {strongest}'s over the answering model's), as if it \
+             had answered with the same tokens. Actual is the logged spend, variations and failures included.{skipped}"
         ),
     }
 }
@@ -442,7 +474,22 @@ mod tests {
         let cache = CacheCounts::default();
         cache.hits.store(1, Ordering::Relaxed);
         cache.misses.store(3, Ordering::Relaxed);
-        let s = compute(&all, 1_000_000, 1_000_000 + 99_000, 60, false, 2, &cache);
+        let baseline = Baseline {
+            strongest: Some(("strong".into(), 0.9)),
+            prices: [("cheap".to_string(), 1.0), ("strong".to_string(), 10.0)].into(),
+        };
+        let s = compute(
+            &all,
+            Window {
+                from_ms: 1_000_000,
+                to_ms: 1_099_000,
+                bucket_s: 60,
+                limited: false,
+            },
+            2,
+            &baseline,
+            &cache,
+        );
         assert_eq!(s.totals.requests, 100);
         assert!((s.totals.spend_usd - (80.0 * 0.001 + 20.0 * 0.01)).abs() < 1e-9);
         assert_eq!(s.totals.feedback_count, 10);
@@ -454,11 +501,12 @@ mod tests {
         assert_eq!(s.series[0].models["cheap"], 60);
         assert_eq!(s.models[0].model, "cheap");
         assert!((s.models[0].share - 0.8).abs() < 1e-9);
-        // The strongest by logged quality is `strong`: 100 × $0.01.
+        // Each cheap answer at strong's prices: 10 × $0.001; strong's own
+        // as they are: 100 × $0.01 in all.
         assert_eq!(s.savings.baseline_model.as_deref(), Some("strong"));
         assert!((s.savings.baseline_usd.unwrap() - 1.0).abs() < 1e-9);
         assert!((s.savings.saved_usd.unwrap() - (1.0 - 0.28)).abs() < 1e-9);
-        assert!(s.savings.method.contains("logged"));
+        assert!(s.savings.method.contains("training data"));
         assert!((s.policy.exploration_rate.unwrap() - 0.1).abs() < 1e-6);
         assert_eq!(
             s.policy.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
@@ -466,13 +514,35 @@ mod tests {
         );
         assert_eq!(s.cache.hit_rate, Some(0.25));
         // Outside the window: not counted.
-        let s = compute(&all, 1_050_000, 1_099_000, 60, false, 2, &cache);
+        let s = compute(
+            &all,
+            Window {
+                from_ms: 1_050_000,
+                to_ms: 1_099_000,
+                bucket_s: 60,
+                limited: false,
+            },
+            2,
+            &baseline,
+            &cache,
+        );
         assert_eq!(s.totals.requests, 50);
     }
 
     #[test]
     fn no_data_is_nulls_not_nans() {
-        let s = compute(&[], 0, 60_000, 60, false, 1, &CacheCounts::default());
+        let s = compute(
+            &[],
+            Window {
+                from_ms: 0,
+                to_ms: 60_000,
+                bucket_s: 60,
+                limited: false,
+            },
+            1,
+            &Baseline::default(),
+            &CacheCounts::default(),
+        );
         assert_eq!(s.totals.requests, 0);
         assert!(s.totals.latency_ms.is_none() && s.totals.quality_judged.is_none());
         assert!(s.savings.saved_usd.is_none() && s.cache.hit_rate.is_none());
