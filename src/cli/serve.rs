@@ -45,7 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
              listen on 127.0.0.1, or pass --insecure-no-auth"
         );
     }
-    let store = cfg.store.path.clone();
+    let store = cfg.store.location();
     let gw = Arc::new(Gateway::build(cfg)?);
     super::runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -53,7 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("binding {addr}"))?;
         tracing::info!(
             addr = %listener.local_addr()?,
-            store = %store.display(),
+            store = %store,
             policy_version = gw.policy().version,
             models = gw.models.len(),
             "qroute serving"

@@ -143,7 +143,7 @@ fn follow(a: Args) -> anyhow::Result<()> {
     };
     // On PostgreSQL a second trainer waits here and takes over when the
     // first one's session ends; a directory's lock fails at once.
-    let _lock = registry.wait_for_trainer_lock()?;
+    let lock = registry.wait_for_trainer_lock()?;
     let shared = qroute_store::pg::is_postgres_url(&source);
     let latest = loop {
         match registry.latest()? {
@@ -181,6 +181,12 @@ fn follow(a: Args) -> anyhow::Result<()> {
             tokio::select! {
                 _ = super::serve::shutdown_signal() => break,
                 _ = tick.tick() => {
+                    if !lock.is_held() {
+                        // Another trainer may hold it now: exit at once,
+                        // without the final checkpoint a clean stop makes.
+                        eprintln!("lost the trainer lock (its PostgreSQL session ended); exiting without publishing");
+                        std::process::exit(3);
+                    }
                     let v = trainer.policy().version;
                     if v != served {
                         served = v;

@@ -110,6 +110,18 @@ pub struct TrainerLock {
     _held: Held,
 }
 
+impl TrainerLock {
+    /// Whether the lock is still held: a file lock always is while this
+    /// lives; a PostgreSQL session lock is lost when its session ends, and
+    /// a trainer that lost it must stop publishing.
+    pub fn is_held(&self) -> bool {
+        match &self._held {
+            Held::File(_) => true,
+            Held::Session(s) => s.is_held(),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Held {
     File(#[allow(dead_code)] File),

@@ -50,6 +50,15 @@ pub struct PgTrainerLock {
     _pg: Arc<Pg>,
 }
 
+impl PgTrainerLock {
+    /// Whether the session holding the lock is still open: PostgreSQL
+    /// releases the lock when it ends (a restart, a dropped connection),
+    /// and then another trainer may take it.
+    pub fn is_held(&self) -> bool {
+        !self._conn.is_closed()
+    }
+}
+
 impl std::fmt::Debug for PgTrainerLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PgTrainerLock")

@@ -131,7 +131,10 @@ impl std::fmt::Display for PgUrl {
 /// A connection pool on its own runtime, with the schema migrated (or
 /// checked, for a reader).
 pub struct Pg {
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until drop, which shuts it down in the background: a
+    /// gateway drops its store from inside its own runtime, where a plain
+    /// drop of another runtime panics.
+    runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
     url: PgUrl,
 }
@@ -198,7 +201,11 @@ impl Pg {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Store(format!("postgres: building the pool: {e}")))?;
-        let pg = Pg { runtime, pool, url };
+        let pg = Pg {
+            runtime: Some(runtime),
+            pool,
+            url,
+        };
         // Fail at open, with the server's reason, rather than at first use.
         pg.block_on({
             let pool = pg.pool.clone();
@@ -224,11 +231,12 @@ impl Pg {
     /// Runs `fut` on this handle's runtime and waits for it, from any
     /// thread (see the module docs).
     pub fn block_on<T: Send>(&self, fut: impl Future<Output = T> + Send) -> T {
+        let runtime = self.runtime();
         if tokio::runtime::Handle::try_current().is_err() {
-            return self.runtime.block_on(fut);
+            return runtime.block_on(fut);
         }
         std::thread::scope(|s| {
-            let handle = s.spawn(|| self.runtime.block_on(fut));
+            let handle = s.spawn(|| runtime.block_on(fut));
             match handle.join() {
                 Ok(v) => v,
                 Err(panic) => std::panic::resume_unwind(panic),
@@ -247,6 +255,22 @@ impl Pg {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.runtime.spawn(fut)
+        self.runtime().spawn(fut)
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        match &self.runtime {
+            Some(r) => r,
+            // Only `drop` takes it, and nothing runs after drop.
+            None => unreachable!("the postgres runtime is gone before its handle"),
+        }
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }

@@ -12,9 +12,10 @@ use qroute_core::{Error, Result};
 use super::{pg_err, Pg};
 
 /// `(version, SQL)`: never edit a released entry, add a new one.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
     -- Counters: next_seq (one past the newest decision; its row lock orders
     -- appends, so sequence numbers commit in order), first_kept, removed,
     -- pruned_before_ms (what retention removed).
@@ -61,7 +62,42 @@ const MIGRATIONS: &[(i32, &str)] = &[(
     -- The next unused version number (never reused, across rollbacks).
     INSERT INTO meta VALUES ('next_policy_version', 1);
     "#,
-)];
+    ),
+    (
+        2,
+        r#"
+    -- One append in one statement: the next_seq row lock (which orders
+    -- appends across replicas) is held for this call and its commit, not
+    -- for a client's round trips. Returns the request id of a decision
+    -- already stored with other content (nothing written), else NULL.
+    CREATE FUNCTION append_decisions(ids TEXT[], times BIGINT[], records BYTEA[]) RETURNS TEXT
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        next BIGINT;
+        conflict TEXT;
+    BEGIN
+        SELECT value INTO next FROM meta WHERE key = 'next_seq' FOR UPDATE;
+        SELECT d.request_id INTO conflict
+        FROM decisions d JOIN UNNEST(ids, records) AS t(id, rec) ON d.request_id = t.id
+        WHERE d.record <> t.rec LIMIT 1;
+        IF conflict IS NOT NULL THEN
+            RETURN conflict;
+        END IF;
+        WITH fresh AS (
+            SELECT t.id, t.tm, t.rec, row_number() OVER (ORDER BY t.ord) - 1 AS k
+            FROM UNNEST(ids, times, records) WITH ORDINALITY AS t(id, tm, rec, ord)
+            WHERE NOT EXISTS (SELECT 1 FROM decisions d WHERE d.request_id = t.id)
+        ), inserted AS (
+            INSERT INTO decisions (seq, request_id, time_ms, record)
+            SELECT next + k, id, tm, rec FROM fresh RETURNING 1
+        )
+        UPDATE meta SET value = next + (SELECT count(*) FROM inserted) WHERE key = 'next_seq';
+        RETURN NULL;
+    END
+    $$;
+    "#,
+    ),
+];
 
 /// The newest schema version this build knows.
 pub const VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -4,9 +4,11 @@
 //! The same contract as the sled store ([`ExperienceStore`]'s docs), with
 //! PostgreSQL's commit as the durability point:
 //!
-//! - **Appends** lock the `next_seq` counter row, skip decisions already
-//!   stored with the same content, insert the rest in one `UNNEST` insert
-//!   and commit. The row lock is held until commit, so sequence numbers
+//! - **Appends** are one call of the `append_decisions` SQL function
+//!   (schema migration 2), one statement in its own transaction: it locks
+//!   the `next_seq` counter row, refuses a request id stored with other
+//!   content, skips identical ones, inserts the rest and moves the counter.
+//!   The row lock is held until commit (and for no client round trip), so sequence numbers
 //!   commit in order across replicas: a reader following `iter_from` never
 //!   sees a later number before an earlier one. One group commit is one
 //!   transaction, whatever its size.
@@ -238,59 +240,23 @@ impl ExperienceStore for PgStore {
                 )));
             }
         }
+        let ids: Vec<&str> = records.iter().map(|r| r.request_id.as_str()).collect();
+        let times: Vec<i64> = records.iter().map(|r| r.time_ms as i64).collect();
+        let bodies: Vec<&[u8]> = ids.iter().map(|id| encoded[id].as_slice()).collect();
         let pool = self.pg.pool().clone();
-        self.pg.block_on(async move {
-            let mut conn = Pg::conn(&pool).await?;
-            let tx = conn.transaction().await.map_err(pg_err("appending decisions"))?;
-            let next: i64 = tx
-                .query_one("SELECT value FROM meta WHERE key = 'next_seq' FOR UPDATE", &[])
+        let conflict: Option<String> = self.pg.block_on(async move {
+            let conn = Pg::conn(&pool).await?;
+            conn.query_one("SELECT append_decisions($1, $2, $3)", &[&ids, &times, &bodies])
                 .await
-                .map_err(pg_err("taking the next sequence number"))?
-                .get(0);
-            let ids: Vec<&str> = records.iter().map(|r| r.request_id.as_str()).collect();
-            let stored = tx
-                .query(
-                    "SELECT request_id, record FROM decisions WHERE request_id = ANY($1)",
-                    &[&ids],
-                )
-                .await
-                .map_err(pg_err("checking for duplicates"))?;
-            let mut skip = std::collections::HashSet::new();
-            for row in &stored {
-                let id: &str = row.get(0);
-                if encoded.get(id).map(Vec::as_slice) != Some(row.get::<_, &[u8]>(1)) {
-                    return Err(Error::InvalidInput(format!(
-                        "decision {id:?}: a different decision with that request_id is already stored"
-                    )));
-                }
-                skip.insert(id.to_string());
-            }
-            let fresh: Vec<&DecisionRecord> = records.iter().filter(|r| !skip.contains(&r.request_id)).collect();
-            if fresh.is_empty() {
-                return tx.commit().await.map_err(pg_err("committing decisions"));
-            }
-            let seqs: Vec<i64> = (0..fresh.len() as i64).map(|i| next + i).collect();
-            let fresh_ids: Vec<&str> = fresh.iter().map(|r| r.request_id.as_str()).collect();
-            let times: Vec<i64> = fresh.iter().map(|r| r.time_ms as i64).collect();
-            let bodies: Vec<&[u8]> = fresh
-                .iter()
-                .map(|r| encoded[r.request_id.as_str()].as_slice())
-                .collect();
-            tx.execute(
-                "INSERT INTO decisions (seq, request_id, time_ms, record)
-                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bytea[])",
-                &[&seqs, &fresh_ids, &times, &bodies],
-            )
-            .await
-            .map_err(pg_err("inserting decisions"))?;
-            tx.execute(
-                "UPDATE meta SET value = $1 WHERE key = 'next_seq'",
-                &[&(next + fresh.len() as i64)],
-            )
-            .await
-            .map_err(pg_err("advancing the sequence"))?;
-            tx.commit().await.map_err(pg_err("committing decisions"))
-        })
+                .map(|row| row.get(0))
+                .map_err(pg_err("appending decisions"))
+        })?;
+        match conflict {
+            Some(id) => Err(Error::InvalidInput(format!(
+                "decision {id:?}: a different decision with that request_id is already stored"
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<()> {
