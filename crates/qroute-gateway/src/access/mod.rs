@@ -118,6 +118,8 @@ pub struct Access {
     redis: Option<Arc<SharedRedis>>,
     /// Unix ms of the last reload on an unknown key.
     miss_reload_ms: AtomicU64,
+    /// Serialises reloads on a miss (see `reload_on_miss`).
+    miss_reload: Mutex<()>,
     stop: Arc<AtomicBool>,
     refresher: Option<JoinHandle<()>>,
 }
@@ -199,6 +201,7 @@ impl Access {
             limits: Mutex::new(HashMap::new()),
             redis,
             miss_reload_ms: AtomicU64::new(0),
+            miss_reload: Mutex::new(()),
             stop,
             refresher,
         })
@@ -255,18 +258,19 @@ impl Access {
     }
 
     /// Reloads the key documents (a key made on another replica), unless
-    /// that was done less than [`MISS_RELOAD_EVERY`] ago. Whether it did.
+    /// that was done less than [`MISS_RELOAD_EVERY`] ago. Misses that
+    /// arrive while a reload runs wait for it, so a burst of first requests
+    /// with a new key finds it, not just the one that reloaded. Whether the
+    /// book may have changed since the caller looked (look again).
     fn reload_on_miss(&self) -> bool {
+        let _one_at_a_time = self.miss_reload.lock().unwrap_or_else(|e| e.into_inner());
         let now = unix_ms();
         let last = self.miss_reload_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < MISS_RELOAD_EVERY.as_millis() as u64
-            || self
-                .miss_reload_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return false;
+        if now.saturating_sub(last) < MISS_RELOAD_EVERY.as_millis() as u64 {
+            // Reloaded lately, perhaps while this miss waited.
+            return true;
         }
+        self.miss_reload_ms.store(now, Ordering::Relaxed);
         metrics::counter!("qroute_key_reloads_total").increment(1);
         match reload(self.store.as_ref(), &self.book) {
             Ok(()) => true,
