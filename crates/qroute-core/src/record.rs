@@ -131,6 +131,39 @@ pub struct FeedbackRecord {
     pub applied: bool,
 }
 
+impl Feedback {
+    /// The check a store makes before joining feedback: a quality in `[0, 1]`.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.quality) {
+            return Err(Error::InvalidInput(format!(
+                "feedback quality {} must lie in [0, 1]",
+                self.quality
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl FeedbackRecord {
+    /// Feedback joined to the answer it is on: the next revision after
+    /// `previous`, and late (kept, not learned from) when it came more than
+    /// `window_ms` after the answer. `applied` is for the store to set.
+    pub fn join(
+        feedback: Feedback,
+        answered: Answered,
+        previous: Option<&FeedbackRecord>,
+        window_ms: u64,
+    ) -> FeedbackRecord {
+        FeedbackRecord {
+            revisions: previous.map_or(1, |p| p.revisions + 1),
+            late: feedback.time_ms.saturating_sub(answered.time_ms) > window_ms,
+            feedback,
+            answered,
+            applied: false,
+        }
+    }
+}
+
 /// A decision with every outcome recorded for it so far (0..k of them),
 /// outcomes ordered by model name, and the feedback on it if any.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1144,12 +1144,7 @@ impl ExperienceStore for SledStore {
         feedback: Feedback,
         window_ms: u64,
     ) -> Result<(FeedbackRecord, Option<FeedbackRecord>)> {
-        if !(0.0..=1.0).contains(&feedback.quality) {
-            return Err(Error::InvalidInput(format!(
-                "feedback quality {} must lie in [0, 1]",
-                feedback.quality
-            )));
-        }
+        feedback.validate()?;
         // One feedback write at a time: read, relabel and record together,
         // so concurrent repeats cannot lose a revision or split the value.
         let _one_at_a_time = self.feedback_lock.lock().unwrap_or_else(lock_err);
@@ -1164,15 +1159,8 @@ impl ExperienceStore for SledStore {
             Some(v) => Some(json_decode::<FeedbackRecord>(&v, "feedback")?),
             None => None,
         };
-        let late = feedback.time_ms.saturating_sub(answered.time_ms) > window_ms;
-        let mut record = FeedbackRecord {
-            revisions: previous.as_ref().map_or(1, |p| p.revisions + 1),
-            feedback,
-            answered,
-            late,
-            applied: false,
-        };
-        if !late {
+        let mut record = FeedbackRecord::join(feedback, answered, previous.as_ref(), window_ms);
+        if !record.late {
             let current = self
                 .outcomes
                 .get(outcome_key(&record.answered.decision_id, &record.answered.model))

@@ -324,12 +324,7 @@ impl ExperienceStore for PgStore {
         feedback: Feedback,
         window_ms: u64,
     ) -> Result<(FeedbackRecord, Option<FeedbackRecord>)> {
-        if !(0.0..=1.0).contains(&feedback.quality) {
-            return Err(Error::InvalidInput(format!(
-                "feedback quality {} must lie in [0, 1]",
-                feedback.quality
-            )));
-        }
+        feedback.validate()?;
         let pool = self.pg.pool().clone();
         self.pg.block_on(async move {
             let mut conn = Pg::conn(&pool).await?;
@@ -358,15 +353,8 @@ impl ExperienceStore for PgStore {
                 .map_err(pg_err("reading feedback"))?
                 .map(|row| from_json(row.get::<_, &str>(0), "feedback"))
                 .transpose()?;
-            let late = feedback.time_ms.saturating_sub(answered.time_ms) > window_ms;
-            let mut record = FeedbackRecord {
-                revisions: previous.as_ref().map_or(1, |p| p.revisions + 1),
-                feedback,
-                answered,
-                late,
-                applied: false,
-            };
-            if !late {
+            let mut record = FeedbackRecord::join(feedback, answered, previous.as_ref(), window_ms);
+            if !record.late {
                 let current = tx
                     .query_opt(
                         "SELECT outcome FROM outcomes WHERE request_id = $1 AND model = $2",
