@@ -264,10 +264,9 @@ fn three_replicas_and_a_trainer_share_one_postgres_and_one_redis() {
     );
 
     // ---- every replica serves what the trainer publishes -----------------
-    let (published, source) = wait_for("the trainer to publish", 60, || {
+    let (published, _) = wait_for("the trainer to publish", 60, || {
         newest(&store).filter(|(_, source)| source == "follow")
     });
-    assert_eq!(source, "follow");
     let started = Instant::now();
     for r in &replicas[..2] {
         wait_for("a replica to serve the published version", 30, || {

@@ -146,6 +146,28 @@ pub(crate) fn decode_decision(bytes: &[u8]) -> Result<DecisionRecord> {
     })
 }
 
+/// The stored form of an outcome, after the check both backends make: its
+/// decision is stored (`chosen` is that decision's chosen models; `None`:
+/// no decision with that id, `NotFound`) and its model is one of them
+/// (else `InvalidInput`).
+pub(crate) fn outcome_row(o: &Outcome, chosen: Option<&[String]>) -> Result<Vec<u8>> {
+    let id = &o.request_id;
+    let Some(chosen) = chosen else {
+        return Err(Error::NotFound(format!(
+            "outcome for request_id {id:?}: no decision recorded with that id"
+        )));
+    };
+    if !chosen.contains(&o.model) {
+        return Err(Error::InvalidInput(format!(
+            "outcome for request_id {id:?}: model {:?} was not chosen for it (chosen: {chosen:?})",
+            o.model
+        )));
+    }
+    let mut value = Vec::new();
+    encode_outcome(o, &mut value);
+    Ok(value)
+}
+
 pub(crate) fn encode_outcome(o: &Outcome, out: &mut Vec<u8>) {
     out.push(if o.ttft_ms.is_some() { TAG_V2 } else { TAG_V1 });
     put_str(out, &o.request_id);

@@ -954,22 +954,11 @@ impl SledStore {
             o.validate()?;
             let id = o.request_id.as_str();
             if !decisions.contains_key(id) {
-                let Some((seq, bytes)) = self.find(id, id_hash(id))? else {
-                    return Err(Error::NotFound(format!(
-                        "outcome for request_id {id:?}: no decision recorded with that id"
-                    )));
-                };
-                decisions.insert(id, (seq, codec::decision_chosen(&bytes)?));
+                if let Some((seq, bytes)) = self.find(id, id_hash(id))? {
+                    decisions.insert(id, (seq, codec::decision_chosen(&bytes)?));
+                }
             }
-            let (_, chosen) = &decisions[id];
-            if !chosen.contains(&o.model) {
-                return Err(Error::InvalidInput(format!(
-                    "outcome for request_id {id:?}: model {:?} was not chosen for it (chosen: {chosen:?})",
-                    o.model
-                )));
-            }
-            let mut value = Vec::new();
-            codec::encode_outcome(o, &mut value);
+            let value = codec::outcome_row(o, decisions.get(id).map(|(_, chosen)| chosen.as_slice()))?;
             rows.push((outcome_key(id, &o.model), value));
         }
         let mut new_seqs: Vec<u64> = {

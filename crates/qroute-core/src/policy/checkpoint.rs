@@ -73,7 +73,6 @@ pub fn save(policy: &DqnPolicy, dir: &Path, training: serde_json::Value) -> Resu
 /// [`save`] writes and [`from_bytes`] reads (a registry in a database keeps
 /// them as columns); `origin` names them in errors.
 pub fn to_bytes(policy: &DqnPolicy, training: serde_json::Value, origin: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
-    let dir = origin;
     let n = &policy.net;
     let tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = n
         .params()
@@ -85,11 +84,11 @@ pub fn to_bytes(policy: &DqnPolicy, training: serde_json::Value, origin: &Path) 
         .map(|(name, shape, bytes)| {
             TensorView::new(Dtype::F32, shape.clone(), bytes)
                 .map(|v| (name.to_string(), v))
-                .map_err(|e| err(dir, e.to_string()))
+                .map_err(|e| err(origin, e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
     let header: HashMap<String, String> = [("format".to_string(), FORMAT.to_string())].into();
-    let weights = safetensors::serialize(views, &Some(header)).map_err(|e| err(dir, e.to_string()))?;
+    let weights = safetensors::serialize(views, &Some(header)).map_err(|e| err(origin, e.to_string()))?;
     let meta = Metadata {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
@@ -103,7 +102,7 @@ pub fn to_bytes(policy: &DqnPolicy, training: serde_json::Value, origin: &Path) 
         answer_head: policy.answer_head.clone(),
         training,
     };
-    let json = serde_json::to_vec_pretty(&meta).map_err(|e| err(dir, e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| err(origin, e.to_string()))?;
     Ok((json, weights))
 }
 

@@ -160,6 +160,24 @@ fn percentiles(values: &mut [f64]) -> Option<Percentiles> {
     })
 }
 
+/// One model's running sums: errors, spend, (quality sum, count) of its
+/// answers, their latencies.
+#[derive(Default)]
+struct ModelAcc {
+    errors: u64,
+    spend: f64,
+    quality: (f64, u64),
+    latency: Vec<f64>,
+}
+
+/// One policy version's running sums.
+struct VersionAcc {
+    requests: u64,
+    quality: (f64, u64),
+    first_ms: u64,
+    last_ms: u64,
+}
+
 /// Running sums of one bucket (or of the whole window).
 #[derive(Default)]
 struct Acc {
@@ -231,10 +249,9 @@ pub fn compute(
     let n_buckets = ((to_ms.saturating_sub(from_ms)) / bucket_ms + 1) as usize;
     let mut buckets: Vec<Acc> = (0..n_buckets).map(|_| Acc::default()).collect();
     let mut total = Acc::default();
-    // model → (errors, spend, quality sum, quality n, latencies)
-    let mut per_model: HashMap<&str, (u64, f64, f64, u64, Vec<f64>)> = HashMap::new();
-    let mut versions: BTreeMap<u64, (u64, f64, u64, u64, u64)> = BTreeMap::new();
-    let (mut explore_sum, mut decisions) = (0.0, 0u64);
+    let mut per_model: HashMap<&str, ModelAcc> = HashMap::new();
+    let mut versions: BTreeMap<u64, VersionAcc> = BTreeMap::new();
+    let mut explore_sum = 0.0;
     let mut read = 0u64;
     for e in experiences {
         let t = e.decision.time_ms;
@@ -244,27 +261,29 @@ pub fn compute(
         read += 1;
         total.add(e);
         buckets[((t - from_ms) / bucket_ms) as usize].add(e);
-        decisions += 1;
         explore_sum += 1.0 - e.decision.propensities.iter().copied().fold(0.0f32, f32::max) as f64;
-        let v = versions.entry(e.decision.policy_version).or_insert((0, 0.0, 0, t, t));
-        v.0 += 1;
-        v.3 = v.3.min(t);
-        v.4 = v.4.max(t);
+        let v = versions.entry(e.decision.policy_version).or_insert(VersionAcc {
+            requests: 0,
+            quality: (0.0, 0),
+            first_ms: t,
+            last_ms: t,
+        });
+        v.requests += 1;
+        v.first_ms = v.first_ms.min(t);
+        v.last_ms = v.last_ms.max(t);
         for o in &e.outcomes {
-            let m = per_model
-                .entry(o.model.as_str())
-                .or_insert((0, 0.0, 0.0, 0, Vec::new()));
-            m.1 += o.cost_usd;
+            let m = per_model.entry(o.model.as_str()).or_default();
+            m.spend += o.cost_usd;
             if o.error.is_some() {
-                m.0 += 1;
+                m.errors += 1;
                 continue;
             }
-            m.4.push(o.latency_ms);
+            m.latency.push(o.latency_ms);
             if let Some(q) = o.quality {
-                m.2 += f64::from(q);
-                m.3 += 1;
-                v.1 += f64::from(q);
-                v.2 += 1;
+                m.quality.0 += f64::from(q);
+                m.quality.1 += 1;
+                v.quality.0 += f64::from(q);
+                v.quality.1 += 1;
             }
         }
     }
@@ -272,17 +291,17 @@ pub fn compute(
     let outcomes: u64 = total.models.values().sum();
     let mut models: Vec<ModelStats> = per_model
         .into_iter()
-        .map(|(model, (errors, spend, q, qn, mut lat))| {
+        .map(|(model, mut m)| {
             let requests = total.models.get(model).copied().unwrap_or(0);
             ModelStats {
                 model: model.to_string(),
                 requests,
                 share: requests as f64 / outcomes.max(1) as f64,
-                errors,
-                error_rate: errors as f64 / requests.max(1) as f64,
-                spend_usd: spend,
-                mean_quality: mean(q, qn),
-                latency_ms: percentiles(&mut lat),
+                errors: m.errors,
+                error_rate: m.errors as f64 / requests.max(1) as f64,
+                spend_usd: m.spend,
+                mean_quality: mean(m.quality.0, m.quality.1),
+                latency_ms: percentiles(&mut m.latency),
             }
         })
         .collect();
@@ -330,15 +349,15 @@ pub fn compute(
         savings,
         policy: PolicyStats {
             serving_version,
-            exploration_rate: mean(explore_sum, decisions),
+            exploration_rate: mean(explore_sum, read),
             versions: versions
                 .into_iter()
-                .map(|(version, (requests, q, qn, first_ms, last_ms))| VersionStats {
+                .map(|(version, v)| VersionStats {
                     version,
-                    requests,
-                    mean_quality: mean(q, qn),
-                    first_ms,
-                    last_ms,
+                    requests: v.requests,
+                    mean_quality: mean(v.quality.0, v.quality.1),
+                    first_ms: v.first_ms,
+                    last_ms: v.last_ms,
                 })
                 .collect(),
         },

@@ -176,19 +176,7 @@ async fn write_outcomes_in(tx: &tokio_postgres::Transaction<'_>, outcomes: &[Out
     let mut latest: HashMap<(&str, &str), Vec<u8>> = HashMap::with_capacity(outcomes.len());
     for o in outcomes {
         let id = o.request_id.as_str();
-        let Some((_, chosen)) = decisions.get(id) else {
-            return Err(Error::NotFound(format!(
-                "outcome for request_id {id:?}: no decision recorded with that id"
-            )));
-        };
-        if !chosen.contains(&o.model) {
-            return Err(Error::InvalidInput(format!(
-                "outcome for request_id {id:?}: model {:?} was not chosen for it (chosen: {chosen:?})",
-                o.model
-            )));
-        }
-        let mut value = Vec::new();
-        codec::encode_outcome(o, &mut value);
+        let value = codec::outcome_row(o, decisions.get(id).map(|(_, chosen)| chosen.as_slice()))?;
         latest.insert((id, o.model.as_str()), value);
     }
     let seqs: Vec<i64> = decisions.values().map(|(seq, _)| *seq).collect();
