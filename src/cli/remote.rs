@@ -195,14 +195,14 @@ impl ExperienceStore for RemoteStore {
         self.len.load(Ordering::Relaxed) as usize
     }
 
-    fn sample(&self, n: usize, how: &Sampling, _rng: &mut dyn RngCore) -> Result<Vec<Experience>> {
+    fn sample(&self, n: usize, how: &Sampling, _rng: &mut dyn RngCore) -> Result<Vec<Arc<Experience>>> {
         let path = match how {
             Sampling::Uniform => format!("/v1/admin/experiences/sample?n={n}"),
             Sampling::Recent { half_life } => format!("/v1/admin/experiences/sample?n={n}&half_life={half_life}"),
         };
         let s: Sample = self.remote.get_json(&path).map_err(remote_err)?;
         self.saw(s.len);
-        Ok(s.experiences)
+        Ok(s.experiences.into_iter().map(Arc::new).collect())
     }
 
     fn iter_from(&self, _: u64) -> Box<dyn Iterator<Item = Result<Experience>> + '_> {

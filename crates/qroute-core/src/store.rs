@@ -6,6 +6,8 @@
 //! flush policy), and a duplicate of a stored decision is a no-op, so a
 //! writer may retry a failed batch.
 
+use std::sync::Arc;
+
 use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -120,8 +122,10 @@ pub trait ExperienceStore: Send + Sync {
     }
 
     /// `n` experiences with at least one outcome, drawn with replacement as
-    /// `how` says; fewer only when the store has none with outcomes.
-    fn sample(&self, n: usize, how: &Sampling, rng: &mut dyn RngCore) -> Result<Vec<Experience>>;
+    /// `how` says; fewer only when the store has none with outcomes. Shared,
+    /// not owned: the trainer draws the same recent experiences again and
+    /// again, and a store may hand out one decoded copy each time.
+    fn sample(&self, n: usize, how: &Sampling, rng: &mut dyn RngCore) -> Result<Vec<Arc<Experience>>>;
 
     /// Experiences in insertion order from sequence number `from` (or the
     /// oldest one retention kept, if later) to the newest committed one.

@@ -4,6 +4,7 @@
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -341,11 +342,11 @@ impl BanditPolicy for DqnBandit {
                 ttft_ms: None,
             })
             .collect();
-        let newest = Experience {
+        let newest = Arc::new(Experience {
             decision,
             outcomes,
             feedback: None,
-        };
+        });
         let logged = self
             .store
             .append_decisions(std::slice::from_ref(&newest.decision))

@@ -162,14 +162,14 @@ impl Labels {
 /// models missing from the policy's catalog, features of another spec, and
 /// outcomes [`Labels::quality`] has no label for yet are skipped. A failed
 /// call delivered nothing: quality 0. Returns `None` when nothing was usable.
-pub fn learn_from(learner: &mut Learner, experiences: &[Experience], labels: &Labels) -> Option<StepStats> {
+pub fn learn_from(learner: &mut Learner, experiences: &[Arc<Experience>], labels: &Labels) -> Option<StepStats> {
     learn_from_at(learner, experiences, labels, qroute_core::unix_ms())
 }
 
 /// [`learn_from`] at a given time (tests pass their own clock).
 pub fn learn_from_at(
     learner: &mut Learner,
-    experiences: &[Experience],
+    experiences: &[Arc<Experience>],
     labels: &Labels,
     now_ms: u64,
 ) -> Option<StepStats> {

@@ -59,6 +59,13 @@
 //! random access and lets it draw only experiences that have outcomes
 //! without a rejection loop.
 //!
+//! Sampling keeps what it decoded: the newest 16,384 sequence numbers each
+//! have a slot for their decoded experience, shared with every later draw
+//! until an outcome or feedback write forgets it (`recent.rs`). The
+//! trainer's recency-weighted replay draws ~90% of its batches from there.
+//! The id hashes of decisions with feedback are kept too (8 bytes each),
+//! so reading the many without feedback costs no lookup for it.
+//!
 //! Why not the decisions themselves in sled: sled rewrites a whole leaf (up
 //! to 17 values) when it consolidates or splits it, so appending ~1.8 KB
 //! values costs about three times their size in log writes plus a B-tree
@@ -169,6 +176,7 @@ pub mod config;
 mod data_file;
 pub mod pg;
 pub mod pruner;
+mod recent;
 pub mod sled_store;
 pub mod writer;
 

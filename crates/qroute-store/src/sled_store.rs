@@ -15,6 +15,7 @@ use qroute_core::store::{ExperienceStore, Pruned, Retention, Sampling, Truncatio
 
 use super::codec;
 use super::data_file::{self, DataFile};
+use super::recent::{Lookup, Recent};
 use qroute_core::record::{
     validate_request_id, Answered, DecisionRecord, Experience, Feedback, FeedbackRecord, Outcome,
 };
@@ -53,6 +54,14 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 /// and read back mostly while recent.
 pub const DEFAULT_CACHE_BYTES: u64 = 4 << 20;
 
+/// How many of the newest decoded experiences replay sampling keeps. The
+/// trainer's default sampling halves its weight every 5,000 rewarded
+/// decisions, so the newest 8,192 receive about two thirds of its draws:
+/// those come from memory instead of a read, a decode and sled lookups
+/// each. A short prompt's experience is about 1 KB decoded, so the cache
+/// holds about 8 MB once full; it fills only while a trainer samples.
+pub const DEFAULT_RECENT_EXPERIENCES: usize = 16_384;
+
 /// How [`SledStore::open_with`] opens a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
@@ -68,6 +77,9 @@ pub struct StoreOptions {
     pub segment_decisions: u64,
     /// Bound on sled's page cache ([`DEFAULT_CACHE_BYTES`]).
     pub cache_bytes: u64,
+    /// Decoded experiences kept for replay sampling, by sequence number
+    /// ([`DEFAULT_RECENT_EXPERIENCES`]; 0 keeps none).
+    pub recent_experiences: usize,
 }
 
 impl Default for StoreOptions {
@@ -77,6 +89,7 @@ impl Default for StoreOptions {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             segment_decisions: u64::MAX,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            recent_experiences: DEFAULT_RECENT_EXPERIENCES,
         }
     }
 }
@@ -120,6 +133,14 @@ pub struct SledStore {
     count: AtomicU64,
     /// The keys of `rewarded`, sorted, for O(1) random access in sampling.
     rewarded_index: RwLock<Vec<u64>>,
+    /// Decoded experiences replay sampling drew lately, forgotten when a
+    /// write changes them.
+    recent: Option<Recent>,
+    /// [`id_hash`] of every decision id with a `feedback` row (a superset:
+    /// retention leaves them). Most decisions get no feedback, and reading
+    /// an experience then skips a lookup at a random key in a tree far
+    /// larger than sled's cache: half of a sampling miss's reads.
+    with_feedback: RwLock<HashSet<u64>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -588,6 +609,11 @@ impl SledStore {
             index.add_collided(decision.request_id, seq);
         }
 
+        let mut with_feedback = HashSet::new();
+        for kv in feedback.iter() {
+            let (k, _) = kv.map_err(sled_err)?;
+            with_feedback.insert(id_hash(&String::from_utf8_lossy(&k)));
+        }
         let mut rewarded_index = Vec::new();
         for kv in rewarded.range(seq_key(first_kept)..) {
             let (k, _) = kv.map_err(sled_err)?;
@@ -614,6 +640,8 @@ impl SledStore {
             index: RwLock::new(index),
             count: AtomicU64::new(len),
             rewarded_index: RwLock::new(rewarded_index),
+            recent: (options.recent_experiences > 0).then(|| Recent::new(options.recent_experiences)),
+            with_feedback: RwLock::new(with_feedback),
         };
 
         // Finish a prune that a crash interrupted after its commit: the rows
@@ -793,6 +821,31 @@ impl SledStore {
         }
     }
 
+    /// [`SledStore::get_seq`], shared, served from and kept in `recent`.
+    fn get_recent(&self, seq: u64) -> Result<Option<Arc<Experience>>> {
+        let Some(recent) = &self.recent else {
+            return Ok(self.get_seq(seq)?.map(Arc::new));
+        };
+        match recent.get(seq) {
+            Lookup::Hit(e) => Ok(Some(e)),
+            Lookup::Miss(ticket) => {
+                let read = self.get_seq(seq)?.map(Arc::new);
+                if let Some(e) = &read {
+                    recent.put(seq, ticket, e.clone());
+                }
+                Ok(read)
+            }
+        }
+    }
+
+    /// Drops `seq` from `recent`: called after every write that changes its
+    /// experience.
+    fn changed(&self, seq: u64) {
+        if let Some(recent) = &self.recent {
+            recent.forget(seq);
+        }
+    }
+
     /// `decision` joined with its outcomes.
     fn experience(&self, decision: DecisionRecord) -> Result<Experience> {
         // One point lookup per chosen model (outcomes exist only for those),
@@ -811,7 +864,16 @@ impl SledStore {
                 outcomes.push(codec::decode_outcome(&v)?);
             }
         }
-        let feedback = match self.feedback.get(decision.request_id.as_bytes()).map_err(sled_err)? {
+        let has_feedback = self
+            .with_feedback
+            .read()
+            .unwrap_or_else(lock_err)
+            .contains(&id_hash(&decision.request_id));
+        let feedback = match has_feedback {
+            true => self.feedback.get(decision.request_id.as_bytes()).map_err(sled_err)?,
+            false => None,
+        };
+        let feedback = match feedback {
             Some(v) => Some(json_decode::<FeedbackRecord>(&v, "feedback")?),
             None => None,
         };
@@ -981,6 +1043,9 @@ impl SledStore {
         }
         for (key, value) in rows {
             self.outcomes.insert(key, value).map_err(sled_err)?;
+        }
+        for &(seq, _) in decisions.values() {
+            self.changed(seq);
         }
         {
             // Every seq of this call, not only the new ones: sampling may have
@@ -1162,9 +1227,16 @@ impl ExperienceStore for SledStore {
                 record.applied = true;
             }
         }
+        self.with_feedback
+            .write()
+            .unwrap_or_else(lock_err)
+            .insert(id_hash(&key));
         self.feedback
             .insert(key.as_bytes(), json_encode(&record)?)
             .map_err(sled_err)?;
+        if let Some((seq, _)) = self.find(&key, id_hash(&key))? {
+            self.changed(seq);
+        }
         self.db.flush().map_err(sled_err)?;
         Ok((record, previous))
     }
@@ -1184,7 +1256,7 @@ impl ExperienceStore for SledStore {
     /// least one outcome (and that retention kept) are returned. Returns
     /// fewer than `n` only if the store has none with outcomes (then an empty
     /// vector).
-    fn sample(&self, n: usize, how: &Sampling, rng: &mut dyn RngCore) -> Result<Vec<Experience>> {
+    fn sample(&self, n: usize, how: &Sampling, rng: &mut dyn RngCore) -> Result<Vec<Arc<Experience>>> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             let picks: Vec<u64> = {
@@ -1198,7 +1270,7 @@ impl ExperienceStore for SledStore {
             };
             let mut stale = Vec::new();
             for seq in picks {
-                match self.get_seq(seq)? {
+                match self.get_recent(seq)? {
                     Some(e) if !e.outcomes.is_empty() => out.push(e),
                     // A rewarded entry whose outcomes never got written (a
                     // crash between the two writes of `record_outcomes`), or
@@ -1360,6 +1432,9 @@ impl ExperienceStore for SledStore {
             let mut rewarded = self.rewarded_index.write().unwrap_or_else(lock_err);
             let below = rewarded.partition_point(|&s| s < new_first_kept);
             rewarded.drain(..below);
+            if let Some(recent) = &self.recent {
+                recent.clear();
+            }
             removed
         };
         drop(writer);
@@ -1822,6 +1897,26 @@ mod tests {
 
     fn count_keys(t: &Tree) -> usize {
         t.iter().count()
+    }
+
+    #[test]
+    fn feedback_is_joined_after_reopening() {
+        // Which decisions have feedback is kept in memory and rebuilt on
+        // open; reads skip the feedback lookup for the others.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let s = SledStore::open(&path).unwrap();
+            fill(&s, 0, 4, 4);
+            s.record_feedback("req-1", feedback(0.9), 60_000).unwrap();
+        }
+        let s = reopen(&path).unwrap();
+        let with = s.get("req-1").unwrap().unwrap();
+        assert_eq!(with.feedback.map(|f| f.feedback.quality), Some(0.9));
+        assert_eq!(with.outcomes[0].quality, Some(0.9));
+        assert!(s.get("req-2").unwrap().unwrap().feedback.is_none());
+        s.record_feedback("req-2", feedback(0.4), 60_000).unwrap();
+        assert!(s.get("req-2").unwrap().unwrap().feedback.is_some());
     }
 
     #[test]

@@ -87,6 +87,7 @@ contract!(
     concurrent_appends_number_densely,
     answers_and_feedback_join,
     late_feedback_is_kept_but_not_applied,
+    sampling_sees_every_later_write,
     documents_round_trip_in_key_order,
     retention_by_count_removes_the_oldest,
     unsynced_outcomes_are_durable_after_the_next_append,
@@ -403,6 +404,39 @@ fn late_feedback_is_kept_but_not_applied(b: Backend) {
     assert!(late.late && !late.applied);
     let e = s.get("req-0").unwrap().unwrap();
     assert_eq!(e.outcomes[0].quality, Some(0.2));
+    assert_eq!(e.feedback, Some(late));
+}
+
+/// A store may keep what it sampled (the sled store does, for the
+/// trainer's replay): every later write must still show in the next draw.
+fn sampling_sees_every_later_write(b: Backend) {
+    let (_g, s) = b.open();
+    s.append_decisions(&[rec(0)]).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut draw = |s: &dyn ExperienceStore| {
+        let got = s.sample(3, &Sampling::Uniform, &mut rng).unwrap();
+        assert_eq!(got.len(), 3);
+        let stored = s.get("req-0").unwrap().unwrap();
+        for e in &got {
+            assert_eq!(**e, stored, "a draw differs from the stored experience");
+        }
+        stored
+    };
+    s.record_outcomes(&[out(0, "a", 0.2)]).unwrap();
+    assert_eq!(draw(&*s).outcomes, vec![out(0, "a", 0.2)]);
+    s.record_outcomes(&[out(0, "a", 0.5)]).unwrap();
+    assert_eq!(draw(&*s).outcomes, vec![out(0, "a", 0.5)]);
+    s.record_outcomes_unsynced(&[out(0, "c", 0.1)]).unwrap();
+    assert_eq!(draw(&*s).outcomes.len(), 2);
+    let t = rec(0).time_ms;
+    s.record_answers(&[answered(0, t)]).unwrap();
+    let (applied, _) = s.record_feedback("req-0", feedback(0.9, t + 10), 1_000).unwrap();
+    let e = draw(&*s);
+    assert_eq!(e.outcomes[0].quality, Some(0.9));
+    assert_eq!(e.feedback, Some(applied));
+    let (late, _) = s.record_feedback("req-0", feedback(0.1, t + 5_000), 1_000).unwrap();
+    let e = draw(&*s);
+    assert_eq!(e.outcomes[0].quality, Some(0.9), "late feedback changes no quality");
     assert_eq!(e.feedback, Some(late));
 }
 

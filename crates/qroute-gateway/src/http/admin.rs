@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use super::errors::{ApiError, ApiPath, ApiQuery};
 use crate::engine::Gateway;
 use qroute_core::policy::checkpoint;
+use qroute_core::record::Experience;
 use qroute_core::store::Sampling;
 use qroute_core::Error;
 
@@ -101,6 +102,7 @@ pub async fn sample(
     })
     .await
     .map_err(|_| Error::Store("sampling failed".into()))??;
+    let experiences: Vec<&Experience> = experiences.iter().map(|e| &**e).collect();
     Ok(Json(json!({ "len": len, "experiences": experiences })))
 }
 

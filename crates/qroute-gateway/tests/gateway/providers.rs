@@ -284,6 +284,31 @@ async fn unreadable_answers_are_decode_errors() {
     }
 }
 
+/// An upstream that redirects every request to `target`.
+async fn redirecting_upstream(target: String) -> String {
+    let app = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move { axum::response::Redirect::temporary(&target) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    // Following one would send the prompt to a URL the config never named.
+    let elsewhere = spawn(MockConfig::default()).await.unwrap();
+    let url = redirecting_upstream(format!("{}/v1/chat/completions", elsewhere.url())).await;
+    let results = Adapters::at(&url).all("m", &ChatRequest::user("hi")).await;
+    for result in results {
+        let e = result.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Status(307), "{e}");
+    }
+    assert_eq!(elsewhere.stats.calls("m"), 0, "the redirect target was called");
+}
+
 #[tokio::test]
 async fn mock_rejects_malformed_requests_and_reports_stats() {
     let (server, adapters) = mock().await;

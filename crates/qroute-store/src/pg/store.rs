@@ -30,6 +30,7 @@
 //!   with their outcomes, answers, feedback and `rewarded` rows.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rand::RngCore;
 use tokio_postgres::Row;
@@ -397,7 +398,7 @@ impl ExperienceStore for PgStore {
     /// Draws ranks of `rewarded` (uniformly, or newest-rewarded first as
     /// `how` says) and reads each drawn decision; a rank whose decision
     /// retention just removed is drawn again.
-    fn sample(&self, n: usize, how: &Sampling, rng: &mut dyn RngCore) -> Result<Vec<Experience>> {
+    fn sample(&self, n: usize, how: &Sampling, rng: &mut dyn RngCore) -> Result<Vec<Arc<Experience>>> {
         let mut out = Vec::with_capacity(n);
         let recent = matches!(how, Sampling::Recent { .. });
         for _round in 0..8 {
@@ -443,7 +444,7 @@ impl ExperienceStore for PgStore {
             for row in &rows {
                 let (seq, e) = experience(row)?;
                 if !e.outcomes.is_empty() {
-                    by_seq.insert(seq, e);
+                    by_seq.insert(seq, Arc::new(e));
                 }
             }
             out.extend(seqs.iter().filter_map(|s| by_seq.get(&seq_of(*s)).cloned()));
