@@ -373,7 +373,37 @@ pub(super) fn feature_text(chat: &ChatRequest) -> String {
     }
 }
 
-/// 128 random bits in hex: unique without coordination.
+/// 128 bits in hex: the Unix time in milliseconds (48 bits), then 80
+/// random bits. Unique without coordination and unguessable, like 128
+/// random bits, and increasing with time (as UUIDv7 and ULID are), so the
+/// store's rows keyed by request id (outcomes, answers, feedback) are
+/// written near the end of their trees and read back while still cached.
+/// With random ids every insert landed in a random leaf: at 2,000 req/s,
+/// reading leaves back from disk was a third of the store writer's CPU,
+/// and it grew with the store.
 pub(super) fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    time_ordered_id(qroute_core::unix_ms(), rand::random::<u128>())
+}
+
+fn time_ordered_id(unix_ms: u64, random: u128) -> String {
+    let ms = u128::from(unix_ms) & ((1 << 48) - 1);
+    format!("{:032x}", ms << 80 | random >> 48)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_sort_by_time_and_stay_random() {
+        let early = time_ordered_id(1_700_000_000_000, u128::MAX);
+        let late = time_ordered_id(1_700_000_000_001, 0);
+        assert!(early < late, "{early} sorts after {late}");
+        assert_eq!(early.len(), 32);
+        assert!(early.bytes().all(|b| b.is_ascii_hexdigit()));
+        // 80 random bits: two ids of one millisecond differ.
+        assert_ne!(new_request_id(), new_request_id());
+        let ms = u64::from_str_radix(&new_request_id()[..12], 16).unwrap();
+        assert!(ms.abs_diff(qroute_core::unix_ms()) < 60_000, "the prefix is the time");
+    }
 }
