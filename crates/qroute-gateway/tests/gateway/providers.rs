@@ -262,14 +262,18 @@ async fn trailing_slashes_in_base_urls_are_tolerated() {
     assert_eq!(server.stats.calls("m"), 3);
 }
 
-/// A server answering every request with 200 and a body that is not the
-/// format's JSON.
-async fn garbage_upstream() -> String {
-    let app = axum::Router::new().fallback(|| async { "this is not json" });
+/// Serves `app` on a free loopback port; its base URL.
+async fn upstream(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     url
+}
+
+/// A server answering every request with 200 and a body that is not the
+/// format's JSON.
+async fn garbage_upstream() -> String {
+    upstream(axum::Router::new().fallback(|| async { "this is not json" })).await
 }
 
 #[tokio::test]
@@ -286,14 +290,11 @@ async fn unreadable_answers_are_decode_errors() {
 
 /// An upstream that redirects every request to `target`.
 async fn redirecting_upstream(target: String) -> String {
-    let app = axum::Router::new().fallback(move || {
+    upstream(axum::Router::new().fallback(move || {
         let target = target.clone();
         async move { axum::response::Redirect::temporary(&target) }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    }))
+    .await
 }
 
 #[tokio::test]
