@@ -112,29 +112,10 @@ impl Recent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use qroute_core::features::Features;
-    use qroute_core::record::DecisionRecord;
 
     fn exp(id: &str) -> Arc<Experience> {
         Arc::new(Experience {
-            decision: DecisionRecord {
-                request_id: id.into(),
-                time_ms: 0,
-                features: Features {
-                    dim: 4,
-                    indices: vec![1],
-                    values: vec![1.0],
-                },
-                candidates: vec!["a".into()],
-                propensities: vec![1.0],
-                chosen: vec!["a".into()],
-                policy_version: 0,
-                cost_weight: 0.0,
-                latency_weight: 0.0,
-                task: None,
-                experiment: None,
-                shadow: None,
-            },
+            decision: crate::writer::tests::decision(id),
             outcomes: Vec::new(),
             feedback: None,
         })

@@ -280,12 +280,13 @@ fn finish(joined: Vec<(Reply, Result<()>)>, synced: &Result<()>, on_commit: &imp
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::SledStore;
     use qroute_core::features::Features;
 
-    fn decision(id: &str) -> DecisionRecord {
+    /// A one-feature decision choosing model `a` (also `recent.rs`'s fixture).
+    pub(crate) fn decision(id: &str) -> DecisionRecord {
         DecisionRecord {
             request_id: id.into(),
             time_ms: 1,
