@@ -85,9 +85,10 @@ pub trait ExperienceStore: Send + Sync {
     fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<()>;
 
     /// [`ExperienceStore::record_outcomes`] without its sync: the outcomes
-    /// are durable once a later durable call returns (`append_decisions`,
-    /// `flush`). A group-commit writer stages its group's outcomes this way
-    /// and syncs once for the whole group. By default it syncs anyway.
+    /// are durable once `flush` returns (a backend may make them durable
+    /// sooner). A group-commit writer writes its group's outcomes this way
+    /// and syncs once for the whole group, if anyone waits for one. By
+    /// default it syncs anyway.
     fn record_outcomes_unsynced(&self, outcomes: &[Outcome]) -> Result<()> {
         self.record_outcomes(outcomes)
     }

@@ -8,22 +8,23 @@
 //! # Layout
 //!
 //! A store is one directory holding a sled database and the data segments
-//! (store format 3; the key `qroute.store.format` in sled's default tree):
+//! (store format 4; the key `qroute.store.format` in sled's default tree):
 //!
 //! - `decisions-{first_seq:020}.dat`: data segments, each holding the encoded
-//!   [`DecisionRecord`]s (see `codec.rs`) from sequence number `first_seq` up
-//!   to the next segment's first, back to back in sequence (insertion) order,
+//!   [`DecisionRecord`]s (see `codec.rs`), each in a frame (its length and
+//!   CRC-32, see `data_file.rs`), from sequence number `first_seq` up to the
+//!   next segment's first, back to back in sequence (insertion) order,
 //!   nothing else. An append writes its records at the end of the newest
 //!   segment in one write; once that segment holds 64 MiB (or the limits of
 //!   [`StoreOptions`]), the next append starts a new one. Segments exist so
 //!   that retention can free disk: dropping a whole old file is cheap and
 //!   crash-safe, cutting the front off one file is neither. A store written
 //!   before segments (format 2) has one `decisions.dat`, read as the segment
-//!   that starts at 0: such a store opens as it is (and is marked format 3,
+//!   that starts at 0: such a store opens as it is (and is marked format 4,
 //!   so an older build refuses it instead of misreading it).
 //! - sled tree `index`: first sequence number (u64 big-endian) → one entry
 //!   per run of up to 256 consecutive decisions of one append: the offset of
-//!   the first, then each one's encoded length and a 64-bit hash of its
+//!   the first, then each one's framed length and a 64-bit hash of its
 //!   request id. Offsets count in the "logical" data stream, the
 //!   concatenation of every segment ever written (so a format 2 store's
 //!   entries stay valid); a segment starts where the entry for its
@@ -102,21 +103,27 @@
 //! # Flush policy
 //!
 //! Every [`SledStore::append_decisions`] and [`SledStore::record_outcomes`]
-//! call is durable before it returns `Ok`. An append (1) writes its records
-//! past the committed end of the data file and fdatasyncs it, (2) commits
-//! them with their `index` entries, inserted in order, (3) publishes them to
-//! readers, (4) flushes sled. When it returns `Ok`, what it wrote survives a
-//! crash of the process or the machine; when it returns an error, nothing it
-//! wrote may be relied on. A call is therefore the group-commit unit: a
-//! thousand records in one call cost one data write and two syncs, a thousand
-//! calls of one record cost a thousand of each. Appends are serialised up to
-//! step 3; they do not wait for each other's sled flush, and one flush makes
-//! everything written before it durable. `record_outcomes` writes the new
-//! `rewarded` entries, then the outcomes, then flushes sled;
-//! `record_outcomes_unsynced` leaves that flush to the caller's next durable
-//! call (the group-commit writer stages a group's outcomes before its append,
-//! whose flush covers them: one sync per group). [`SledStore::apply_retention`]
-//! is durable on return too.
+//! call is durable before it returns `Ok`. An append (1) writes its records,
+//! each in a frame (its length and CRC-32), past the committed end of the
+//! newest segment and fdatasyncs it, (2) inserts their `index` entries in
+//! order, unsynced, (3) publishes them to readers. When it returns `Ok`, what
+//! it wrote survives a crash of the process or the machine: sled's next flush
+//! (its own, every 500 ms, or any call's) makes the entries durable, and if a
+//! crash comes first, open finds the synced frames past the committed end
+//! and commits them again. When it returns an error, nothing it wrote may be
+//! relied on. A call is therefore the group-commit unit: a thousand records
+//! in one call cost one data write and one sync, a thousand calls of one
+//! record cost a thousand of each. The ack waits for one sync, not two in a
+//! row (the data, then sled's log), and sled's log is written out in larger,
+//! fewer pieces. `record_outcomes` writes the new `rewarded` entries, then
+//! the outcomes, then flushes sled; `record_outcomes_unsynced` and
+//! `record_answers` leave that flush to a later call or to sled's own (the
+//! group-commit writer syncs them only when someone waits for an outcome).
+//! [`SledStore::apply_retention`] is durable on return too.
+//!
+//! Segments of a store older than format 4 hold bare records: they are read
+//! as they are, and the first append after the upgrade starts a framed
+//! segment (key `qroute.store.framed_from`: its first sequence number).
 //!
 //! The hot path uses plain sled inserts, not batches: sled 0.34 writes out
 //! and syncs its log buffer twice for every batch (on its I/O threads), which
@@ -126,28 +133,33 @@
 //! What a crash (SIGKILL, power loss) between those writes can leave, and
 //! why it is harmless:
 //!
-//! - Records in a segment past the committed end (killed after step 1,
-//!   before step 2 was durable), possibly torn: never acknowledged. Open cuts
-//!   the segment back to the committed end; the next append would overwrite
-//!   them anyway. A whole segment file starting past the committed decisions
-//!   (an append started it, then died before its commit was durable) is
-//!   deleted.
-//! - A new segment's directory entry is synced when the file is created,
-//!   before any data in it is committed.
 //! - sled recovers a prefix of its log, so a crash keeps a prefix of the
 //!   index entries, whose records were synced before they were written: a
-//!   committed entry never points at missing data, and the records past the
-//!   last recovered entry were never acknowledged (that waits for step 4). (A segment shorter than the index commits, or missing,
-//!   means data was lost outside the store's control: open fails instead of
-//!   guessing.)
+//!   committed entry never points at missing data. The records past the last
+//!   recovered entry are read back frame by frame, from there through every
+//!   segment that starts where the last one found ends, and committed again;
+//!   the scan stops at the first frame that is torn or fails its checksum (an
+//!   append whose sync never returned: never acknowledged), and the segment
+//!   is cut back to the end of what it found. A whole segment file starting
+//!   past that is deleted. (A segment shorter than the index commits, or
+//!   missing, means data was lost outside the store's control: open fails
+//!   instead of guessing.)
+//! - A new segment's directory entry is synced when the file is created,
+//!   before any data in it is written.
+//! - Outcomes and answers not yet flushed by sled are lost; nothing
+//!   acknowledged depends on them (a waiter of an outcome is answered after
+//!   a flush). Sled writes them after the index entries of their decisions,
+//!   so none survives without its decision.
 //! - `rewarded` entries without outcomes (killed between the two writes of
 //!   `record_outcomes`): sampling skips such an entry (and drops it from the
 //!   in-memory index); outcomes recorded later make it count. Never the
 //!   other way round, which would hide outcomes from sampling.
 //!
 //! If an insert of step 2 fails, earlier ones may be in sled's memory, so
-//! the store refuses further appends until it is reopened. A failed data write or sync changes nothing: the
-//! next append writes at the same offset.
+//! the store refuses further appends until it is reopened. A failed data
+//! write or sync is cut off the segment again (or, if that fails too, the
+//! store refuses appends until it is reopened), so that open never finds
+//! part of it as if it had been acknowledged.
 //!
 //! A server that acknowledges one request at a time must not append per
 //! request. It should hand each decision (or outcome) to a single writer task

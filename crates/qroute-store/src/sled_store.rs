@@ -22,12 +22,21 @@ use qroute_core::record::{
 
 /// The key in sled's default tree that records the store format.
 const FORMAT_KEY: &[u8] = b"qroute.store.format";
-/// The store format this code writes: decisions in segments, retention.
-const FORMAT: u64 = 3;
+/// The store format this code writes: decisions in segments, retention,
+/// records framed (length and checksum) in the segments from
+/// [`FRAMED_FROM_KEY`] on.
+const FORMAT: u64 = 4;
+/// Segments without frames: still read, and marked [`FORMAT`] on open, with
+/// the next append starting a framed segment.
+const FORMAT_UNFRAMED: u64 = 3;
 /// The format before segments (one `decisions.dat`): still read, and
 /// marked [`FORMAT`] on open (its data file is read as the first segment).
 /// Format 1 kept decisions in sled and is refused.
 const FORMAT_SINGLE_FILE: u64 = 2;
+/// The key in sled's default tree that holds the first sequence number
+/// (u64 BE) of the first segment whose records are framed: 0 for a store
+/// created as format 4, the length at the upgrade for an older one.
+const FRAMED_FROM_KEY: &[u8] = b"qroute.store.framed_from";
 /// The key in sled's default tree that records what retention removed: the
 /// encoded [`Truncation`]. Its `first_kept` is the commit point of a prune.
 const TRUNCATION_KEY: &[u8] = b"qroute.store.truncation";
@@ -177,9 +186,25 @@ struct Segment {
     /// tree's offsets count (so a single-file store's offsets stay valid).
     start: u64,
     file: DataFile,
+    /// Whether its records are framed (see `data_file.rs`): every segment a
+    /// format 4 store started.
+    framed: bool,
     /// The newest `time_ms` of its decisions; `None` until retention first
     /// needs it (read from the file once; appends keep it up to date).
     max_time: Mutex<Option<u64>>,
+}
+
+impl Segment {
+    /// The record stored at `offset` of its file in `len` bytes (its frame,
+    /// where it has one).
+    fn record(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let bytes = self.file.read(offset, len)?;
+        if self.framed {
+            data_file::unframe(bytes)
+        } else {
+            Ok(bytes)
+        }
+    }
 }
 
 /// The in-memory index of the stored decisions, rebuilt from the `index`
@@ -309,6 +334,81 @@ impl Index {
         let segments = self.segments.drain(..keep_from).collect();
         Removed { spans, segments }
     }
+}
+
+/// The index chunks (with the seq of their first decision) of the framed
+/// records past `index`'s committed end: the synced
+/// tail of an append whose index entries a crash kept sled from writing.
+/// Adds them to `index`, and the start of each data file they continue into
+/// to `file_starts`. Scans the data file holding the committed end from
+/// there, then each file that starts where the last record found ends; stops
+/// at the first torn or damaged frame (an append that was never
+/// acknowledged: its sync had not returned).
+fn recover_tail(
+    index: &mut Index,
+    files: &[(u64, PathBuf)],
+    file_starts: &mut HashMap<u64, Option<u64>>,
+    framed_from: u64,
+) -> Result<Vec<(u64, codec::IndexChunk)>> {
+    let mut chunks = Vec::new();
+    let Some(mut at) = files.iter().rposition(|&(first, _)| first <= index.len()) else {
+        return Ok(chunks);
+    };
+    loop {
+        let (first, path) = &files[at];
+        if *first < index.base || *first < framed_from {
+            break;
+        }
+        let start = if *first == index.len() {
+            index.end()
+        } else {
+            match file_starts.get(first).copied().flatten() {
+                Some(start) => start,
+                // Not where a committed decision starts: open reports it.
+                None => break,
+            }
+        };
+        file_starts.insert(*first, Some(start));
+        let Some(from) = index.end().checked_sub(start) else {
+            break;
+        };
+        let frames = DataFile::open_read(path)?.frames_from(from)?;
+        let mut entries = Vec::with_capacity(frames.len());
+        let (mut chunk_seq, mut chunk_offset) = (index.len(), index.end());
+        for (len, record) in frames {
+            let (id, _) = codec::decision_id_and_time(&record)?;
+            let (seq, hash) = (index.len(), id_hash(&id));
+            if !index.push(len, hash) {
+                index.add_collided(id, seq);
+            }
+            entries.push((len, hash));
+            if entries.len() == INDEX_CHUNK {
+                let entries = std::mem::take(&mut entries);
+                chunks.push((
+                    chunk_seq,
+                    codec::IndexChunk {
+                        offset: chunk_offset,
+                        entries,
+                    },
+                ));
+                (chunk_seq, chunk_offset) = (index.len(), index.end());
+            }
+        }
+        if !entries.is_empty() {
+            chunks.push((
+                chunk_seq,
+                codec::IndexChunk {
+                    offset: chunk_offset,
+                    entries,
+                },
+            ));
+        }
+        match files.iter().position(|&(f, _)| f == index.len()) {
+            Some(next) if next != at => at = next,
+            _ => break,
+        }
+    }
+    Ok(chunks)
 }
 
 /// The segment of `segments` (sorted) that holds `seq`.
@@ -471,23 +571,31 @@ impl SledStore {
                 }
             }
         };
+        // The first segment with framed records; an older store's is its
+        // length, known once its index is loaded.
+        let mut framed_from = None;
         match db.get(FORMAT_KEY).map_err(sled_err)? {
             None if !options.create => return Err(no_store(&path)),
-            Some(v) if v.as_ref() == FORMAT.to_be_bytes() => {}
-            // A new store, or a single-file one (read as its first segment):
-            // from now on segments and retention may be written, which a
-            // build that reads format 2 would misread, so it is marked.
+            Some(v) if v.as_ref() == FORMAT.to_be_bytes() => {
+                let v = db.get(FRAMED_FROM_KEY).map_err(sled_err)?.ok_or_else(|| {
+                    Error::Store(format!("experience store {}: no {FRAMED_FROM_KEY:?}", path.display()))
+                })?;
+                framed_from = Some(parse_seq(&v)?);
+            }
             None => {
+                db.insert(FRAMED_FROM_KEY, &seq_key(0)).map_err(sled_err)?;
                 db.insert(FORMAT_KEY, &FORMAT.to_be_bytes()).map_err(sled_err)?;
                 db.flush().map_err(sled_err)?;
+                framed_from = Some(0);
             }
-            Some(v) if v.as_ref() == FORMAT_SINGLE_FILE.to_be_bytes() => {
-                db.insert(FORMAT_KEY, &FORMAT.to_be_bytes()).map_err(sled_err)?;
-                db.flush().map_err(sled_err)?;
-            }
+            // A single-file store (read as its first segment), or one with
+            // unframed segments: marked below, so that a build that cannot
+            // read frames refuses it instead of misreading it.
+            Some(v)
+                if v.as_ref() == FORMAT_SINGLE_FILE.to_be_bytes() || v.as_ref() == FORMAT_UNFRAMED.to_be_bytes() => {}
             Some(v) => {
                 return Err(Error::Store(format!(
-                    "experience store {} has format {:?}, this build reads formats {FORMAT_SINGLE_FILE} and {FORMAT}",
+                    "experience store {} has format {:?}, this build reads formats {FORMAT_SINGLE_FILE} to {FORMAT}",
                     path.display(),
                     v.as_ref()
                 )))
@@ -553,6 +661,30 @@ impl SledStore {
                 c.offset + c.entries.iter().map(|&(len, _)| len).sum::<u64>()
             });
         }
+        let framed_from = match framed_from {
+            // An acknowledged append whose index entries sled lost: its
+            // frames are past the committed end. Committed again before the
+            // data files are cut back to that end below.
+            Some(framed_from) => {
+                let recovered = recover_tail(&mut index, &files, &mut file_starts, framed_from)?;
+                for (first, chunk) in &recovered {
+                    let mut value = Vec::new();
+                    codec::encode_index_chunk(chunk.offset, &chunk.entries, &mut value);
+                    index_tree.insert(seq_key(*first), value).map_err(sled_err)?;
+                }
+                if !recovered.is_empty() {
+                    db.flush().map_err(sled_err)?;
+                }
+                framed_from
+            }
+            None => {
+                let framed_from = index.len();
+                db.insert(FRAMED_FROM_KEY, &seq_key(framed_from)).map_err(sled_err)?;
+                db.insert(FORMAT_KEY, &FORMAT.to_be_bytes()).map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
+                framed_from
+            }
+        };
         let len = index.len();
 
         // The data files: those of pruned decisions are deleted (below),
@@ -599,6 +731,7 @@ impl SledStore {
                 first_seq: *first,
                 start,
                 file: data,
+                framed: *first >= framed_from,
                 max_time: Mutex::new(None),
             }));
         }
@@ -606,7 +739,7 @@ impl SledStore {
             let (seg, offset, len) = index
                 .span(seq)
                 .ok_or_else(|| Error::Store(format!("index has no decision {seq}")))?;
-            let decision = codec::decode_decision(&seg.file.read(offset, len)?)?;
+            let decision = codec::decode_decision(&seg.record(offset, len)?)?;
             index.add_collided(decision.request_id, seq);
         }
 
@@ -658,6 +791,7 @@ impl SledStore {
                     first_seq: *first,
                     start,
                     file: DataFile::open_read(file)?,
+                    framed: *first >= framed_from,
                     max_time: Mutex::new(None),
                 }));
             }
@@ -691,7 +825,9 @@ impl SledStore {
         if let Some(seg) = last {
             let decisions = first_seq - seg.first_seq;
             let bytes = offset - seg.start;
-            if decisions == 0 || (bytes < self.segment_bytes && decisions < self.segment_decisions) {
+            // An unframed segment (of a store older than format 4) takes no
+            // more records.
+            if seg.framed && (decisions == 0 || (bytes < self.segment_bytes && decisions < self.segment_decisions)) {
                 return Ok(seg);
             }
         }
@@ -702,6 +838,7 @@ impl SledStore {
             first_seq,
             start: offset,
             file: DataFile::create(&self.path, &data_file::segment_name(first_seq))?,
+            framed: true,
             max_time: Mutex::new(Some(0)),
         });
         self.index.write().unwrap_or_else(lock_err).segments.push(seg.clone());
@@ -717,10 +854,10 @@ impl SledStore {
         // true until the commit below.
         for r in records {
             let start = buf.len();
-            codec::encode_decision(r, buf);
+            let record = data_file::frame(buf, |out| codec::encode_decision(r, out))?;
             let hash = id_hash(&r.request_id);
             if let Some((_, old)) = self.find(&r.request_id, hash)? {
-                let same = old == buf[start..] || codec::decode_decision(&old).is_ok_and(|d| d == *r);
+                let same = old == buf[record..] || codec::decode_decision(&old).is_ok_and(|d| d == *r);
                 buf.truncate(start);
                 if same {
                     continue;
@@ -739,17 +876,23 @@ impl SledStore {
                 (index.len(), index.end())
             };
             let seg = self.segment_for_append(first_seq, offset)?;
-            // 1. The records, synced. Past the committed end they are
-            //    invisible until step 2 commits them.
-            seg.file.write_synced(offset - seg.start, buf)?;
-            // 2. The commit: their index entries, in order. Plain inserts,
-            //    not one sled batch: sled writes its log buffer out twice for
-            //    every batch (two writes and syncs on its I/O threads, which
-            //    were a third of the gateway's CPU under load), and the
-            //    entries need no batch to be safe. Sled recovers a prefix of
-            //    its log, so a crash keeps a prefix of the entries: a
-            //    shorter committed prefix of the data, none of it
-            //    acknowledged yet (that waits for the flush).
+            // 1. The framed records, synced: durable from here on, as open
+            //    recovers synced frames past the committed end. A failed
+            //    write is cut off again, so that no part of it is found
+            //    there later (as if it had been acknowledged).
+            if let Err(e) = seg.file.write_synced(offset - seg.start, buf) {
+                if seg.file.cut(offset - seg.start).is_err() {
+                    *poisoned = true;
+                }
+                return Err(e);
+            }
+            // 2. Their index entries, in order, left to sled's next flush
+            //    (a crash loses a suffix of them, which open recovers from
+            //    the frames). Plain inserts, not one sled batch: sled writes
+            //    its log buffer out twice for every batch (two writes and
+            //    syncs on its I/O threads, which were a third of the
+            //    gateway's CPU under load), and the entries need no batch to
+            //    be safe.
             let mut chunk_seq = first_seq;
             let mut chunk_offset = offset;
             let mut entry = Vec::new();
@@ -811,7 +954,7 @@ impl SledStore {
     /// deletes it meanwhile.
     fn read_decision(&self, seq: u64) -> Result<Option<Vec<u8>>> {
         let span = self.index.read().unwrap_or_else(lock_err).span(seq);
-        span.map(|(seg, offset, len)| seg.file.read(offset, len)).transpose()
+        span.map(|(seg, offset, len)| seg.record(offset, len)).transpose()
     }
 
     /// The experience with sequence number `seq`, or `None` if there is none.
@@ -944,8 +1087,7 @@ impl SledStore {
                 continue;
             };
             let read = seg
-                .file
-                .read(start - seg.start, (end - start) as usize)
+                .record(start - seg.start, (end - start) as usize)
                 .and_then(|bytes| codec::decision_id_and_time(&bytes));
             match read {
                 Ok((id, _)) => ids.push(id),
@@ -1067,17 +1209,17 @@ impl SledStore {
 }
 
 impl ExperienceStore for SledStore {
-    /// Durable on return (flushed to disk): the group-commit unit. Many
-    /// records, one data write, one fdatasync and one sled flush (which also
-    /// makes outcomes staged before it durable).
+    /// Durable on return (synced to disk): the group-commit unit. Many
+    /// records, one data write and one fdatasync; their index entries go to
+    /// sled unsynced (open recovers any that a crash lost from the records'
+    /// frames), so outcomes staged before it are not synced by it.
     ///
     /// All or nothing: every record is checked first (`Error::InvalidInput`
     /// for an empty request id or one with a NUL byte, `propensities` not the
     /// length of `candidates`, features with unequal index and value counts, a
     /// request id twice in `records`, or a request id already stored with a
     /// different record), then all are written to the newest data segment in
-    /// one write, synced, and committed by their index entries and a sled
-    /// flush. A record identical to the stored one is skipped, so retrying
+    /// one write, synced, and committed by their index entries. A record identical to the stored one is skipped, so retrying
     /// a call whose result was lost is safe. (A request id whose decision
     /// retention removed is new again.)
     fn append_decisions(&self, records: &[DecisionRecord]) -> Result<()> {
@@ -1108,11 +1250,7 @@ impl ExperienceStore for SledStore {
             writer.buf = buf;
         }
         drop(writer);
-        result?;
-        // 4. Make the commit durable (also when everything was a retried
-        //    duplicate whose first flush may have failed).
-        self.db.flush().map_err(sled_err)?;
-        Ok(())
+        result
     }
 
     /// Joins outcomes to their decision by request_id; an outcome for an
@@ -1132,8 +1270,8 @@ impl ExperienceStore for SledStore {
         Ok(())
     }
 
-    /// Written to sled's log, synced by the next `append_decisions` or
-    /// `flush` (or sled's own flush within 500 ms).
+    /// Written to sled's log, synced by the next `flush` (or sled's own
+    /// flush within 500 ms).
     fn record_outcomes_unsynced(&self, outcomes: &[Outcome]) -> Result<()> {
         let _joining = self.join_gate.read().unwrap_or_else(lock_err);
         self.record_outcomes_joined(outcomes)
@@ -2214,53 +2352,177 @@ mod tests {
         assert!(matches!(err, Error::Store(_)), "{err}");
     }
 
-    /// A store written before segments: one `decisions.dat`, format 2. It
-    /// opens, reads, grows in new segments and prunes like any other.
+    /// A store written before segments (one `decisions.dat`, format 2) or
+    /// before frames (segments of bare records, format 3): it opens, reads,
+    /// grows in new, framed segments and prunes like any other.
     #[test]
-    fn a_single_file_store_still_opens() {
+    fn stores_of_older_formats_still_open() {
+        for (format, file) in [
+            (FORMAT_SINGLE_FILE, data_file::LEGACY_DATA_FILE.to_string()),
+            (FORMAT_UNFRAMED, data_file::segment_name(0)),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("store");
+            {
+                let db = sled::open(&path).unwrap();
+                db.insert(FORMAT_KEY, &format.to_be_bytes()).unwrap();
+                let index = db.open_tree("index").unwrap();
+                let mut data = Vec::new();
+                let mut offset = 0;
+                for first in [0u64, 3] {
+                    let mut entries = Vec::new();
+                    for i in first..first + 3 {
+                        let before = data.len();
+                        codec::encode_decision(&rec(i), &mut data);
+                        entries.push(((data.len() - before) as u64, id_hash(&format!("req-{i}"))));
+                    }
+                    let mut v = Vec::new();
+                    codec::encode_index_chunk(offset, &entries, &mut v);
+                    index.insert(seq_key(first), v).unwrap();
+                    offset = data.len() as u64;
+                }
+                // An append that died before its commit left bytes past the
+                // committed end: cut off, not read as frames.
+                data.extend_from_slice(b"uncommitted");
+                std::fs::write(path.join(&file), &data).unwrap();
+                db.flush().unwrap();
+            }
+            {
+                // Segments of 10: the bare one takes no more records anyway.
+                let s = segmented(&path, 10);
+                assert_eq!(s.len(), 6);
+                assert_eq!(s.get("req-4").unwrap().unwrap().decision, rec(4));
+                fill(&s, 6, 12, 2);
+                assert_eq!(segment_files(&path), vec![0, 6]);
+                assert!(path.join(&file).exists());
+            }
+            let s = reopen(&path).unwrap();
+            assert_eq!(s.db.get(FORMAT_KEY).unwrap().unwrap().as_ref(), FORMAT.to_be_bytes());
+            assert_eq!(s.db.get(FRAMED_FROM_KEY).unwrap().unwrap().as_ref(), seq_key(6));
+            let all: Vec<_> = s.iter_from(0).map(|e| e.unwrap().decision).collect();
+            assert_eq!(all, (0..12).map(rec).collect::<Vec<_>>());
+            let keep = Retention {
+                max_experiences: Some(5),
+                ..Retention::default()
+            };
+            assert_eq!(s.apply_retention(&keep, 0).unwrap().first_kept, 6);
+            assert!(!path.join(&file).exists());
+            assert!(s.get("req-0").unwrap().is_none());
+            assert_eq!(s.get("req-6").unwrap().unwrap().decision, rec(6));
+        }
+    }
+
+    /// Drops the `index` entries of the decisions from `from` on, as a crash
+    /// before sled's flush loses the end of its log (entries are whole
+    /// appends, so `from` must start one).
+    fn lose_index_entries(s: &SledStore, from: u64) {
+        for kv in s.index_tree.range(seq_key(from)..) {
+            s.index_tree.remove(kv.unwrap().0).unwrap();
+        }
+        s.db.flush().unwrap();
+    }
+
+    /// An append is acknowledged once its framed records are synced; sled
+    /// flushes their index entries later. Open finds the records past the
+    /// committed end, across segments, hash collisions included, and the
+    /// store goes on from there.
+    #[test]
+    fn acknowledged_decisions_whose_index_entries_were_lost_are_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let ids = |from: u64, to: u64| (from..to).map(rec).collect::<Vec<_>>();
+        let collided = |i: u64| DecisionRecord {
+            request_id: format!("collide-{i}"),
+            ..rec(i)
+        };
+        {
+            let s = segmented(&path, 4);
+            s.append_decisions(&ids(0, 3)).unwrap();
+            s.append_decisions(&[collided(3)]).unwrap();
+            s.append_decisions(&ids(4, 7)).unwrap();
+            s.append_decisions(&[collided(7)]).unwrap();
+            s.append_decisions(&ids(8, 10)).unwrap();
+            assert_eq!(segment_files(&path), vec![0, 4, 8]);
+            lose_index_entries(&s, 3);
+        }
+        let want: Vec<_> = ids(0, 3)
+            .into_iter()
+            .chain([collided(3)])
+            .chain(ids(4, 7))
+            .chain([collided(7)])
+            .chain(ids(8, 12))
+            .collect();
+        {
+            let s = segmented(&path, 4);
+            assert_eq!(s.len(), 10);
+            assert_eq!(s.get("collide-7").unwrap().unwrap().decision, collided(7));
+            assert_eq!(s.get("req-9").unwrap().unwrap().decision, rec(9));
+            s.append_decisions(&ids(10, 12)).unwrap();
+            s.record_outcomes(&[out(11, "a", 0.5)]).unwrap();
+            // A retried append of recovered records is a no-op.
+            s.append_decisions(&ids(8, 10)).unwrap();
+        }
+        let s = reopen(&path).unwrap();
+        let all: Vec<_> = s.iter_from(0).map(|e| e.unwrap().decision).collect();
+        assert_eq!(all, want);
+        assert_eq!(s.get("collide-3").unwrap().unwrap().decision, collided(3));
+        assert_eq!(s.get("req-11").unwrap().unwrap().outcomes.len(), 1);
+    }
+
+    /// Recovery stops at a frame that fails its checksum or is cut short (an
+    /// append whose sync never returned, so never acknowledged), and cuts it
+    /// off: the next append writes over it.
+    #[test]
+    fn recovery_stops_at_a_damaged_or_torn_frame() {
+        for damage in ["flip a byte", "cut short"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("store");
+            let file = path.join(data_file::segment_name(0));
+            {
+                let s = SledStore::open(&path).unwrap();
+                s.append_decisions(&(0..2).map(rec).collect::<Vec<_>>()).unwrap();
+                s.append_decisions(&(2..4).map(rec).collect::<Vec<_>>()).unwrap();
+                s.append_decisions(&(4..6).map(rec).collect::<Vec<_>>()).unwrap();
+                let (_, start, _) = s.index.read().unwrap().span(4).unwrap();
+                lose_index_entries(&s, 2);
+                let mut data = std::fs::read(&file).unwrap();
+                match damage {
+                    "flip a byte" => data[start as usize + data_file::FRAME_HEADER + 3] ^= 1,
+                    _ => data.truncate(start as usize + data_file::FRAME_HEADER + 3),
+                }
+                std::fs::write(&file, &data).unwrap();
+            }
+            {
+                let s = reopen(&path).unwrap();
+                assert_eq!(s.len(), 4, "{damage}");
+                assert!(s.get("req-4").unwrap().is_none(), "{damage}");
+                s.append_decisions(&[rec(6)]).unwrap();
+            }
+            let s = reopen(&path).unwrap();
+            let all: Vec<_> = s.iter_from(0).map(|e| seq_of(&e.unwrap())).collect();
+            assert_eq!(all, vec![0, 1, 2, 3, 6], "{damage}");
+        }
+    }
+
+    /// A record read back must match its frame: damage is reported, not
+    /// decoded.
+    #[test]
+    fn a_damaged_committed_record_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
         {
-            let db = sled::open(&path).unwrap();
-            db.insert(FORMAT_KEY, &FORMAT_SINGLE_FILE.to_be_bytes()).unwrap();
-            let index = db.open_tree("index").unwrap();
-            let mut data = Vec::new();
-            let mut offset = 0;
-            for first in [0u64, 3] {
-                let mut entries = Vec::new();
-                for i in first..first + 3 {
-                    let before = data.len();
-                    codec::encode_decision(&rec(i), &mut data);
-                    entries.push(((data.len() - before) as u64, id_hash(&format!("req-{i}"))));
-                }
-                let mut v = Vec::new();
-                codec::encode_index_chunk(offset, &entries, &mut v);
-                index.insert(seq_key(first), v).unwrap();
-                offset = data.len() as u64;
-            }
-            std::fs::write(path.join(data_file::LEGACY_DATA_FILE), &data).unwrap();
-            db.flush().unwrap();
+            let s = SledStore::open(&path).unwrap();
+            s.append_decisions(&(0..3).map(rec).collect::<Vec<_>>()).unwrap();
         }
-        {
-            let s = segmented(&path, 4);
-            assert_eq!(s.len(), 6);
-            assert_eq!(s.get("req-4").unwrap().unwrap().decision, rec(4));
-            fill(&s, 6, 12, 2);
-            assert_eq!(segment_files(&path), vec![0, 6, 10]);
-            assert!(path.join(data_file::LEGACY_DATA_FILE).exists());
-        }
+        let file = path.join(data_file::segment_name(0));
+        let mut data = std::fs::read(&file).unwrap();
+        let last = data.len() - 1;
+        data[last] ^= 1;
+        std::fs::write(&file, &data).unwrap();
         let s = reopen(&path).unwrap();
-        assert_eq!(s.db.get(FORMAT_KEY).unwrap().unwrap().as_ref(), FORMAT.to_be_bytes());
-        let all: Vec<_> = s.iter_from(0).map(|e| e.unwrap().decision).collect();
-        assert_eq!(all, (0..12).map(rec).collect::<Vec<_>>());
-        let keep = Retention {
-            max_experiences: Some(5),
-            ..Retention::default()
-        };
-        assert_eq!(s.apply_retention(&keep, 0).unwrap().first_kept, 6);
-        assert!(!path.join(data_file::LEGACY_DATA_FILE).exists());
-        assert!(s.get("req-0").unwrap().is_none());
-        assert_eq!(s.get("req-6").unwrap().unwrap().decision, rec(6));
+        assert!(s.get("req-0").unwrap().is_some());
+        let err = s.get("req-2").unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
     }
 
     #[test]

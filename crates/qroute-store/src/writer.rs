@@ -4,9 +4,10 @@
 //!
 //! Requests hand their decision or outcome over a channel, with a reply
 //! channel when they must know it is durable. The thread takes whatever has
-//! queued (up to [`MAX_GROUP`] records), commits it with one
-//! `append_decisions` call and one sync (see `Group::commit`), and only then
-//! answers every waiter. There is no artificial wait window: while one group
+//! queued (up to [`MAX_GROUP`] records), commits its decisions with one
+//! `append_decisions` call (one sync) and its outcomes unsynced, syncing them
+//! only if someone waits for one (see `Group::commit`), and only then answers
+//! every waiter. There is no artificial wait window: while one group
 //! is being synced the next one queues, so groups grow with load and a lone
 //! request pays for one sync only.
 
@@ -94,8 +95,9 @@ impl GroupWriter {
         answer(wait.await)
     }
 
-    /// Queues `outcome` without waiting for it: it is durable within one
-    /// group commit. A failure is logged.
+    /// Queues `outcome` without waiting for it: it is written with the next
+    /// group commit and durable with the store's next flush (sled's within
+    /// 500 ms). A failure is logged.
     pub fn outcome_later(&self, outcome: Outcome) {
         if !self.send(Job::Outcome(outcome, None)) {
             tracing::error!("the store writer has stopped; an outcome was dropped");
@@ -144,6 +146,10 @@ fn run(store: &dyn ExperienceStore, rx: mpsc::Receiver<Job>, on_commit: impl Fn(
         }
         group.commit(store, &on_commit);
     }
+    // Everything handed over is durable once the writer is dropped.
+    if let Err(e) = store.flush() {
+        tracing::error!(error = %e, "the experience store's last flush failed");
+    }
 }
 
 /// What one group commit writes, with who waits for it.
@@ -175,12 +181,13 @@ impl Group {
         self.decisions.len() + self.outcomes.len() + self.answers.len()
     }
 
-    /// One sync for the whole group where it can: the outcomes of decisions
-    /// committed by earlier groups are staged first, so the decisions' own
-    /// sync makes them durable too. Outcomes of this group's decisions (a
+    /// The decisions in one append, which syncs them; outcomes and answers
+    /// are written unsynced, and synced by one flush only when someone waits
+    /// for an outcome (otherwise the store's own flush makes them durable
+    /// soon after: sled's within 500 ms). Outcomes of decisions committed by
+    /// earlier groups are written first; those of this group's decisions (a
     /// queued-ack decision and its outcome in one group) can only be joined
-    /// after the append, with a sync of their own. Answers go last, unsynced:
-    /// durable with the next group, and never before their outcome.
+    /// after the append. Answers go last, never before their outcome.
     fn commit(self, store: &dyn ExperienceStore, on_commit: &impl Fn(usize)) {
         let Group {
             decisions,
@@ -199,64 +206,46 @@ impl Group {
             }
         }
 
-        let staged = join_outcomes(store, earlier, false);
+        let mut joined = join_outcomes(store, earlier);
         let appended = store.append_decisions(&decisions);
         if let Err(e) = &appended {
             tracing::error!(error = %e, records = decisions.len(), "group commit of decisions failed");
         }
-        // The append synced the staged outcomes, unless it had nothing to
-        // write or failed.
-        let synced = if staged.iter().all(|(_, r)| r.is_err()) || (!decisions.is_empty() && appended.is_ok()) {
-            Ok(())
-        } else {
-            store.flush()
-        };
         reply(decision_replies, &appended);
-        finish(staged, &synced, on_commit);
-
         if !after.is_empty() {
-            let joined = match &appended {
-                Ok(()) => join_outcomes(store, after, true),
+            joined.extend(match &appended {
+                Ok(()) => join_outcomes(store, after),
                 // Their decisions are not stored: fail them with the same error.
                 Err(e) => after
                     .into_iter()
                     .map(|(_, r)| (r, Err(Error::Store(e.to_string()))))
                     .collect(),
-            };
-            finish(joined, &Ok(()), on_commit);
+            });
         }
+        let waited_for = joined.iter().any(|(r, result)| r.is_some() && result.is_ok());
+        let synced = if waited_for { store.flush() } else { Ok(()) };
+        finish(joined, &synced, on_commit);
         if let Err(e) = store.record_answers(&answers) {
             tracing::error!(error = %e, records = answers.len(), "answer records not written");
         }
     }
 }
 
-/// Joins `outcomes` to their decisions, synced or staged: all in one call,
-/// or one at a time when that fails, so one bad outcome (an unknown request
-/// id) does not fail the others. Each waiter's result, not yet answered.
-fn join_outcomes(
-    store: &dyn ExperienceStore,
-    outcomes: Vec<(Outcome, Reply)>,
-    synced: bool,
-) -> Vec<(Reply, Result<()>)> {
-    let write = |o: &[Outcome]| {
-        if synced {
-            store.record_outcomes(o)
-        } else {
-            store.record_outcomes_unsynced(o)
-        }
-    };
+/// Joins `outcomes` to their decisions, unsynced: all in one call, or one at
+/// a time when that fails, so one bad outcome (an unknown request id) does
+/// not fail the others. Each waiter's result, not yet answered.
+fn join_outcomes(store: &dyn ExperienceStore, outcomes: Vec<(Outcome, Reply)>) -> Vec<(Reply, Result<()>)> {
     if outcomes.is_empty() {
         return Vec::new();
     }
     let (all, replies): (Vec<Outcome>, Vec<Reply>) = outcomes.into_iter().unzip();
-    if write(&all).is_ok() {
+    if store.record_outcomes_unsynced(&all).is_ok() {
         return replies.into_iter().map(|r| (r, Ok(()))).collect();
     }
     all.into_iter()
         .zip(replies)
         .map(|(o, r)| {
-            let result = write(std::slice::from_ref(&o));
+            let result = store.record_outcomes_unsynced(std::slice::from_ref(&o));
             if let Err(e) = &result {
                 tracing::warn!(error = %e, request_id = %o.request_id, "outcome not recorded");
             }
