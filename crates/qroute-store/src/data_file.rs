@@ -16,6 +16,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use qroute_core::error::{Error, Result};
 
@@ -134,9 +135,18 @@ pub(crate) fn remove(path: &Path) -> Result<()> {
     }
 }
 
+/// How far past its records a segment is written with zeros ahead of them.
+/// An fdatasync of a write that extends a file must also commit the new size
+/// (an ext4 journal commit); one that overwrites blocks already written need
+/// not: ~110 instead of ~190 µs per sync here, and half the CPU. So appends
+/// write a MiB of zeros at a time past their records, in the same sync.
+const WRITE_AHEAD: u64 = 1 << 20;
+
 pub(crate) struct DataFile {
     path: PathBuf,
     file: File,
+    /// The file's length: past the newest records, the zeros written ahead.
+    written: AtomicU64,
 }
 
 impl DataFile {
@@ -165,6 +175,7 @@ impl DataFile {
         let data = DataFile {
             path: path.to_path_buf(),
             file,
+            written: AtomicU64::new(len),
         };
         if len > committed {
             data.cut(committed)?;
@@ -179,6 +190,8 @@ impl DataFile {
         Ok(DataFile {
             path: path.to_path_buf(),
             file,
+            // Never written through.
+            written: AtomicU64::new(0),
         })
     }
 
@@ -196,7 +209,11 @@ impl DataFile {
             .open(&path)
             .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
         sync_dir(dir)?;
-        Ok(DataFile { path, file })
+        Ok(DataFile {
+            path,
+            file,
+            written: AtomicU64::new(0),
+        })
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -231,9 +248,21 @@ impl DataFile {
     }
 
     /// Writes `buf` at `offset` and waits until it is on disk (fdatasync),
-    /// file size included.
+    /// file size included; past the file's end, [`WRITE_AHEAD`] bytes of
+    /// zeros follow it. Only one caller at a time (the append lock).
     pub(crate) fn write_synced(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        let end = offset + buf.len() as u64;
+        let written = self.written.load(Ordering::Relaxed);
         write_all_at(&self.file, buf, offset)
+            .and_then(|()| {
+                if end <= written {
+                    return Ok(());
+                }
+                let zeros = vec![0; WRITE_AHEAD as usize];
+                write_all_at(&self.file, &zeros, end)?;
+                self.written.store(end + WRITE_AHEAD, Ordering::Relaxed);
+                Ok(())
+            })
             .and_then(|()| self.file.sync_data())
             .map_err(|e| {
                 Error::io(
@@ -249,7 +278,18 @@ impl DataFile {
         self.file
             .set_len(len)
             .and_then(|()| self.file.sync_all())
-            .map_err(|e| Error::io(format!("cutting {} back to {len} bytes", self.path.display()), e))
+            .map_err(|e| Error::io(format!("cutting {} back to {len} bytes", self.path.display()), e))?;
+        self.written.store(len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Cuts the zeros written ahead off a segment that takes no more
+    /// records, whose records end at `len`.
+    pub(crate) fn seal(&self, len: u64) -> Result<()> {
+        if self.written.load(Ordering::Relaxed) > len {
+            self.cut(len)?;
+        }
+        Ok(())
     }
 
     pub(crate) fn sync(&self) -> Result<()> {

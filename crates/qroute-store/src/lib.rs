@@ -13,8 +13,10 @@
 //! - `decisions-{first_seq:020}.dat`: data segments, each holding the encoded
 //!   [`DecisionRecord`]s (see `codec.rs`), each in a frame (its length and
 //!   CRC-32, see `data_file.rs`), from sequence number `first_seq` up to the
-//!   next segment's first, back to back in sequence (insertion) order,
-//!   nothing else. An append writes its records at the end of the newest
+//!   next segment's first, back to back in sequence (insertion) order;
+//!   past the records of the newest segment, up to a MiB of zeros written
+//!   ahead of them (a sync then overwrites blocks instead of growing the
+//!   file; cut off when the segment is full or the store is closed). An append writes its records at the end of the newest
 //!   segment in one write; once that segment holds 64 MiB (or the limits of
 //!   [`StoreOptions`]), the next append starts a new one. Segments exist so
 //!   that retention can free disk: dropping a whole old file is cheap and
@@ -139,8 +141,9 @@
 //!   recovered entry are read back frame by frame, from there through every
 //!   segment that starts where the last one found ends, and committed again;
 //!   the scan stops at the first frame that is torn or fails its checksum (an
-//!   append whose sync never returned: never acknowledged), and the segment
-//!   is cut back to the end of what it found. A whole segment file starting
+//!   append whose sync never returned: never acknowledged; or the zeros
+//!   written ahead), and the segment is cut back to the end of what it
+//!   found. A whole segment file starting
 //!   past that is deleted. (A segment shorter than the index commits, or
 //!   missing, means data was lost outside the store's control: open fails
 //!   instead of guessing.)

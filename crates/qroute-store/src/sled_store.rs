@@ -153,6 +153,19 @@ pub struct SledStore {
     with_feedback: RwLock<HashSet<u64>>,
 }
 
+/// A store closed cleanly leaves its newest segment as long as its records
+/// (without the zeros written ahead of them).
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        let index = self.index.read().unwrap_or_else(lock_err);
+        if let Some(seg) = index.segments.last() {
+            if let Err(e) = seg.file.seal(index.end() - seg.start) {
+                tracing::warn!("experience store {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SledStore")
@@ -830,6 +843,7 @@ impl SledStore {
             if seg.framed && (decisions == 0 || (bytes < self.segment_bytes && decisions < self.segment_decisions)) {
                 return Ok(seg);
             }
+            seg.file.seal(bytes)?;
         }
         // A new, empty segment (its directory entry durable before any data
         // in it is committed). If the append then fails, it stays the
@@ -2445,6 +2459,15 @@ mod tests {
             assert_eq!(segment_files(&path), vec![0, 4, 8]);
             lose_index_entries(&s, 3);
         }
+        // A crash also leaves the zeros written ahead of the records.
+        let newest = path.join(data_file::segment_name(8));
+        let len = file_len(&newest);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&newest)
+            .unwrap()
+            .set_len(len + 4096)
+            .unwrap();
         let want: Vec<_> = ids(0, 3)
             .into_iter()
             .chain([collided(3)])
@@ -2467,6 +2490,32 @@ mod tests {
         assert_eq!(all, want);
         assert_eq!(s.get("collide-3").unwrap().unwrap().decision, collided(3));
         assert_eq!(s.get("req-11").unwrap().unwrap().outcomes.len(), 1);
+    }
+
+    /// The newest segment is written ahead with zeros (so that syncs of
+    /// appends need not commit a new file size), cut off when the segment
+    /// takes no more records and when the store is closed.
+    #[test]
+    fn segments_are_written_ahead_and_cut_to_their_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let seg = |first| path.join(data_file::segment_name(first));
+        let s = segmented(&path, 3);
+        s.append_decisions(&(0..2).map(rec).collect::<Vec<_>>()).unwrap();
+        let records = s.index.read().unwrap().end();
+        assert!(file_len(&seg(0)) > records, "no zeros ahead");
+        s.append_decisions(&(2..4).map(rec).collect::<Vec<_>>()).unwrap();
+        s.append_decisions(&(4..5).map(rec).collect::<Vec<_>>()).unwrap();
+        let (second, end) = {
+            let index = s.index.read().unwrap();
+            (index.segments[1].start, index.end())
+        };
+        assert_eq!(file_len(&seg(0)), second, "the full segment is cut to its records");
+        assert!(file_len(&seg(4)) > end - second, "no zeros ahead");
+        drop(s);
+        assert_eq!(file_len(&seg(4)), end - second, "closing cuts the newest segment");
+        let s = reopen(&path).unwrap();
+        assert_eq!(s.iter_from(0).count(), 5);
     }
 
     /// Recovery stops at a frame that fails its checksum or is cut short (an
