@@ -181,13 +181,12 @@ impl Group {
         self.decisions.len() + self.outcomes.len() + self.answers.len()
     }
 
-    /// The decisions in one append, which syncs them; outcomes and answers
-    /// are written unsynced, and synced by one flush only when someone waits
-    /// for an outcome (otherwise the store's own flush makes them durable
-    /// soon after: sled's within 500 ms). Outcomes of decisions committed by
-    /// earlier groups are written first; those of this group's decisions (a
-    /// queued-ack decision and its outcome in one group) can only be joined
-    /// after the append. Answers go last, never before their outcome.
+    /// The decisions in one append, which syncs them, and their waiters
+    /// answered at once; then the outcomes, unsynced (those of this group's
+    /// decisions too: a queued-ack decision and its outcome in one group),
+    /// synced by one flush only when someone waits for one (otherwise the
+    /// store's own flush makes them durable soon after: sled's within
+    /// 500 ms); then the answers, never before their outcome.
     fn commit(self, store: &dyn ExperienceStore, on_commit: &impl Fn(usize)) {
         let Group {
             decisions,
@@ -196,32 +195,24 @@ impl Group {
             outcome_replies,
             answers,
         } = self;
-        let in_group: HashSet<&str> = decisions.iter().map(|d| d.request_id.as_str()).collect();
-        let (mut earlier, mut after) = (Vec::new(), Vec::new());
-        for (o, r) in outcomes.into_iter().zip(outcome_replies) {
-            if in_group.contains(o.request_id.as_str()) {
-                after.push((o, r));
-            } else {
-                earlier.push((o, r));
-            }
-        }
-
-        let mut joined = join_outcomes(store, earlier);
         let appended = store.append_decisions(&decisions);
         if let Err(e) = &appended {
             tracing::error!(error = %e, records = decisions.len(), "group commit of decisions failed");
         }
         reply(decision_replies, &appended);
-        if !after.is_empty() {
-            joined.extend(match &appended {
-                Ok(()) => join_outcomes(store, after),
+
+        let in_group: HashSet<&str> = decisions.iter().map(|d| d.request_id.as_str()).collect();
+        let (mut joined, mut to_join) = (Vec::new(), Vec::new());
+        for (o, r) in outcomes.into_iter().zip(outcome_replies) {
+            match &appended {
                 // Their decisions are not stored: fail them with the same error.
-                Err(e) => after
-                    .into_iter()
-                    .map(|(_, r)| (r, Err(Error::Store(e.to_string()))))
-                    .collect(),
-            });
+                Err(e) if in_group.contains(o.request_id.as_str()) => {
+                    joined.push((r, Err(Error::Store(e.to_string()))));
+                }
+                _ => to_join.push((o, r)),
+            }
         }
+        joined.extend(join_outcomes(store, to_join));
         let waited_for = joined.iter().any(|(r, result)| r.is_some() && result.is_ok());
         let synced = if waited_for { store.flush() } else { Ok(()) };
         finish(joined, &synced, on_commit);
