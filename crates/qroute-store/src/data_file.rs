@@ -1,5 +1,6 @@
 //! The store's data files (segments): the encoded decisions, back to back in
-//! sequence order, nothing else. Which bytes of them are committed, and where
+//! sequence order, and past the newest ones the zeros written ahead of them
+//! ([`WRITE_AHEAD`]). Which bytes of them are committed, and where
 //! each decision starts, is recorded in sled (see the module docs of
 //! [the crate docs](crate)); this file names segments, frames records, and
 //! does positioned reads, synced writes and the scan that recovers a

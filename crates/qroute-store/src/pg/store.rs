@@ -253,7 +253,8 @@ impl ExperienceStore for PgStore {
     }
 
     /// Committed without waiting for the WAL flush: durable once a later
-    /// synchronous commit (the group's append, `flush`) returns.
+    /// synchronous commit returns (a later group's append, `flush`), or once
+    /// PostgreSQL's WAL writer flushes (within `wal_writer_delay`).
     fn record_outcomes_unsynced(&self, outcomes: &[Outcome]) -> Result<()> {
         self.write_outcomes(outcomes, false)
     }
