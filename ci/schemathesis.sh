@@ -98,5 +98,21 @@ fi
 
 cd "$TMP"
 started=$SECONDS
-"$VENV/bin/st" "${args[@]}"
+# One rerun, only for the known crash inside Hypothesis on CPython 3.11 (see
+# `--phases` above; it still hit coverage generation of the chat request once
+# in a while) and only when every generated case passed: a tool failure, not
+# a finding. Any failed check fails at once.
+for attempt in 1 2; do
+    status=0
+    "$VENV/bin/st" "${args[@]}" 2>&1 | tee "$TMP/st.out" || status=$?
+    if ((status == 0)); then
+        break
+    fi
+    if ((attempt == 1)) && grep -qF "AST constructor recursion depth mismatch" "$TMP/st.out" &&
+        ! grep -qE "FAILURES|[0-9]+ failed" "$TMP/st.out"; then
+        echo "schemathesis: Hypothesis crashed on CPython's AST recursion bug, every case passed; running once more"
+        continue
+    fi
+    exit "$status"
+done
 echo "schemathesis ran $((SECONDS - started)) s"
