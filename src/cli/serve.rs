@@ -47,7 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let store = cfg.store.location();
     let gw = Arc::new(Gateway::build(cfg)?);
-    crate::lazy_arena_commit::release_freed_pages();
+    crate::resident_memory::release_freed_pages();
     super::runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -349,8 +349,8 @@ impl Index {
     }
 }
 
-/// The index chunks (with the seq of their first decision) of the framed
-/// records past `index`'s committed end: the synced
+/// The index entries (with the seq of their first decision), one run per
+/// data file, of the framed records past `index`'s committed end: the synced
 /// tail of an append whose index entries a crash kept sled from writing.
 /// Adds them to `index`, and the start of each data file they continue into
 /// to `file_starts`. Scans the data file holding the committed end from
@@ -363,9 +363,9 @@ fn recover_tail(
     file_starts: &mut HashMap<u64, Option<u64>>,
     framed_from: u64,
 ) -> Result<Vec<(u64, codec::IndexChunk)>> {
-    let mut chunks = Vec::new();
+    let mut runs = Vec::new();
     let Some(mut at) = files.iter().rposition(|&(first, _)| first <= index.len()) else {
-        return Ok(chunks);
+        return Ok(runs);
     };
     loop {
         let (first, path) = &files[at];
@@ -386,8 +386,8 @@ fn recover_tail(
             break;
         };
         let frames = DataFile::open_read(path)?.frames_from(from)?;
+        let (run_seq, run_offset) = (index.len(), index.end());
         let mut entries = Vec::with_capacity(frames.len());
-        let (mut chunk_seq, mut chunk_offset) = (index.len(), index.end());
         for (len, record) in frames {
             let (id, _) = codec::decision_id_and_time(&record)?;
             let (seq, hash) = (index.len(), id_hash(&id));
@@ -395,23 +395,12 @@ fn recover_tail(
                 index.add_collided(id, seq);
             }
             entries.push((len, hash));
-            if entries.len() == INDEX_CHUNK {
-                let entries = std::mem::take(&mut entries);
-                chunks.push((
-                    chunk_seq,
-                    codec::IndexChunk {
-                        offset: chunk_offset,
-                        entries,
-                    },
-                ));
-                (chunk_seq, chunk_offset) = (index.len(), index.end());
-            }
         }
         if !entries.is_empty() {
-            chunks.push((
-                chunk_seq,
+            runs.push((
+                run_seq,
                 codec::IndexChunk {
-                    offset: chunk_offset,
+                    offset: run_offset,
                     entries,
                 },
             ));
@@ -421,7 +410,23 @@ fn recover_tail(
             _ => break,
         }
     }
-    Ok(chunks)
+    Ok(runs)
+}
+
+/// Inserts the `index` entries of the consecutive decisions from `first_seq`
+/// on, starting at logical `offset`, with (framed length, id hash) each, in
+/// pieces of [`INDEX_CHUNK`], in order.
+fn insert_index_entries(tree: &Tree, first_seq: u64, offset: u64, entries: &[(u64, u64)]) -> sled::Result<()> {
+    let (mut seq, mut offset) = (first_seq, offset);
+    let mut value = Vec::new();
+    for chunk in entries.chunks(INDEX_CHUNK) {
+        value.clear();
+        codec::encode_index_chunk(offset, chunk, &mut value);
+        tree.insert(seq_key(seq), value.as_slice())?;
+        seq += chunk.len() as u64;
+        offset += chunk.iter().map(|&(len, _)| len).sum::<u64>();
+    }
+    Ok(())
 }
 
 /// The segment of `segments` (sorted) that holds `seq`.
@@ -680,10 +685,8 @@ impl SledStore {
             // data files are cut back to that end below.
             Some(framed_from) => {
                 let recovered = recover_tail(&mut index, &files, &mut file_starts, framed_from)?;
-                for (first, chunk) in &recovered {
-                    let mut value = Vec::new();
-                    codec::encode_index_chunk(chunk.offset, &chunk.entries, &mut value);
-                    index_tree.insert(seq_key(*first), value).map_err(sled_err)?;
+                for (first, run) in &recovered {
+                    insert_index_entries(&index_tree, *first, run.offset, &run.entries).map_err(sled_err)?;
                 }
                 if !recovered.is_empty() {
                     db.flush().map_err(sled_err)?;
@@ -907,23 +910,12 @@ impl SledStore {
             //    syncs on its I/O threads, which were a third of the
             //    gateway's CPU under load), and the entries need no batch to
             //    be safe.
-            let mut chunk_seq = first_seq;
-            let mut chunk_offset = offset;
-            let mut entry = Vec::new();
-            let mut value = Vec::new();
-            for chunk in new.chunks(INDEX_CHUNK) {
-                entry.clear();
-                entry.extend(chunk.iter().map(|&(_, len, hash)| (len, hash)));
-                value.clear();
-                codec::encode_index_chunk(chunk_offset, &entry, &mut value);
-                if let Err(e) = self.index_tree.insert(seq_key(chunk_seq), value.as_slice()) {
-                    // Some entries may be in sled's memory: let nothing
-                    // build on them.
-                    *poisoned = true;
-                    return Err(sled_err(e));
-                }
-                chunk_seq += chunk.len() as u64;
-                chunk_offset += entry.iter().map(|&(len, _)| len).sum::<u64>();
+            let entries: Vec<(u64, u64)> = new.iter().map(|&(_, len, hash)| (len, hash)).collect();
+            if let Err(e) = insert_index_entries(&self.index_tree, first_seq, offset, &entries) {
+                // Some entries may be in sled's memory: let nothing build on
+                // them.
+                *poisoned = true;
+                return Err(sled_err(e));
             }
             // 3. Publish to readers.
             let mut index = self.index.write().unwrap_or_else(lock_err);
@@ -2526,7 +2518,7 @@ mod tests {
         for damage in ["flip a byte", "cut short"] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("store");
-            let file = path.join(data_file::segment_name(0));
+            let file = data_path(&dir);
             {
                 let s = SledStore::open(&path).unwrap();
                 s.append_decisions(&(0..2).map(rec).collect::<Vec<_>>()).unwrap();
@@ -2563,7 +2555,7 @@ mod tests {
             let s = SledStore::open(&path).unwrap();
             s.append_decisions(&(0..3).map(rec).collect::<Vec<_>>()).unwrap();
         }
-        let file = path.join(data_file::segment_name(0));
+        let file = data_path(&dir);
         let mut data = std::fs::read(&file).unwrap();
         let last = data.len() - 1;
         data[last] ^= 1;

@@ -201,16 +201,21 @@ impl Group {
         }
         reply(decision_replies, &appended);
 
-        let in_group: HashSet<&str> = decisions.iter().map(|d| d.request_id.as_str()).collect();
-        let (mut joined, mut to_join) = (Vec::new(), Vec::new());
-        for (o, r) in outcomes.into_iter().zip(outcome_replies) {
-            match &appended {
-                // Their decisions are not stored: fail them with the same error.
-                Err(e) if in_group.contains(o.request_id.as_str()) => {
-                    joined.push((r, Err(Error::Store(e.to_string()))));
-                }
-                _ => to_join.push((o, r)),
-            }
+        let mut to_join: Vec<(Outcome, Reply)> = outcomes.into_iter().zip(outcome_replies).collect();
+        let mut joined = Vec::new();
+        if let Err(e) = &appended {
+            // Outcomes of this group's decisions: those are not stored, so
+            // they fail with the same error.
+            let in_group: HashSet<&str> = decisions.iter().map(|d| d.request_id.as_str()).collect();
+            let (failed, rest) = to_join
+                .into_iter()
+                .partition(|(o, _)| in_group.contains(o.request_id.as_str()));
+            to_join = rest;
+            joined.extend(
+                failed
+                    .into_iter()
+                    .map(|(_, r): (Outcome, Reply)| (r, Err(Error::Store(e.to_string())))),
+            );
         }
         joined.extend(join_outcomes(store, to_join));
         let waited_for = joined.iter().any(|(r, result)| r.is_some() && result.is_ok());
