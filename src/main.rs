@@ -44,6 +44,35 @@ mod resident_memory {
         unsafe { mi_collect(true) }
     }
 
+    /// Hands back the pages of `bytes`, a part of the executable's
+    /// read-only data that was read once and is not needed again, so they
+    /// stop counting as this process's resident memory. Best effort: an
+    /// error (a kernel before 5.4) leaves them resident.
+    pub fn release_read_once(bytes: &'static [u8]) {
+        const PAGE: usize = 4096;
+        let start = (bytes.as_ptr() as usize).next_multiple_of(PAGE);
+        let end = (bytes.as_ptr() as usize + bytes.len()) / PAGE * PAGE;
+        if end <= start {
+            return;
+        }
+        // SAFETY: the range is whole pages inside a `'static` shared slice
+        // of the executable's read-only data, which nothing writes.
+        // MADV_PAGEOUT only reclaims pages: their contents stay what they
+        // were (the next read faults them in again), so no reference into
+        // them changes meaning. Unlike MADV_DONTNEED, it would keep them
+        // even if the loader had copied the data into anonymous memory.
+        let advised = unsafe {
+            rustix::mm::madvise(
+                start as *mut std::ffi::c_void,
+                end - start,
+                rustix::mm::Advice::LinuxPageOut,
+            )
+        };
+        if let Err(e) = advised {
+            tracing::debug!(error = %e, "could not hand back the pages of bundled data");
+        }
+    }
+
     extern "C" fn set() {
         // SAFETY: mi_option_set_default stores one option's default value
         // (an environment variable still takes precedence); it takes no
@@ -57,6 +86,27 @@ mod resident_memory {
     #[used]
     #[cfg_attr(target_os = "linux", link_section = ".init_array")]
     static SET: extern "C" fn() = set;
+
+    #[cfg(test)]
+    mod tests {
+        /// Handing pages back changes no byte: the bundled data reads and
+        /// decodes as before.
+        #[test]
+        fn bundled_data_reads_the_same_after_its_pages_are_handed_back() {
+            let sums: Vec<u64> = qroute_gateway::embedded::bundled().map(checksum).collect();
+            let policy = qroute_gateway::embedded::policy().unwrap();
+            qroute_gateway::embedded::bundled().for_each(super::release_read_once);
+            assert_eq!(
+                qroute_gateway::embedded::bundled().map(checksum).collect::<Vec<_>>(),
+                sums
+            );
+            assert_eq!(qroute_gateway::embedded::policy().unwrap().net, policy.net);
+        }
+
+        fn checksum(bytes: &[u8]) -> u64 {
+            bytes.iter().fold(0u64, |h, &b| h.rotate_left(5) ^ u64::from(b))
+        }
+    }
 }
 
 #[derive(Parser)]

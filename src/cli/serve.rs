@@ -48,6 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let store = cfg.store.location();
     let gw = Arc::new(Gateway::build(cfg)?);
     crate::resident_memory::release_freed_pages();
+    qroute_gateway::embedded::bundled().for_each(crate::resident_memory::release_read_once);
     super::runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

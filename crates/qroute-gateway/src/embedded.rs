@@ -42,6 +42,18 @@ const POLICY_WEIGHTS: &[u8] = include_bytes!(concat!(
     "/../../policies/default/model.safetensors"
 ));
 
+/// Every bundled byte: the datasets and the shipped policy. Each is read at
+/// most once, at start (decoded into owned values), so the binary hands
+/// their pages back once the gateway is built (3 MB of an idle gateway's
+/// resident memory is the policy's weights); a later read faults them in
+/// again from the executable.
+pub fn bundled() -> impl Iterator<Item = &'static [u8]> {
+    DATASETS
+        .iter()
+        .map(|(_, bytes)| *bytes)
+        .chain([POLICY_META, POLICY_WEIGHTS])
+}
+
 /// The policy shipped in `policies/default`.
 pub fn policy() -> Result<DqnPolicy> {
     checkpoint::from_bytes(POLICY_META, POLICY_WEIGHTS, Path::new("<embedded policies/default>"))

@@ -306,4 +306,36 @@ mod tests {
             r1 + 0.5 * r2
         );
     }
+
+    /// The working copy shares the sparse weights with the policy it was made
+    /// from and with the snapshots it publishes until a step writes them; the
+    /// step copies them, and what serving holds never moves under it.
+    #[test]
+    fn steps_copy_the_shared_weights_and_leave_snapshots_unchanged() {
+        let policy = toy_policy(2);
+        let fz = Featurizer::new(policy.spec.clone()).unwrap();
+        let x = fz.featurize(&RequestContext {
+            prompt: "a prompt whose rows the step moves",
+            ..Default::default()
+        });
+        let mut l = Learner::new(policy.clone(), LearnerConfig::default(), 1);
+        let served = l.snapshot(1);
+        assert_eq!(served.net.w1x.as_ptr(), policy.net.w1x.as_ptr());
+        assert_eq!(served.net.wide.as_ptr(), l.policy().net.wide.as_ptr());
+
+        let cards = l.policy().catalog.models.clone();
+        let obs = Observation {
+            quality: Some(1.0),
+            cost_usd: 0.0001,
+            latency_ms: None,
+        };
+        let batch = Batch {
+            contexts: vec![&x],
+            items: vec![l.item(0, &x, &cards[0], &obs, 1.0)],
+        };
+        l.step(&batch);
+        assert_ne!(l.policy().net.w1x.as_ptr(), served.net.w1x.as_ptr());
+        assert_ne!(l.policy().net.w1x, served.net.w1x, "the step moved no sparse row");
+        assert_eq!(served.net, policy.net, "the served snapshot changed");
+    }
 }

@@ -479,14 +479,14 @@ impl TorchLearner {
         let v1 = |i: usize| -> Result<Array1<f32>> { Ok(Array1::from(to_vec(&p[i])?)) };
         Ok(Network {
             arch: a,
-            w1x: m2(W1X, a.ctx_dim, a.hidden1)?,
+            w1x: m2(W1X, a.ctx_dim, a.hidden1)?.into_shared(),
             w1a: m2(W1A, a.action_dim, a.hidden1)?,
             b1: v1(B1)?,
             w2: m2(W2, a.hidden1, a.hidden2)?,
             b2: v1(B2)?,
             w3: m2(W3, a.hidden2, HEADS)?,
             b3: v1(B3)?,
-            wide: m2(WIDE, a.ctx_dim, a.wide_slots)?,
+            wide: m2(WIDE, a.ctx_dim, a.wide_slots)?.into_shared(),
         })
     }
 

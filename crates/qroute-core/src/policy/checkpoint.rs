@@ -173,14 +173,14 @@ pub fn from_bytes(meta: &[u8], weights: &[u8], origin: &Path) -> Result<DqnPolic
     let v1 = |name: &str, n: usize| -> Result<Array1<f32>> { Ok(Array1::from(get(name, &[n])?)) };
     let net = Network {
         arch: a,
-        w1x: m2("w1x", a.ctx_dim, a.hidden1)?,
+        w1x: m2("w1x", a.ctx_dim, a.hidden1)?.into_shared(),
         w1a: m2("w1a", a.action_dim, a.hidden1)?,
         b1: v1("b1", a.hidden1)?,
         w2: m2("w2", a.hidden1, a.hidden2)?,
         b2: v1("b2", a.hidden2)?,
         w3: m2("w3", a.hidden2, super::network::HEADS)?,
         b3: v1("b3", super::network::HEADS)?,
-        wide: m2("wide", a.ctx_dim, a.wide_slots)?,
+        wide: m2("wide", a.ctx_dim, a.wide_slots)?.into_shared(),
     };
     DqnPolicy::new(
         meta.version,

@@ -22,7 +22,7 @@
 //! pass, the loss and the optimiser live in `qroute-learn`, so serving
 //! carries none of them.
 
-use ndarray::{Array1, Array2, ArrayBase, Data, DataMut, Dimension};
+use ndarray::{ArcArray2, Array1, Array2, ArrayBase, Data, DataMut, Dimension};
 use rand::Rng;
 use rand_distr_normal::standard_normal;
 use serde::{Deserialize, Serialize};
@@ -53,15 +53,21 @@ pub struct Arch {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Network {
     pub arch: Arch,
-    pub w1x: Array2<f32>,
+    /// The sparse input rows (`ctx_dim × hidden1`, 2 MB at the default
+    /// 8,192 × 64) and the wide weights below are shared copy-on-write:
+    /// cloning a network (the trainer's working copy of the policy it
+    /// serves, a snapshot) shares them until one copy is written to, which
+    /// copies that array once. An idle gateway then holds them once, not
+    /// once for serving and once for a trainer that has taken no step.
+    pub w1x: ArcArray2<f32>,
     pub w1a: Array2<f32>,
     pub b1: Array1<f32>,
     pub w2: Array2<f32>,
     pub b2: Array1<f32>,
     pub w3: Array2<f32>,
     pub b3: Array1<f32>,
-    /// Wide weights, `ctx_dim × wide_slots`.
-    pub wide: Array2<f32>,
+    /// Wide weights, `ctx_dim × wide_slots` (shared copy-on-write, as `w1x`).
+    pub wide: ArcArray2<f32>,
 }
 
 /// `a`'s elements as one slice, in row-major order.
@@ -110,14 +116,14 @@ impl Network {
         let w3 = he_init(rng, arch.hidden2, HEADS, arch.hidden2) * 0.1;
         Network {
             arch,
-            w1x,
+            w1x: w1x.into_shared(),
             w1a,
             b1: Array1::zeros(arch.hidden1),
             w2,
             b2: Array1::zeros(arch.hidden2),
             w3,
             b3: Array1::zeros(HEADS),
-            wide: Array2::zeros((arch.ctx_dim, arch.wide_slots)),
+            wide: ArcArray2::zeros((arch.ctx_dim, arch.wide_slots)),
         }
     }
 
