@@ -189,6 +189,7 @@
 pub(crate) mod codec;
 pub mod config;
 mod data_file;
+mod index_tables;
 pub mod pg;
 pub mod pruner;
 mod recent;

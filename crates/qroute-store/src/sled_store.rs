@@ -15,6 +15,7 @@ use qroute_core::store::{ExperienceStore, Pruned, Retention, Sampling, Truncatio
 
 use super::codec;
 use super::data_file::{self, DataFile};
+use super::index_tables::{Ends, IdTable};
 use super::recent::{Lookup, Recent};
 use qroute_core::record::{
     validate_request_id, Answered, DecisionRecord, Experience, Feedback, FeedbackRecord, Outcome,
@@ -221,21 +222,16 @@ impl Segment {
 }
 
 /// The in-memory index of the stored decisions, rebuilt from the `index`
-/// tree on open: about 40 bytes per decision.
+/// tree on open: about 12 bytes per decision.
 struct Index {
-    /// Sequence number of `ends[0]`: the oldest decision retention kept.
+    /// Sequence number of the first decision in `ends`: the oldest decision
+    /// retention kept.
     base: u64,
-    /// Logical offset where decision `base` starts.
-    start: u64,
-    /// `ends[seq - base]`: the logical offset just past decision `seq` (it
-    /// starts where `seq - 1` ends, or at `start`). Its last element is the
+    /// Where decision `seq` lies (at `seq - base`); its end is the
     /// committed end.
-    ends: Vec<u64>,
-    /// id hash → seq of the first decision whose request id has that hash.
-    by_hash: HashMap<u64, u64>,
-    /// Request ids whose hash an earlier, different id already took (rare:
-    /// a 64-bit hash collision) → seq.
-    collided: HashMap<String, u64>,
+    ends: Ends,
+    /// Which seq each request id has.
+    ids: IdTable,
     /// The data segments holding `base..len()`, oldest first; the last one is
     /// where appends go (it may be empty).
     segments: Vec<Arc<Segment>>,
@@ -262,10 +258,8 @@ impl Index {
     fn new(base: u64) -> Index {
         Index {
             base,
-            start: 0,
-            ends: Vec::new(),
-            by_hash: HashMap::new(),
-            collided: HashMap::new(),
+            ends: Ends::new(0),
+            ids: IdTable::default(),
             segments: Vec::new(),
         }
     }
@@ -277,15 +271,12 @@ impl Index {
 
     /// The committed end (logical).
     fn end(&self) -> u64 {
-        self.ends.last().copied().unwrap_or(self.start)
+        self.ends.end()
     }
 
     /// Logical start and end of decision `seq`, if stored.
     fn logical_span(&self, seq: u64) -> Option<(u64, u64)> {
-        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
-        let end = *self.ends.get(i)?;
-        let start = if i == 0 { self.start } else { self.ends[i - 1] };
-        Some((start, end))
+        self.ends.span(usize::try_from(seq.checked_sub(self.base)?).ok()?)
     }
 
     /// The segment, offset in its file and length of decision `seq`, if
@@ -309,40 +300,27 @@ impl Index {
         }
     }
 
-    /// Appends the next decision; returns `false` if `hash` is taken, in which
-    /// case the caller must [`Index::add_collided`] it by request id.
-    fn push(&mut self, len: u64, hash: u64) -> bool {
+    /// Appends the next decision, `len` bytes long; returns `false` if
+    /// `hash` is taken, in which case the caller must
+    /// [`IdTable::insert_collided`] it by request id.
+    fn push(&mut self, len: u32, hash: u64) -> bool {
         let seq = self.len();
-        self.ends.push(self.end() + len);
-        match self.by_hash.entry(hash) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(seq);
-                true
-            }
-            std::collections::hash_map::Entry::Occupied(_) => false,
-        }
-    }
-
-    fn add_collided(&mut self, id: String, seq: u64) {
-        self.collided.entry(id).or_insert(seq);
+        self.ends.push(len);
+        self.ids.insert(hash, seq)
     }
 
     /// Forgets the decisions before `new_base` (a segment boundary, or
     /// `len()`) and the segments holding them.
     fn prune_to(&mut self, new_base: u64) -> Removed {
         let k = (new_base.saturating_sub(self.base) as usize).min(self.ends.len());
-        let mut spans = Vec::with_capacity(k);
-        let mut start = self.start;
-        for (i, &end) in self.ends[..k].iter().enumerate() {
-            spans.push((self.base + i as u64, start, end));
-            start = end;
-        }
-        self.ends.drain(..k);
-        self.start = start;
+        let old_base = self.base;
+        let spans = (self.ends.spans(k).enumerate())
+            .map(|(i, (start, end))| (old_base + i as u64, start, end))
+            .collect();
+        self.ends.drop_front(k);
         self.base += k as u64;
         let base = self.base;
-        self.by_hash.retain(|_, seq| *seq >= base);
-        self.collided.retain(|_, seq| *seq >= base);
+        self.ids.retain_from(base);
         let keep_from = self.segments.partition_point(|s| s.first_seq < base);
         let segments = self.segments.drain(..keep_from).collect();
         Removed { spans, segments }
@@ -391,8 +369,8 @@ fn recover_tail(
         for (len, record) in frames {
             let (id, _) = codec::decision_id_and_time(&record)?;
             let (seq, hash) = (index.len(), id_hash(&id));
-            if !index.push(len, hash) {
-                index.add_collided(id, seq);
+            if !index.push(record_len(len)?, hash) {
+                index.ids.insert_collided(id, hash, seq);
             }
             entries.push((len, hash));
         }
@@ -433,6 +411,12 @@ fn insert_index_entries(tree: &Tree, first_seq: u64, offset: u64, entries: &[(u6
 fn segment_of(segments: &[Arc<Segment>], seq: u64) -> Option<&Arc<Segment>> {
     let pos = segments.partition_point(|s| s.first_seq <= seq);
     segments.get(pos.checked_sub(1)?)
+}
+
+/// A stored record's length as the in-memory index keeps it: a frame's
+/// length field is a u32, so only a corrupt index holds a longer one.
+fn record_len(len: u64) -> Result<u32> {
+    u32::try_from(len).map_err(|_| Error::Store(format!("corrupt index: a record of {len} bytes")))
 }
 
 /// The 64-bit hash of a request id kept in the index (on disk, so it must
@@ -655,7 +639,7 @@ impl SledStore {
                 continue;
             }
             if index.ends.is_empty() {
-                index.start = chunk.offset;
+                index.ends.restart_at(chunk.offset);
             }
             if first != index.len() || chunk.offset != index.end() {
                 return Err(Error::Store(format!(
@@ -667,17 +651,17 @@ impl SledStore {
             }
             for (len, hash) in chunk.entries {
                 let seq = index.len();
-                if !index.push(len, hash) {
-                    collisions.push(seq);
+                if !index.push(record_len(len)?, hash) {
+                    collisions.push((seq, hash));
                 }
             }
         }
         if index.ends.is_empty() {
             // Nothing kept: new data continues the logical stream after what
             // was pruned (any offset would do; this keeps them increasing).
-            index.start = pruned_chunks.last().map_or(0, |(_, c)| {
+            index.ends.restart_at(pruned_chunks.last().map_or(0, |(_, c)| {
                 c.offset + c.entries.iter().map(|&(len, _)| len).sum::<u64>()
-            });
+            }));
         }
         let framed_from = match framed_from {
             // An acknowledged append whose index entries sled lost: its
@@ -751,13 +735,14 @@ impl SledStore {
                 max_time: Mutex::new(None),
             }));
         }
-        for seq in collisions {
+        for (seq, hash) in collisions {
             let (seg, offset, len) = index
                 .span(seq)
                 .ok_or_else(|| Error::Store(format!("index has no decision {seq}")))?;
             let decision = codec::decode_decision(&seg.record(offset, len)?)?;
-            index.add_collided(decision.request_id, seq);
+            index.ids.insert_collided(decision.request_id, hash, seq);
         }
+        index.ids.fold();
 
         let mut with_feedback = HashSet::new();
         for kv in feedback.iter() {
@@ -865,8 +850,8 @@ impl SledStore {
     /// The part of [`SledStore::append_decisions`] under the append lock:
     /// checks, encodes into `buf`, writes, commits and publishes.
     fn append_locked(&self, records: &[DecisionRecord], buf: &mut Vec<u8>, poisoned: &mut bool) -> Result<()> {
-        // (record, encoded length, id hash) of each record to write.
-        let mut new: Vec<(&DecisionRecord, u64, u64)> = Vec::with_capacity(records.len());
+        // (record, framed length, id hash) of each record to write.
+        let mut new: Vec<(&DecisionRecord, u32, u64)> = Vec::with_capacity(records.len());
         // Only this writer changes the index, so what this check sees stays
         // true until the commit below.
         for r in records {
@@ -884,7 +869,10 @@ impl SledStore {
                     r.request_id
                 )));
             }
-            new.push((r, (buf.len() - start) as u64, hash));
+            // `frame` refuses a record whose frame's length does not fit.
+            let len = u32::try_from(buf.len() - start)
+                .map_err(|_| Error::InvalidInput("a decision record of 4 GiB or more".into()))?;
+            new.push((r, len, hash));
         }
 
         if !new.is_empty() {
@@ -910,7 +898,7 @@ impl SledStore {
             //    syncs on its I/O threads, which were a third of the
             //    gateway's CPU under load), and the entries need no batch to
             //    be safe.
-            let entries: Vec<(u64, u64)> = new.iter().map(|&(_, len, hash)| (len, hash)).collect();
+            let entries: Vec<(u64, u64)> = new.iter().map(|&(_, len, hash)| (u64::from(len), hash)).collect();
             if let Err(e) = insert_index_entries(&self.index_tree, first_seq, offset, &entries) {
                 // Some entries may be in sled's memory: let nothing build on
                 // them.
@@ -922,11 +910,20 @@ impl SledStore {
             for &(r, len, hash) in &new {
                 let seq = index.len();
                 if !index.push(len, hash) {
-                    index.add_collided(r.request_id.clone(), seq);
+                    index.ids.insert_collided(r.request_id.clone(), hash, seq);
                 }
             }
             self.count.store(index.len(), Ordering::Release);
+            let fold_due = index.ids.fold_due();
             drop(index);
+            if fold_due {
+                // Built under the read lock; only this writer changes the
+                // index meanwhile.
+                let folded = self.index.read().unwrap_or_else(lock_err).ids.folded();
+                if let Some(folded) = folded {
+                    self.index.write().unwrap_or_else(lock_err).ids.install(folded);
+                }
+            }
             let mut max_time = seg.max_time.lock().unwrap_or_else(lock_err);
             if let Some(t) = max_time.as_mut() {
                 *t = new.iter().map(|&(r, _, _)| r.time_ms).fold(*t, u64::max);
@@ -938,14 +935,13 @@ impl SledStore {
     /// Seq and encoded record of the committed decision with this request id
     /// (whose hash is `hash`).
     fn find(&self, request_id: &str, hash: u64) -> Result<Option<(u64, Vec<u8>)>> {
-        let (by_hash, collided) = {
-            let index = self.index.read().unwrap_or_else(lock_err);
-            (
-                index.by_hash.get(&hash).copied(),
-                index.collided.get(request_id).copied(),
-            )
-        };
-        for seq in by_hash.into_iter().chain(collided) {
+        let mut candidates = Vec::new();
+        self.index
+            .read()
+            .unwrap_or_else(lock_err)
+            .ids
+            .candidates(request_id, hash, &mut candidates);
+        for seq in candidates {
             if let Some(bytes) = self.read_decision(seq)? {
                 if codec::request_id_is(&bytes, request_id)? {
                     return Ok(Some((seq, bytes)));
@@ -1872,8 +1868,39 @@ mod tests {
         assert!(s.get("collide-a").unwrap().unwrap().outcomes.is_empty());
         let ids: Vec<_> = s.iter_from(0).map(|e| e.unwrap().decision.request_id).collect();
         assert_eq!(ids, ["collide-a", "collide-b", "req-9", "collide-c"]);
+        // Open folded every id into the sorted table, which still tells
+        // retries from new records.
+        s.append_decisions(&[c.clone(), b.clone(), rec(9)]).unwrap();
+        assert_eq!(s.len(), 4);
+        let mut changed = a.clone();
+        changed.time_ms += 1;
+        assert!(matches!(s.append_decisions(&[changed]), Err(Error::InvalidInput(_))));
         s.append_decisions(&[rec_id(3, "collide-e")]).unwrap();
         assert_eq!(s.get("collide-e").unwrap().unwrap().decision, rec_id(3, "collide-e"));
+    }
+
+    /// Past 65,536 new ids, an append folds them into the sorted table
+    /// (see `index_tables.rs`): they are still found, and still tell
+    /// retries from new records.
+    #[test]
+    fn ids_folded_by_appends_are_still_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path().join("store")).unwrap();
+        let n = 70_000u64;
+        for first in (0..n).step_by(5_000) {
+            s.append_decisions(&(first..first + 5_000).map(rec).collect::<Vec<_>>())
+                .unwrap();
+        }
+        assert!(!s.index.read().unwrap().ids.fold_due());
+        for i in [0, 1, 33_333, 65_535, 69_999] {
+            assert_eq!(s.get(&format!("req-{i}")).unwrap().unwrap().decision, rec(i));
+        }
+        assert!(s.get("req-70000").unwrap().is_none());
+        s.append_decisions(&[rec(12), rec(n)]).unwrap();
+        assert_eq!(s.len() as u64, n + 1);
+        let mut changed = rec(40_000);
+        changed.time_ms += 1;
+        assert!(matches!(s.append_decisions(&[changed]), Err(Error::InvalidInput(_))));
     }
 
     #[test]
