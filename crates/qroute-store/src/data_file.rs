@@ -49,10 +49,7 @@ pub(crate) fn frame(out: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>)) -> Res
     encode(out);
     let record = &out[at + FRAME_HEADER..];
     // The whole frame's length fits a u32 too: the in-memory index keeps it so.
-    let Some(len) = u32::try_from(record.len() + FRAME_HEADER)
-        .ok()
-        .map(|_| record.len() as u32)
-    else {
+    let (Ok(len), Ok(_)) = (u32::try_from(record.len()), u32::try_from(record.len() + FRAME_HEADER)) else {
         out.truncate(at);
         return Err(Error::InvalidInput("a decision record of 4 GiB or more".into()));
     };

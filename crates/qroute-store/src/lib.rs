@@ -52,15 +52,18 @@
 //! - other sled trees: documents ([`put_doc_json`]: experiments, keys).
 //!   Retention never touches them.
 //!
-//! On open the `index` tree is loaded into memory (about 40 bytes per
-//! decision kept): the end offset of every decision, and request-id hash →
-//! sequence number (an id whose hash an earlier id already has is kept by
-//! full id instead). A lookup by id is a hash probe, one positioned read of
-//! the data file and a check that the record read has that id; sampling
-//! reads the record at a sequence number directly. `rewarded` is loaded into
-//! a sorted vector (8 bytes per rewarded decision), which gives sampling O(1)
-//! random access and lets it draw only experiences that have outcomes
-//! without a rejection loop.
+//! On open the `index` tree is loaded into memory (about 12 bytes per
+//! decision kept; `index_tables.rs`): the length of every decision's record
+//! (with its offset every 64), and request-id hash → sequence number, the
+//! newest 65,536 in a hash map and the rest in a sorted table of 32-bit
+//! hashes (an id whose hash an earlier fresh id already has is kept by full
+//! id instead). A lookup by id is a hash probe and a binary search, one
+//! positioned read of the data file per candidate and a check that the
+//! record read has that id; sampling reads the record at a sequence number
+//! directly. `rewarded` is loaded into a bitmap (one bit per decision, with
+//! running counts), which finds sampling the k-th rewarded decision in a
+//! binary search and a few popcounts, so it draws only experiences that
+//! have outcomes, without a rejection loop.
 //!
 //! Sampling keeps what it decoded: the newest 16,384 sequence numbers each
 //! have a slot for their decoded experience, shared with every later draw
