@@ -1,10 +1,9 @@
-//! The store's in-memory tables of every stored decision: [`Ends`] (where
-//! its record lies), [`IdTable`] (which decision has a request id) and
-//! [`SeqSet`] (which decisions are rewarded), packed to about 12 bytes per
-//! decision. They grow with the store: as a `Vec<u64>` of end offsets, a
-//! `HashMap<u64, u64>` of id hashes and a sorted `Vec<u64>` of rewarded
-//! seqs they took about 36 bytes per decision, a fifth of a loaded
-//! gateway's memory growth.
+//! The in-memory index's two per-decision tables, [`Ends`] (where each
+//! decision's record lies) and [`IdTable`] (which decision has a request
+//! id), packed to about 12 bytes per decision. They are kept for every
+//! stored decision, so they grow with the store: as a `Vec<u64>` of end
+//! offsets and a `HashMap<u64, u64>` of id hashes they took about 28 bytes
+//! per decision, a fifth of a loaded gateway's memory growth.
 
 use std::collections::HashMap;
 
@@ -252,133 +251,6 @@ impl IdTable {
     }
 }
 
-/// Words of [`SeqSet`] per running count.
-const BLOCK_WORDS: usize = 8;
-
-/// A set of seqs (the rewarded decisions) as one bit per decision from
-/// `base` on, with a running count every 512 bits, so that sampling finds
-/// the k-th member with a binary search and a few popcounts: 1/8 byte per
-/// decision where a sorted `Vec<u64>` took 8.
-#[derive(Debug, Default)]
-pub(crate) struct SeqSet {
-    /// The seq of bit 0 of `words[0]`: a multiple of 64.
-    base: u64,
-    words: Vec<u64>,
-    /// `before[b]`: members in the words before `b * BLOCK_WORDS`.
-    before: Vec<u64>,
-    count: u64,
-}
-
-impl SeqSet {
-    /// An empty set that will hold seqs from `first` on.
-    pub(crate) fn new(first: u64) -> SeqSet {
-        SeqSet {
-            base: first / 64 * 64,
-            ..SeqSet::default()
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.count as usize
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Word and bit of `seq`, if it is at or past `base`.
-    fn position(&self, seq: u64) -> Option<(usize, u64)> {
-        let bit = seq.checked_sub(self.base)?;
-        Some((usize::try_from(bit / 64).ok()?, 1 << (bit % 64)))
-    }
-
-    pub(crate) fn contains(&self, seq: u64) -> bool {
-        self.position(seq)
-            .and_then(|(w, mask)| self.words.get(w).map(|word| word & mask != 0))
-            .unwrap_or(false)
-    }
-
-    /// Adds `seq`; `false` if it was there already, or lies before the
-    /// set's start (a pruned decision).
-    pub(crate) fn insert(&mut self, seq: u64) -> bool {
-        let Some((w, mask)) = self.position(seq) else {
-            return false;
-        };
-        if w >= self.words.len() {
-            self.words.resize(w + 1, 0);
-            // New blocks come after every member.
-            self.before.resize(self.words.len().div_ceil(BLOCK_WORDS), self.count);
-        }
-        if self.words[w] & mask != 0 {
-            return false;
-        }
-        self.words[w] |= mask;
-        self.count += 1;
-        // Members are mostly added near the end: few blocks follow.
-        self.before[w / BLOCK_WORDS + 1..].iter_mut().for_each(|c| *c += 1);
-        true
-    }
-
-    /// Takes `seq` out; `false` if it was not there.
-    pub(crate) fn remove(&mut self, seq: u64) -> bool {
-        match self.position(seq) {
-            Some((w, mask)) if self.words.get(w).is_some_and(|word| word & mask != 0) => {
-                self.words[w] &= !mask;
-                self.count -= 1;
-                self.before[w / BLOCK_WORDS + 1..].iter_mut().for_each(|c| *c -= 1);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// The member at position `k` in seq order.
-    pub(crate) fn nth(&self, k: usize) -> Option<u64> {
-        let k = k as u64;
-        if k >= self.count {
-            return None;
-        }
-        let block = self.before.partition_point(|&c| c <= k) - 1;
-        let mut rest = k - self.before[block];
-        let first = block * BLOCK_WORDS;
-        for (w, &word) in self.words[first..].iter().enumerate().take(BLOCK_WORDS) {
-            let ones = u64::from(word.count_ones());
-            if rest < ones {
-                let mut word = word;
-                for _ in 0..rest {
-                    word &= word - 1;
-                }
-                return Some(self.base + (first + w) as u64 * 64 + u64::from(word.trailing_zeros()));
-            }
-            rest -= ones;
-        }
-        None
-    }
-
-    /// Forgets the members before `first`.
-    pub(crate) fn drop_below(&mut self, first: u64) {
-        let new_base = first / 64 * 64;
-        if new_base > self.base {
-            let drop = usize::try_from((new_base - self.base) / 64).unwrap_or(usize::MAX);
-            self.words.drain(..drop.min(self.words.len()));
-            self.base = new_base;
-        }
-        // The first word's bits below `first`'s own (of `base..first`).
-        if let (Some((0, mask)), Some(word)) = (self.position(first), self.words.first_mut()) {
-            *word &= !(mask - 1);
-        }
-        self.before.clear();
-        let mut count = 0;
-        for (w, word) in self.words.iter().enumerate() {
-            if w.is_multiple_of(BLOCK_WORDS) {
-                self.before.push(count);
-            }
-            count += u64::from(word.count_ones());
-        }
-        self.count = count;
-    }
-}
-
 /// A sorted table of [`IdTable`] with the fresh ids folded in.
 pub(crate) struct Folded {
     sorted: Vec<(u32, u32)>,
@@ -451,42 +323,5 @@ mod tests {
         assert_eq!(lookup(&t, "x", hash(200)), vec![601]);
         assert_eq!(lookup(&t, "x", hash(99)), vec![599]);
         assert_eq!(t.sorted.len(), 52);
-    }
-
-    #[test]
-    fn seq_sets_count_find_and_forget_their_members() {
-        let mut set = SeqSet::new(130);
-        let members: Vec<u64> = (130..5_000).filter(|s| s % 3 == 0 || s % 7 == 0).collect();
-        // Out of order, as delayed outcomes arrive.
-        for &seq in members.iter().rev() {
-            assert!(set.insert(seq));
-        }
-        assert!(!set.insert(members[10]));
-        assert!(!set.insert(5), "before the start");
-        assert_eq!(set.len(), members.len());
-        for (k, &seq) in members.iter().enumerate() {
-            assert_eq!(set.nth(k), Some(seq), "member {k}");
-            assert!(set.contains(seq));
-        }
-        assert_eq!(set.nth(members.len()), None);
-        assert!(!set.contains(131));
-
-        assert!(set.remove(members[100]));
-        assert!(!set.remove(members[100]));
-        assert_eq!(set.nth(100), Some(members[101]));
-        assert_eq!(set.len(), members.len() - 1);
-
-        set.drop_below(1_001);
-        let kept: Vec<u64> = members
-            .iter()
-            .copied()
-            .filter(|&s| s >= 1_001 && s != members[100])
-            .collect();
-        assert_eq!(set.len(), kept.len());
-        assert_eq!(set.nth(0), Some(kept[0]));
-        assert_eq!(set.nth(kept.len() - 1), kept.last().copied());
-        assert!(!set.contains(1_000) && set.contains(1_001));
-        assert!(set.insert(6_000));
-        assert_eq!(set.nth(kept.len()), Some(6_000));
     }
 }

@@ -15,7 +15,7 @@ use qroute_core::store::{ExperienceStore, Pruned, Retention, Sampling, Truncatio
 
 use super::codec;
 use super::data_file::{self, DataFile};
-use super::index_tables::{Ends, IdTable, SeqSet};
+use super::index_tables::{Ends, IdTable};
 use super::recent::{Lookup, Recent};
 use qroute_core::record::{
     validate_request_id, Answered, DecisionRecord, Experience, Feedback, FeedbackRecord, Outcome,
@@ -142,8 +142,8 @@ pub struct SledStore {
     index: RwLock<Index>,
     /// Number of committed decisions, for `len` without a lock.
     count: AtomicU64,
-    /// The keys of `rewarded`, for sampling's draws by position.
-    rewarded_index: RwLock<SeqSet>,
+    /// The keys of `rewarded`, sorted, for O(1) random access in sampling.
+    rewarded_index: RwLock<Vec<u64>>,
     /// Decoded experiences replay sampling drew lately, forgotten when a
     /// write changes them.
     recent: Option<Recent>,
@@ -749,13 +749,13 @@ impl SledStore {
             let (k, _) = kv.map_err(sled_err)?;
             with_feedback.insert(id_hash(&String::from_utf8_lossy(&k)));
         }
-        let mut rewarded_index = SeqSet::new(first_kept);
+        let mut rewarded_index = Vec::new();
         for kv in rewarded.range(seq_key(first_kept)..) {
             let (k, _) = kv.map_err(sled_err)?;
             let seq = parse_seq(&k)?;
             // Outcomes are only recorded for committed decisions.
             if seq < len {
-                rewarded_index.insert(seq);
+                rewarded_index.push(seq);
             }
         }
         let store = SledStore {
@@ -1174,7 +1174,7 @@ impl SledStore {
             decisions
                 .values()
                 .map(|&(seq, _)| seq)
-                .filter(|&seq| !index.contains(seq))
+                .filter(|seq| index.binary_search(seq).is_err())
                 .collect()
         };
         new_seqs.sort_unstable();
@@ -1199,7 +1199,11 @@ impl SledStore {
             // outcomes landed.
             let mut index = self.rewarded_index.write().unwrap_or_else(lock_err);
             for &(seq, _) in decisions.values() {
-                index.insert(seq);
+                // Outcomes mostly arrive for recent decisions: inserting near
+                // the end of the sorted vector is cheap.
+                if let Err(pos) = index.binary_search(&seq) {
+                    index.insert(pos, seq);
+                }
             }
         }
         Ok(())
@@ -1403,7 +1407,7 @@ impl ExperienceStore for SledStore {
                     break;
                 }
                 (out.len()..n)
-                    .filter_map(|_| index.nth(pick(index.len(), how, &mut &mut *rng)))
+                    .map(|_| index[pick(index.len(), how, &mut &mut *rng)])
                     .collect()
             };
             let mut stale = Vec::new();
@@ -1420,9 +1424,7 @@ impl ExperienceStore for SledStore {
             }
             if !stale.is_empty() {
                 let mut index = self.rewarded_index.write().unwrap_or_else(lock_err);
-                for seq in stale {
-                    index.remove(seq);
-                }
+                index.retain(|s| !stale.contains(s));
             }
         }
         Ok(out)
@@ -1569,10 +1571,9 @@ impl ExperienceStore for SledStore {
         let removed = {
             let _no_joins = self.join_gate.write().unwrap_or_else(lock_err);
             let removed = self.index.write().unwrap_or_else(lock_err).prune_to(new_first_kept);
-            self.rewarded_index
-                .write()
-                .unwrap_or_else(lock_err)
-                .drop_below(new_first_kept);
+            let mut rewarded = self.rewarded_index.write().unwrap_or_else(lock_err);
+            let below = rewarded.partition_point(|&s| s < new_first_kept);
+            rewarded.drain(..below);
             if let Some(recent) = &self.recent {
                 recent.clear();
             }
@@ -1825,9 +1826,7 @@ mod tests {
         for seq in [0u64, 1] {
             s2.rewarded.insert(seq_key(seq), &[]).unwrap();
         }
-        for seq in [0u64, 1] {
-            s2.rewarded_index.write().unwrap().insert(seq);
-        }
+        s2.rewarded_index.write().unwrap().extend([0, 1]);
         assert!(s2.sample(5, &Sampling::Uniform, &mut rng).unwrap().is_empty());
     }
 
