@@ -203,41 +203,22 @@ impl IdTable {
         }
         // `hi - lo` fits a u32, so every seq's offset from `lo` does.
         let rel = |seq: u64| (seq - lo) as u32;
-        let mut new: Vec<(u32, u32)> = self
-            .fresh
+        let origin = self.origin;
+        let mut sorted: Vec<(u32, u32)> = self
+            .sorted
             .iter()
-            .map(|(&hash, &seq)| ((hash >> 32) as u32, rel(seq)))
+            .map(|&(h, r)| (h, rel(origin + u64::from(r))))
+            .chain(self.fresh.iter().map(|(&hash, &seq)| ((hash >> 32) as u32, rel(seq))))
             .chain(
                 self.collided
                     .values()
                     .map(|&(hash, seq)| ((hash >> 32) as u32, rel(seq))),
             )
             .collect();
-        new.sort_unstable();
-        let mut merged = Vec::with_capacity(self.sorted.len() + new.len());
-        let origin = self.origin;
-        let mut old = self
-            .sorted
-            .iter()
-            .map(|&(h, r)| (h, rel(origin + u64::from(r))))
-            .peekable();
-        let mut new = new.into_iter().peekable();
-        loop {
-            let next = match (old.peek(), new.peek()) {
-                (Some(a), Some(b)) if a <= b => old.next(),
-                (Some(_), Some(_)) => new.next(),
-                (Some(_), None) => old.next(),
-                (None, _) => new.next(),
-            };
-            match next {
-                Some(e) => merged.push(e),
-                None => break,
-            }
-        }
-        Some(Folded {
-            sorted: merged,
-            origin: lo,
-        })
+        // The stable sort finds the old table as one sorted run and merges
+        // the sorted fresh ids into it in linear time.
+        sorted.sort();
+        Some(Folded { sorted, origin: lo })
     }
 
     /// Puts a table from [`IdTable::folded`] in place. No id may have been
