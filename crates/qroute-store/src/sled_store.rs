@@ -25,10 +25,16 @@ use qroute_core::record::{
 const FORMAT_KEY: &[u8] = b"qroute.store.format";
 /// The store format this code writes: decisions in segments, retention,
 /// records framed (length and checksum) in the segments from
-/// [`FRAMED_FROM_KEY`] on.
-const FORMAT: u64 = 4;
+/// [`FRAMED_FROM_KEY`] on, outcomes and answers keyed by their decision's
+/// sequence number.
+const FORMAT: u64 = 5;
+/// Outcomes and answers keyed by request id, with a `rewarded` tree beside
+/// them: still read, their rows moved to [`OUTCOMES_TREE`] and
+/// [`ANSWERS_TREE`] on open and the store marked [`FORMAT`].
+const FORMAT_OUTCOMES_BY_ID: u64 = 4;
 /// Segments without frames: still read, and marked [`FORMAT`] on open, with
-/// the next append starting a framed segment.
+/// the next append starting a framed segment (and outcomes moved as for
+/// [`FORMAT_OUTCOMES_BY_ID`]).
 const FORMAT_UNFRAMED: u64 = 3;
 /// The format before segments (one `decisions.dat`): still read, and
 /// marked [`FORMAT`] on open (its data file is read as the first segment).
@@ -46,6 +52,18 @@ const TRUNCATION_KEY: &[u8] = b"qroute.store.truncation";
 /// message over a quarter of sled's segment size (128 KB by default) goes to
 /// a separate "blob" file, which sled 0.34 never fsyncs.
 const INDEX_CHUNK: usize = 256;
+/// The sled tree of outcomes: seq (u64 BE) ++ model → encoded Outcome.
+/// Sequential keys, where format 4's were request ids: a row lands in the
+/// tree's newest leaf instead of a random one far outside sled's cache, and
+/// the tree alone says which decisions are rewarded.
+const OUTCOMES_TREE: &str = "outcomes_by_seq";
+/// The sled tree of answers: seq (u64 BE) of the request's decision → JSON
+/// [`Answered`]; sequential for the same reason.
+const ANSWERS_TREE: &str = "answers_by_seq";
+/// Format 4's trees, keyed by request id: emptied into the trees above and
+/// dropped on open, `rewarded` with them.
+const BY_ID_TREES: [(&str, &str); 2] = [("outcomes", OUTCOMES_TREE), ("answers", ANSWERS_TREE)];
+const REWARDED_TREE: &str = "rewarded";
 /// Pruned decisions whose rows are deleted per sled batch.
 const PURGE_BATCH: usize = 1024;
 
@@ -114,11 +132,9 @@ pub struct SledStore {
     /// first seq (u64 BE) → encoded [`codec::IndexChunk`] of up to
     /// [`INDEX_CHUNK`] consecutive decisions: the commit record of appends.
     index_tree: Tree,
-    /// request_id ++ 0x00 ++ model → encoded Outcome.
+    /// seq (u64 BE) ++ model → encoded Outcome ([`OUTCOMES_TREE`]).
     outcomes: Tree,
-    /// seq (u64 BE) → () for every decision that has at least one outcome.
-    rewarded: Tree,
-    /// request_id → JSON [`Answered`].
+    /// seq (u64 BE) → JSON [`Answered`] ([`ANSWERS_TREE`]).
     answers: Tree,
     /// decision id → JSON [`FeedbackRecord`] (keyed by the decision that
     /// answered, so joining it to an experience is one lookup).
@@ -142,7 +158,8 @@ pub struct SledStore {
     index: RwLock<Index>,
     /// Number of committed decisions, for `len` without a lock.
     count: AtomicU64,
-    /// The keys of `rewarded`, sorted, for O(1) random access in sampling.
+    /// The decisions with outcomes (the seqs of `outcomes`' keys), sorted,
+    /// for O(1) random access in sampling.
     rewarded_index: RwLock<Vec<u64>>,
     /// Decoded experiences replay sampling drew lately, forgotten when a
     /// write changes them.
@@ -450,17 +467,19 @@ fn parse_seq(key: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(b))
 }
 
-fn outcome_prefix(request_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(request_id.len() + 1);
-    k.extend_from_slice(request_id.as_bytes());
-    k.push(0);
+/// The key of the outcome of `model` in decision `seq` (of its answer, with
+/// no model): the seq first, so a decision's outcomes are one prefix and new
+/// ones go at the tree's end.
+fn outcome_key(seq: u64, model: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + model.len());
+    k.extend_from_slice(&seq_key(seq));
+    k.extend_from_slice(model);
     k
 }
 
-fn outcome_key(request_id: &str, model: &str) -> Vec<u8> {
-    let mut k = outcome_prefix(request_id);
-    k.extend_from_slice(model.as_bytes());
-    k
+/// The decision seq of an [`outcome_key`].
+fn outcome_seq(key: &[u8]) -> Result<u64> {
+    parse_seq(key.get(..8).unwrap_or(key))
 }
 
 fn encode_truncation(t: &Truncation) -> [u8; 24] {
@@ -578,7 +597,7 @@ impl SledStore {
         let mut framed_from = None;
         match db.get(FORMAT_KEY).map_err(sled_err)? {
             None if !options.create => return Err(no_store(&path)),
-            Some(v) if v.as_ref() == FORMAT.to_be_bytes() => {
+            Some(v) if v.as_ref() == FORMAT.to_be_bytes() || v.as_ref() == FORMAT_OUTCOMES_BY_ID.to_be_bytes() => {
                 let v = db.get(FRAMED_FROM_KEY).map_err(sled_err)?.ok_or_else(|| {
                     Error::Store(format!("experience store {}: no {FRAMED_FROM_KEY:?}", path.display()))
                 })?;
@@ -604,9 +623,8 @@ impl SledStore {
             }
         }
         let index_tree = db.open_tree("index").map_err(sled_err)?;
-        let outcomes = db.open_tree("outcomes").map_err(sled_err)?;
-        let rewarded = db.open_tree("rewarded").map_err(sled_err)?;
-        let answers = db.open_tree("answers").map_err(sled_err)?;
+        let outcomes = db.open_tree(OUTCOMES_TREE).map_err(sled_err)?;
+        let answers = db.open_tree(ANSWERS_TREE).map_err(sled_err)?;
         let feedback = db.open_tree("feedback").map_err(sled_err)?;
 
         let first_kept = match db.get(TRUNCATION_KEY).map_err(sled_err)? {
@@ -749,21 +767,11 @@ impl SledStore {
             let (k, _) = kv.map_err(sled_err)?;
             with_feedback.insert(id_hash(&String::from_utf8_lossy(&k)));
         }
-        let mut rewarded_index = Vec::new();
-        for kv in rewarded.range(seq_key(first_kept)..) {
-            let (k, _) = kv.map_err(sled_err)?;
-            let seq = parse_seq(&k)?;
-            // Outcomes are only recorded for committed decisions.
-            if seq < len {
-                rewarded_index.push(seq);
-            }
-        }
         let store = SledStore {
             path,
             db,
             index_tree,
             outcomes,
-            rewarded,
             answers,
             feedback,
             segment_bytes: options.segment_bytes.max(1),
@@ -774,7 +782,7 @@ impl SledStore {
             join_gate: RwLock::new(()),
             index: RwLock::new(index),
             count: AtomicU64::new(len),
-            rewarded_index: RwLock::new(rewarded_index),
+            rewarded_index: RwLock::new(Vec::new()),
             recent: (options.recent_experiences > 0).then(|| Recent::new(options.recent_experiences)),
             with_feedback: RwLock::new(with_feedback),
         };
@@ -811,7 +819,74 @@ impl SledStore {
         if !below.is_empty() || !beyond.is_empty() {
             data_file::sync_dir(&store.path)?;
         }
+        store.move_rows_keyed_by_id()?;
+        if store.db.get(FORMAT_KEY).map_err(sled_err)?.as_deref() != Some(&FORMAT.to_be_bytes()[..]) {
+            store.db.insert(FORMAT_KEY, &FORMAT.to_be_bytes()).map_err(sled_err)?;
+            store.db.flush().map_err(sled_err)?;
+        }
+        let mut rewarded = Vec::new();
+        for kv in store.outcomes.range(seq_key(first_kept)..) {
+            let (k, _) = kv.map_err(sled_err)?;
+            let seq = outcome_seq(&k)?;
+            // Outcomes are only recorded for committed decisions.
+            if seq < len && rewarded.last() != Some(&seq) {
+                rewarded.push(seq);
+            }
+        }
+        *store.rewarded_index.write().unwrap_or_else(lock_err) = rewarded;
         Ok(store)
+    }
+
+    /// Moves the outcomes and answers of a store older than format 5, keyed
+    /// by request id (`id ++ 0x00 ++ model`, or `id`), to the trees keyed by
+    /// their decision's seq (`seq ++ model`, or `seq`), then drops the old
+    /// trees and `rewarded` (which the new keys make redundant). Rows whose
+    /// decision retention removed are left behind. A crash midway leaves the
+    /// old trees, so the next open moves them again (the same rows under the
+    /// same keys): they go only once the new ones are durable.
+    fn move_rows_keyed_by_id(&self) -> Result<()> {
+        let names = self.db.tree_names();
+        let mut moved = false;
+        for (old_name, new_name) in BY_ID_TREES {
+            if !names.iter().any(|n| n.as_ref() == old_name.as_bytes()) {
+                continue;
+            }
+            moved = true;
+            let old = self.db.open_tree(old_name).map_err(sled_err)?;
+            let new = self.db.open_tree(new_name).map_err(sled_err)?;
+            // Rows are sorted by request id, so a decision's rows come together.
+            let mut last: Option<(Vec<u8>, Option<u64>)> = None;
+            for kv in old.iter() {
+                let (k, v) = kv.map_err(sled_err)?;
+                let (id, model) = match k.iter().position(|&b| b == 0) {
+                    Some(nul) => (&k[..nul], &k[nul + 1..]),
+                    None => (&k[..], &[][..]),
+                };
+                let seq = match &last {
+                    Some((last_id, seq)) if last_id.as_slice() == id => *seq,
+                    _ => {
+                        let id_str = String::from_utf8_lossy(id);
+                        let seq = self.find(&id_str, id_hash(&id_str))?.map(|(seq, _)| seq);
+                        last = Some((id.to_vec(), seq));
+                        seq
+                    }
+                };
+                if let Some(seq) = seq {
+                    new.insert(outcome_key(seq, model), v).map_err(sled_err)?;
+                }
+            }
+        }
+        if !moved {
+            return Ok(());
+        }
+        self.db.flush().map_err(sled_err)?;
+        self.db.insert(FORMAT_KEY, &FORMAT.to_be_bytes()).map_err(sled_err)?;
+        self.db.flush().map_err(sled_err)?;
+        for name in BY_ID_TREES.map(|(old, _)| old).into_iter().chain([REWARDED_TREE]) {
+            self.db.drop_tree(name).map_err(sled_err)?;
+        }
+        self.db.flush().map_err(sled_err)?;
+        Ok(())
     }
 
     /// Sequence number of the oldest decision still stored.
@@ -963,7 +1038,7 @@ impl SledStore {
     fn get_seq(&self, seq: u64) -> Result<Option<Experience>> {
         match self.read_decision(seq)? {
             None => Ok(None),
-            Some(bytes) => self.experience(codec::decode_decision(&bytes)?).map(Some),
+            Some(bytes) => self.experience(seq, codec::decode_decision(&bytes)?).map(Some),
         }
     }
 
@@ -992,8 +1067,8 @@ impl SledStore {
         }
     }
 
-    /// `decision` joined with its outcomes.
-    fn experience(&self, decision: DecisionRecord) -> Result<Experience> {
+    /// `decision`, stored as `seq`, joined with its outcomes.
+    fn experience(&self, seq: u64, decision: DecisionRecord) -> Result<Experience> {
         // One point lookup per chosen model (outcomes exist only for those),
         // in model-name order: cheaper than a prefix scan on the trainer's
         // path, which reads tens of thousands of experiences a second.
@@ -1004,7 +1079,7 @@ impl SledStore {
         for model in chosen {
             if let Some(v) = self
                 .outcomes
-                .get(outcome_key(&decision.request_id, model))
+                .get(outcome_key(seq, model.as_bytes()))
                 .map_err(sled_err)?
             {
                 outcomes.push(codec::decode_outcome(&v)?);
@@ -1076,10 +1151,9 @@ impl SledStore {
         Ok((by_count || by_bytes || by_age).then_some(newest))
     }
 
-    /// Deletes the rows of the decisions in `removed` (outcomes, answers,
-    /// feedback; reading their request ids from the segments in `removed`),
-    /// the `rewarded` and `index` entries before `first_kept`, then the
-    /// segments' files. Every step is idempotent, and the index entries and
+    /// Deletes the feedback of the decisions in `removed` (reading their
+    /// request ids from the segments in `removed`), the outcomes, answers and
+    /// `index` entries before `first_kept`, then the segments' files. Every step is idempotent, and the index entries and
     /// files go last, so if a crash interrupts it, open finds what is left
     /// and finishes it.
     fn purge(&self, removed: &Removed, first_kept: u64) -> Result<()> {
@@ -1103,11 +1177,13 @@ impl SledStore {
         }
         self.delete_rows(&ids)?;
         let below = ..seq_key(first_kept);
-        let mut batch = Batch::default();
-        for kv in self.rewarded.range(below) {
-            batch.remove(kv.map_err(sled_err)?.0);
+        for tree in [&self.outcomes, &self.answers] {
+            let mut batch = Batch::default();
+            for kv in tree.range(below) {
+                batch.remove(kv.map_err(sled_err)?.0);
+            }
+            tree.apply_batch(batch).map_err(sled_err)?;
         }
-        self.rewarded.apply_batch(batch).map_err(sled_err)?;
         self.db.flush().map_err(sled_err)?;
         let mut batch = Batch::default();
         let mut any = false;
@@ -1128,23 +1204,16 @@ impl SledStore {
         Ok(())
     }
 
-    /// Deletes the outcomes, answer and feedback of each decision id.
+    /// Deletes the feedback of each decision id (`purge` deletes outcomes
+    /// and answers by seq).
     fn delete_rows(&self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut outcomes = Batch::default();
-        let mut answers = Batch::default();
         let mut feedback = Batch::default();
         for id in ids {
-            for kv in self.outcomes.scan_prefix(outcome_prefix(id)) {
-                outcomes.remove(kv.map_err(sled_err)?.0);
-            }
-            answers.remove(id.as_bytes());
             feedback.remove(id.as_bytes());
         }
-        self.outcomes.apply_batch(outcomes).map_err(sled_err)?;
-        self.answers.apply_batch(answers).map_err(sled_err)?;
         self.feedback.apply_batch(feedback).map_err(sled_err)?;
         Ok(())
     }
@@ -1166,27 +1235,16 @@ impl SledStore {
                     decisions.insert(id, (seq, codec::decision_chosen(&bytes)?));
                 }
             }
-            let value = codec::outcome_row(o, decisions.get(id).map(|(_, chosen)| chosen.as_slice()))?;
-            rows.push((outcome_key(id, &o.model), value));
+            let decision = decisions.get(id);
+            let value = codec::outcome_row(o, decision.map(|(_, chosen)| chosen.as_slice()))?;
+            // `outcome_row` refuses an outcome without a decision.
+            if let Some(&(seq, _)) = decision {
+                rows.push((outcome_key(seq, o.model.as_bytes()), value));
+            }
         }
-        let mut new_seqs: Vec<u64> = {
-            let index = self.rewarded_index.read().unwrap_or_else(lock_err);
-            decisions
-                .values()
-                .map(|&(seq, _)| seq)
-                .filter(|seq| index.binary_search(seq).is_err())
-                .collect()
-        };
-        new_seqs.sort_unstable();
-        // Rewarded entries first, outcomes second: sled recovers a prefix of
-        // what was written, so a crash leaves at worst rewarded entries
-        // without outcomes, which sampling skips; never outcomes that
-        // sampling cannot reach. Plain inserts, not sled batches, which cost
-        // two log writes each (see `append_locked`); nothing here is
-        // acknowledged before the caller's sync.
-        for &seq in &new_seqs {
-            self.rewarded.insert(seq_key(seq), &[]).map_err(sled_err)?;
-        }
+        // Plain inserts, not sled batches, which cost two log writes each
+        // (see `append_locked`); nothing here is acknowledged before the
+        // caller's sync.
         for (key, value) in rows {
             self.outcomes.insert(key, value).map_err(sled_err)?;
         }
@@ -1288,27 +1346,33 @@ impl ExperienceStore for SledStore {
         }
         match self.find(request_id, id_hash(request_id))? {
             None => Ok(None),
-            Some((_, bytes)) => self.experience(codec::decode_decision(&bytes)?).map(Some),
+            Some((seq, bytes)) => self.experience(seq, codec::decode_decision(&bytes)?).map(Some),
         }
     }
 
     /// Records which decision and model answered each request, so feedback
-    /// sent later on the request id finds its answer. Not flushed: durable
-    /// with the next flush of any call (sled also flushes every 500 ms).
-    /// Losing one in a crash only means feedback on that request is refused.
+    /// sent later on the request id finds its answer. Kept under the seq of
+    /// the request's own decision (the one whose id is the request id): an
+    /// answer for a request with no stored decision is logged and skipped,
+    /// as feedback could never be joined to it. Not flushed: durable with the
+    /// next flush of any call (sled also flushes every 500 ms). Losing one in
+    /// a crash only means feedback on that request is refused.
     fn record_answers(&self, answers: &[Answered]) -> Result<()> {
         if answers.is_empty() {
             return Ok(());
         }
-        let rows = answers
-            .iter()
-            .map(|a| {
-                Ok((
-                    validate_request_id(&a.request_id).map(|()| a.request_id.as_bytes())?,
-                    json_encode(a)?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        for a in answers {
+            validate_request_id(&a.request_id)?;
+        }
+        let _joining = self.join_gate.read().unwrap_or_else(lock_err);
+        let mut rows = Vec::with_capacity(answers.len());
+        for a in answers {
+            let id = a.request_id.as_str();
+            match self.find(id, id_hash(id))? {
+                Some((seq, _)) => rows.push((seq_key(seq), json_encode(a)?)),
+                None => tracing::warn!(request_id = %id, "answer for a request with no stored decision not recorded"),
+            }
+        }
         // Plain inserts: a sled batch costs two log writes (see `append_locked`).
         for (key, value) in rows {
             self.answers.insert(key, value).map_err(sled_err)?;
@@ -1318,7 +1382,10 @@ impl ExperienceStore for SledStore {
 
     /// The answer recorded for a request id.
     fn answered(&self, request_id: &str) -> Result<Option<Answered>> {
-        match self.answers.get(request_id.as_bytes()).map_err(sled_err)? {
+        let Some((seq, _)) = self.find(request_id, id_hash(request_id))? else {
+            return Ok(None);
+        };
+        match self.answers.get(seq_key(seq)).map_err(sled_err)? {
             Some(v) => json_decode(&v, "answer").map(Some),
             None => Ok(None),
         }
@@ -1356,10 +1423,11 @@ impl ExperienceStore for SledStore {
             None => None,
         };
         let mut record = FeedbackRecord::join(feedback, answered, previous.as_ref(), window_ms);
-        if !record.late {
+        let seq = self.find(&key, id_hash(&key))?.map(|(seq, _)| seq);
+        if let (false, Some(seq)) = (record.late, seq) {
             let current = self
                 .outcomes
-                .get(outcome_key(&record.answered.decision_id, &record.answered.model))
+                .get(outcome_key(seq, record.answered.model.as_bytes()))
                 .map_err(sled_err)?
                 .map(|v| codec::decode_outcome(&v))
                 .transpose()?;
@@ -1376,7 +1444,7 @@ impl ExperienceStore for SledStore {
         self.feedback
             .insert(key.as_bytes(), json_encode(&record)?)
             .map_err(sled_err)?;
-        if let Some((seq, _)) = self.find(&key, id_hash(&key))? {
+        if let Some(seq) = seq {
             self.changed(seq);
         }
         self.db.flush().map_err(sled_err)?;
@@ -1793,23 +1861,20 @@ mod tests {
         assert!(err.to_string().contains("format"), "{err}");
     }
 
-    /// SIGKILL between the two writes of `record_outcomes`: rewarded entries
-    /// without outcomes. Sampling skips them, and outcomes recorded later
-    /// make them count.
+    /// The rewarded set is rebuilt on open from the outcomes' keys, so
+    /// sampling after a restart draws exactly the decisions with outcomes.
     #[test]
-    fn rewarded_entries_without_outcomes_are_skipped() {
+    fn sampling_after_reopen_draws_only_rewarded_decisions() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
         {
             let s = SledStore::open(&path).unwrap();
             s.append_decisions(&(0..10).map(rec).collect::<Vec<_>>()).unwrap();
-            s.record_outcomes(&[out(2, "a", 1.0), out(4, "c", 0.5)]).unwrap();
-            for seq in [7u64, 8] {
-                s.rewarded.insert(seq_key(seq), &[]).unwrap();
-            }
-            s.flush().unwrap();
+            s.record_outcomes(&[out(2, "a", 1.0), out(4, "c", 0.5), out(4, "a", 0.5)])
+                .unwrap();
         }
         let s = reopen(&path).unwrap();
+        assert_eq!(*s.rewarded_index.read().unwrap(), vec![2, 4]);
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         for how in [Sampling::Uniform, Sampling::Recent { half_life: 0 }] {
             let got = s.sample(100, &how, &mut rng).unwrap();
@@ -1819,15 +1884,68 @@ mod tests {
         s.record_outcomes(&[out(7, "c", 0.25)]).unwrap();
         let got = s.sample(20, &Sampling::Recent { half_life: 0 }, &mut rng).unwrap();
         assert!(got.iter().all(|e| seq_of(e) == 7));
+    }
 
-        // Only such entries: sampling ends with nothing instead of looping.
-        let (_d2, s2) = store();
-        s2.append_decisions(&[rec(0), rec(1)]).unwrap();
-        for seq in [0u64, 1] {
-            s2.rewarded.insert(seq_key(seq), &[]).unwrap();
+    /// An index entry whose experience has no outcomes (one a concurrent
+    /// prune emptied) is dropped by sampling, which then ends with nothing
+    /// instead of looping.
+    #[test]
+    fn sampling_drops_rewarded_entries_without_outcomes() {
+        let (_d, s) = store();
+        s.append_decisions(&[rec(0), rec(1)]).unwrap();
+        s.rewarded_index.write().unwrap().extend([0, 1]);
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        assert!(s.sample(5, &Sampling::Uniform, &mut rng).unwrap().is_empty());
+        assert!(s.rewarded_index.read().unwrap().is_empty());
+    }
+
+    /// A store of format 4 kept outcomes and answers under request ids,
+    /// with a `rewarded` tree: open moves them under their decisions' seqs,
+    /// drops the old trees and marks format 5; all read back whole.
+    #[test]
+    fn rows_keyed_by_request_id_are_moved_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let outcomes = [out(1, "a", 1.0), out(3, "c", 0.5), out(3, "a", 0.25)];
+        {
+            let s = SledStore::open(&path).unwrap();
+            s.append_decisions(&(0..5).map(rec).collect::<Vec<_>>()).unwrap();
+            // Format 4's layout, written by hand.
+            let old = s.db.open_tree("outcomes").unwrap();
+            let old_answers = s.db.open_tree("answers").unwrap();
+            let rewarded = s.db.open_tree(REWARDED_TREE).unwrap();
+            for o in &outcomes {
+                let mut key = o.request_id.as_bytes().to_vec();
+                key.push(0);
+                key.extend_from_slice(o.model.as_bytes());
+                let mut value = Vec::new();
+                codec::encode_outcome(o, &mut value);
+                old.insert(key, value).unwrap();
+            }
+            // An outcome whose decision is unknown is left behind.
+            old.insert(b"gone\0a", b"x").unwrap();
+            old_answers.insert(b"req-3", json_encode(&answer(3)).unwrap()).unwrap();
+            for seq in [1u64, 3] {
+                rewarded.insert(seq_key(seq), &[]).unwrap();
+            }
+            s.db.insert(FORMAT_KEY, &FORMAT_OUTCOMES_BY_ID.to_be_bytes()).unwrap();
+            s.flush().unwrap();
         }
-        s2.rewarded_index.write().unwrap().extend([0, 1]);
-        assert!(s2.sample(5, &Sampling::Uniform, &mut rng).unwrap().is_empty());
+        let s = reopen(&path).unwrap();
+        assert_eq!(s.db.get(FORMAT_KEY).unwrap().unwrap().as_ref(), FORMAT.to_be_bytes());
+        let names = s.db.tree_names();
+        for gone in ["outcomes", "answers", REWARDED_TREE] {
+            assert!(!names.iter().any(|n| n.as_ref() == gone.as_bytes()), "{gone}");
+        }
+        assert_eq!(s.answered("req-3").unwrap(), Some(answer(3)));
+        assert_eq!(s.answered("req-1").unwrap(), None);
+        assert_eq!(count_keys(&s.outcomes), 3);
+        assert_eq!(*s.rewarded_index.read().unwrap(), vec![1, 3]);
+        let mut got = s.get("req-3").unwrap().unwrap().outcomes;
+        got.sort_by(|a, b| a.model.cmp(&b.model));
+        assert_eq!(got, vec![outcomes[2].clone(), outcomes[1].clone()]);
+        assert_eq!(s.get("req-1").unwrap().unwrap().outcomes, vec![outcomes[0].clone()]);
+        assert!(s.get("req-2").unwrap().unwrap().outcomes.is_empty());
     }
 
     fn rec_id(i: u64, id: &str) -> DecisionRecord {
@@ -2034,6 +2152,17 @@ mod tests {
             .collect()
     }
 
+    /// That `req-{i}` was answered by its own decision, with model `a`.
+    fn answer(i: u64) -> Answered {
+        Answered {
+            request_id: format!("req-{i}"),
+            decision_id: format!("req-{i}"),
+            model: "a".into(),
+            time_ms: rec(i).time_ms,
+            key_id: None,
+        }
+    }
+
     /// Appends `from..to` in batches of `batch`, with an outcome for each and
     /// an answer for each.
     fn fill(s: &SledStore, from: u64, to: u64, batch: u64) {
@@ -2043,18 +2172,7 @@ mod tests {
             s.append_decisions(&(i..end).map(rec).collect::<Vec<_>>()).unwrap();
             s.record_outcomes(&(i..end).map(|j| out(j, "a", 0.5)).collect::<Vec<_>>())
                 .unwrap();
-            s.record_answers(
-                &(i..end)
-                    .map(|j| Answered {
-                        request_id: format!("req-{j}"),
-                        decision_id: format!("req-{j}"),
-                        model: "a".into(),
-                        time_ms: rec(j).time_ms,
-                        key_id: None,
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap();
+            s.record_answers(&(i..end).map(answer).collect::<Vec<_>>()).unwrap();
             i = end;
         }
     }
@@ -2171,7 +2289,6 @@ mod tests {
             let id = format!("req-{i}");
             assert!(s.get(&id).unwrap().is_none(), "{id}");
             assert!(s.answered(&id).unwrap().is_none(), "{id}");
-            assert!(s.outcomes.scan_prefix(outcome_prefix(&id)).next().is_none(), "{id}");
             assert!(s.feedback.get(id.as_bytes()).unwrap().is_none(), "{id}");
             assert!(matches!(
                 s.record_outcomes(&[out(i, "a", 1.0)]),
@@ -2183,9 +2300,13 @@ mod tests {
             ));
         }
         assert_eq!(count_keys(&s.outcomes), 30);
+        assert_eq!(
+            s.outcomes.first().unwrap().map(|(k, _)| outcome_seq(&k).unwrap()),
+            Some(70)
+        );
         assert_eq!(count_keys(&s.answers), 30);
         assert_eq!(count_keys(&s.feedback), 2);
-        assert_eq!(count_keys(&s.rewarded), 30);
+        assert_eq!(s.rewarded_index.read().unwrap().len(), 30);
         assert_eq!(parse_seq(&s.index_tree.first().unwrap().unwrap().0).unwrap(), 70);
         // Kept ones are whole.
         let e = s.get("req-70").unwrap().unwrap();
@@ -2358,7 +2479,7 @@ mod tests {
         assert_eq!(count_keys(&s.outcomes), 20);
         assert_eq!(count_keys(&s.answers), 20);
         assert_eq!(count_keys(&s.feedback), 0);
-        assert_eq!(count_keys(&s.rewarded), 20);
+        assert_eq!(s.rewarded_index.read().unwrap().len(), 20);
         assert_eq!(count_keys(&s.index_tree), 2);
         let seqs: Vec<u64> = s.iter_from(0).map(|e| seq_of(&e.unwrap())).collect();
         assert_eq!(seqs, (20..40).collect::<Vec<_>>());
