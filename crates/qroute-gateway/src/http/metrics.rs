@@ -63,6 +63,13 @@ const BUCKETS: &[f64] = &[
     30.0, 60.0,
 ];
 
+/// How often the exporter's histogram samples are folded into its buckets
+/// without a scrape (what `PrometheusBuilder::install` would schedule).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Upkeep passes run so far (tests wait for one).
+static UPKEEPS: AtomicU64 = AtomicU64::new(0);
+
 /// The process's exporter and its float totals, installed (and every
 /// family described) on first use.
 struct Exporter {
@@ -89,8 +96,27 @@ fn exporter() -> &'static Exporter {
             tracing::warn!("another metrics recorder is installed: /metrics will stay empty");
         }
         describe();
+        spawn_upkeep(exporter.prometheus.clone());
         exporter
     })
+}
+
+/// Folds histogram samples into their buckets every [`UPKEEP_EVERY`]. The
+/// exporter keeps every recorded sample until a scrape (or an upkeep) drains
+/// it, so a gateway nobody scrapes grew by each request's three histogram
+/// samples: about 40 bytes per request, the largest growing item in a
+/// heap profile of a 1,000 req/s run after the store.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("qroute-metrics".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+            UPKEEPS.fetch_add(1, Ordering::Relaxed);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics upkeep thread not started: histogram samples are drained only by scrapes");
+    }
 }
 
 /// The process's Prometheus exporter, installed on first use.
@@ -462,4 +488,32 @@ pub async fn track(mut req: Request, next: Next) -> Response {
     metrics::counter!("qroute_requests_total", "endpoint" => endpoint, "status" => status).increment(1);
     metrics::histogram!("qroute_request_duration_seconds", "endpoint" => endpoint).record(secs);
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Samples nobody scrapes are folded by the upkeep thread, and none is
+    /// lost: the scrape after it counts every one.
+    #[test]
+    fn unscraped_histogram_samples_are_folded_and_still_counted() {
+        let before = {
+            handle();
+            UPKEEPS.load(Ordering::Relaxed)
+        };
+        for _ in 0..1_000 {
+            metrics::histogram!("qroute_overhead_seconds", "endpoint" => "upkeep-test").record(0.001);
+        }
+        let waited = Instant::now();
+        while UPKEEPS.load(Ordering::Relaxed) < before + 2 {
+            assert!(waited.elapsed() < UPKEEP_EVERY * 10, "the upkeep thread never ran");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let text = render_text();
+        assert!(
+            text.contains(r#"qroute_overhead_seconds_count{endpoint="upkeep-test"} 1000"#),
+            "{text}"
+        );
+    }
 }
