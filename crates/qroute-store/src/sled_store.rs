@@ -1153,9 +1153,9 @@ impl SledStore {
 
     /// Deletes the feedback of the decisions in `removed` (reading their
     /// request ids from the segments in `removed`), the outcomes, answers and
-    /// `index` entries before `first_kept`, then the segments' files. Every step is idempotent, and the index entries and
-    /// files go last, so if a crash interrupts it, open finds what is left
-    /// and finishes it.
+    /// `index` entries before `first_kept`, then the segments' files. Every
+    /// step is idempotent, and the index entries and files go last, so if a
+    /// crash interrupts it, open finds what is left and finishes it.
     fn purge(&self, removed: &Removed, first_kept: u64) -> Result<()> {
         let mut ids = Vec::with_capacity(PURGE_BATCH);
         for &(seq, start, end) in &removed.spans {
