@@ -1,5 +1,5 @@
 //! Experience store throughput: batched and single-record appends (each call
-//! is one fsync), sampling from a ~20k-record store, and the record encoding.
+//! is one fsync), the joins of outcomes and answers to fresh decisions, sampling from a ~20k-record store, and the record encoding.
 //!
 //! `cargo bench --bench store -- --warm-up-time 1 --measurement-time 3`
 
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use qroute_core::features::Features;
-use qroute_core::record::{DecisionRecord, Outcome};
+use qroute_core::record::{Answered, DecisionRecord, Outcome};
 use qroute_core::store::{ExperienceStore, Sampling};
 use qroute_store::SledStore;
 use rand::{Rng, SeedableRng};
@@ -77,6 +77,16 @@ fn outcome(r: &DecisionRecord) -> Outcome {
     }
 }
 
+fn answered(r: &DecisionRecord) -> Answered {
+    Answered {
+        request_id: r.request_id.clone(),
+        decision_id: r.request_id.clone(),
+        model: r.chosen[0].clone(),
+        time_ms: r.time_ms + 900,
+        key_id: None,
+    }
+}
+
 /// Records with fresh ids for each call (ids must be unique in a store).
 fn fresh(counter: &AtomicU64, template: &[DecisionRecord]) -> Vec<DecisionRecord> {
     template
@@ -125,6 +135,27 @@ fn appends(c: &mut Criterion) {
                 recs.iter().map(outcome).collect::<Vec<_>>()
             },
             |outs| store.record_outcomes(&outs).unwrap(),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    // What the gateway's writer does for each request once its decision is
+    // appended: join the outcome and the answer record (unsynced, as the
+    // writer leaves them to the next flush).
+    g.bench_function("joins_1000", |b| {
+        b.iter_batched(
+            || {
+                let recs = fresh(&counter, &template);
+                store.append_decisions(&recs).unwrap();
+                recs
+            },
+            |recs| {
+                store
+                    .record_outcomes_unsynced(&recs.iter().map(outcome).collect::<Vec<_>>())
+                    .unwrap();
+                store
+                    .record_answers(&recs.iter().map(answered).collect::<Vec<_>>())
+                    .unwrap();
+            },
             criterion::BatchSize::PerIteration,
         )
     });

@@ -202,6 +202,7 @@ pub(crate) mod codec;
 pub mod config;
 mod data_file;
 mod index_tables;
+mod newest;
 pub mod pg;
 pub mod pruner;
 mod recent;

@@ -16,6 +16,7 @@ use qroute_core::store::{ExperienceStore, Pruned, Retention, Sampling, Truncatio
 use super::codec;
 use super::data_file::{self, DataFile};
 use super::index_tables::{Ends, IdTable};
+use super::newest::{self, Joinable, NewestDecisions};
 use super::recent::{Lookup, Recent};
 use qroute_core::record::{
     validate_request_id, Answered, DecisionRecord, Experience, Feedback, FeedbackRecord, Outcome,
@@ -169,6 +170,9 @@ pub struct SledStore {
     /// an experience then skips a lookup at a random key in a tree far
     /// larger than sled's cache: half of a sampling miss's reads.
     with_feedback: RwLock<HashSet<u64>>,
+    /// What joins need of the newest appended decisions, so an outcome or
+    /// answer for a decision just written reads nothing back from disk.
+    newest: NewestDecisions,
 }
 
 /// A store closed cleanly leaves its newest segment as long as its records
@@ -785,6 +789,7 @@ impl SledStore {
             rewarded_index: RwLock::new(Vec::new()),
             recent: (options.recent_experiences > 0).then(|| Recent::new(options.recent_experiences)),
             with_feedback: RwLock::new(with_feedback),
+            newest: NewestDecisions::new(newest::CAPACITY),
         };
 
         // Finish a prune that a crash interrupted after its commit: the rows
@@ -980,7 +985,12 @@ impl SledStore {
                 *poisoned = true;
                 return Err(sled_err(e));
             }
-            // 3. Publish to readers.
+            // 3. Publish to readers, keeping what joins need first.
+            self.newest.keep(new.iter().enumerate().map(|(i, &(r, _, _))| Joinable {
+                seq: first_seq + i as u64,
+                request_id: r.request_id.as_str().into(),
+                chosen: r.chosen.as_slice().into(),
+            }));
             let mut index = self.index.write().unwrap_or_else(lock_err);
             for &(r, len, hash) in &new {
                 let seq = index.len();
@@ -1005,6 +1015,45 @@ impl SledStore {
             }
         }
         Ok(())
+    }
+
+    /// Seq, request id and chosen models of the committed decision with
+    /// this request id: what joining a row to it needs, from `newest` when it
+    /// was appended lately, else read back from its segment.
+    fn locate(&self, request_id: &str) -> Result<Option<Joinable>> {
+        let hash = id_hash(request_id);
+        let mut candidates = Vec::new();
+        {
+            // Under the index lock, so a held entry is of a decision the
+            // index still has (a prune removes it from the index first).
+            let index = self.index.read().unwrap_or_else(lock_err);
+            index.ids.candidates(request_id, hash, &mut candidates);
+            let mut found = None;
+            candidates.retain(|&seq| match self.newest.get(seq) {
+                Some(j) => {
+                    if &*j.request_id == request_id {
+                        found = Some(j);
+                    }
+                    false
+                }
+                None => true,
+            });
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        for seq in candidates {
+            if let Some(bytes) = self.read_decision(seq)? {
+                if codec::request_id_is(&bytes, request_id)? {
+                    return Ok(Some(Joinable {
+                        seq,
+                        request_id: request_id.into(),
+                        chosen: codec::decision_chosen(&bytes)?.into(),
+                    }));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Seq and encoded record of the committed decision with this request id
@@ -1224,22 +1273,22 @@ impl SledStore {
         if outcomes.is_empty() {
             return Ok(());
         }
-        // request_id → (seq, chosen models) of its decision.
-        let mut decisions: HashMap<&str, (u64, Vec<String>)> = HashMap::new();
+        // request_id → its decision.
+        let mut decisions: HashMap<&str, Joinable> = HashMap::new();
         let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(outcomes.len());
         for o in outcomes {
             o.validate()?;
             let id = o.request_id.as_str();
             if !decisions.contains_key(id) {
-                if let Some((seq, bytes)) = self.find(id, id_hash(id))? {
-                    decisions.insert(id, (seq, codec::decision_chosen(&bytes)?));
+                if let Some(j) = self.locate(id)? {
+                    decisions.insert(id, j);
                 }
             }
             let decision = decisions.get(id);
-            let value = codec::outcome_row(o, decision.map(|(_, chosen)| chosen.as_slice()))?;
+            let value = codec::outcome_row(o, decision.map(|j| &j.chosen[..]))?;
             // `outcome_row` refuses an outcome without a decision.
-            if let Some(&(seq, _)) = decision {
-                rows.push((outcome_key(seq, o.model.as_bytes()), value));
+            if let Some(j) = decision {
+                rows.push((outcome_key(j.seq, o.model.as_bytes()), value));
             }
         }
         // Plain inserts, not sled batches, which cost two log writes each
@@ -1248,19 +1297,19 @@ impl SledStore {
         for (key, value) in rows {
             self.outcomes.insert(key, value).map_err(sled_err)?;
         }
-        for &(seq, _) in decisions.values() {
-            self.changed(seq);
+        for j in decisions.values() {
+            self.changed(j.seq);
         }
         {
             // Every seq of this call, not only the new ones: sampling may have
             // dropped one as stale (a crash leftover) just before its
             // outcomes landed.
             let mut index = self.rewarded_index.write().unwrap_or_else(lock_err);
-            for &(seq, _) in decisions.values() {
+            for j in decisions.values() {
                 // Outcomes mostly arrive for recent decisions: inserting near
                 // the end of the sorted vector is cheap.
-                if let Err(pos) = index.binary_search(&seq) {
-                    index.insert(pos, seq);
+                if let Err(pos) = index.binary_search(&j.seq) {
+                    index.insert(pos, j.seq);
                 }
             }
         }
@@ -1368,8 +1417,8 @@ impl ExperienceStore for SledStore {
         let mut rows = Vec::with_capacity(answers.len());
         for a in answers {
             let id = a.request_id.as_str();
-            match self.find(id, id_hash(id))? {
-                Some((seq, _)) => rows.push((seq_key(seq), json_encode(a)?)),
+            match self.locate(id)? {
+                Some(j) => rows.push((seq_key(j.seq), json_encode(a)?)),
                 None => tracing::warn!(request_id = %id, "answer for a request with no stored decision not recorded"),
             }
         }
@@ -1382,10 +1431,10 @@ impl ExperienceStore for SledStore {
 
     /// The answer recorded for a request id.
     fn answered(&self, request_id: &str) -> Result<Option<Answered>> {
-        let Some((seq, _)) = self.find(request_id, id_hash(request_id))? else {
+        let Some(j) = self.locate(request_id)? else {
             return Ok(None);
         };
-        match self.answers.get(seq_key(seq)).map_err(sled_err)? {
+        match self.answers.get(seq_key(j.seq)).map_err(sled_err)? {
             Some(v) => json_decode(&v, "answer").map(Some),
             None => Ok(None),
         }
@@ -1423,7 +1472,7 @@ impl ExperienceStore for SledStore {
             None => None,
         };
         let mut record = FeedbackRecord::join(feedback, answered, previous.as_ref(), window_ms);
-        let seq = self.find(&key, id_hash(&key))?.map(|(seq, _)| seq);
+        let seq = self.locate(&key)?.map(|j| j.seq);
         if let (false, Some(seq)) = (record.late, seq) {
             let current = self
                 .outcomes
@@ -1975,13 +2024,21 @@ mod tests {
             assert!(matches!(s.append_decisions(&[changed]), Err(Error::InvalidInput(_))));
             let mut o = out(0, "c", 0.5);
             o.request_id = c.request_id.clone();
-            s.record_outcomes(&[o]).unwrap();
+            s.record_outcomes(&[o.clone()]).unwrap();
+            // An id never stored, with the same hash, joins nothing (from
+            // the newest decisions here, from disk after the reopen).
+            o.request_id = "collide-d".into();
+            assert_eq!(id_hash("collide-d"), id_hash(&a.request_id));
+            assert!(matches!(s.record_outcomes(&[o]), Err(Error::NotFound(_))));
         }
         let s = reopen(&path).unwrap();
         for r in [&a, &b, &c] {
             assert_eq!(&s.get(&r.request_id).unwrap().unwrap().decision, r);
         }
         assert!(s.get("collide-d").unwrap().is_none());
+        let mut o = out(0, "c", 0.5);
+        o.request_id = "collide-d".into();
+        assert!(matches!(s.record_outcomes(&[o]), Err(Error::NotFound(_))));
         assert_eq!(s.get("collide-c").unwrap().unwrap().outcomes.len(), 1);
         assert!(s.get("collide-a").unwrap().unwrap().outcomes.is_empty());
         let ids: Vec<_> = s.iter_from(0).map(|e| e.unwrap().decision.request_id).collect();
@@ -1995,6 +2052,30 @@ mod tests {
         assert!(matches!(s.append_decisions(&[changed]), Err(Error::InvalidInput(_))));
         s.append_decisions(&[rec_id(3, "collide-e")]).unwrap();
         assert_eq!(s.get("collide-e").unwrap().unwrap().decision, rec_id(3, "collide-e"));
+    }
+
+    /// Joins to decisions the newest-decisions ring no longer holds read
+    /// them back from disk: outcomes and answers land under the right seq,
+    /// and a model the decision did not choose is still refused.
+    #[test]
+    fn rows_join_decisions_older_than_the_newest_ones_held() {
+        let (_dir, s) = store();
+        let n = newest::CAPACITY as u64 + 10;
+        for first in (0..n).step_by(1000) {
+            s.append_decisions(&(first..n.min(first + 1000)).map(rec).collect::<Vec<_>>())
+                .unwrap();
+        }
+        assert!(s.newest.get(0).is_none() && s.newest.get(n - 1).is_some());
+        for i in [0, n - 1] {
+            s.record_outcomes(&[out(i, "a", 0.25)]).unwrap();
+            let mut wrong = out(i, "a", 0.25);
+            wrong.model = "not-chosen".into();
+            assert!(matches!(s.record_outcomes(&[wrong]), Err(Error::InvalidInput(_))));
+            s.record_answers(&[answer(i)]).unwrap();
+            let e = s.get(&format!("req-{i}")).unwrap().unwrap();
+            assert_eq!((seq_of(&e), e.outcomes.len()), (i, 1));
+            assert_eq!(s.answered(&format!("req-{i}")).unwrap(), Some(answer(i)));
+        }
     }
 
     /// Past 65,536 new ids, an append folds them into the sorted table
