@@ -64,7 +64,7 @@ pub struct Args {
     out: PathBuf,
     /// With --suite: a saved run's summary.json to compare against; a
     /// critical regression of a gated metric (twice as slow, half the
-    /// throughput) makes the command fail.
+    /// throughput) makes the command fail if a second run confirms it.
     #[arg(long, requires = "suite")]
     baseline: Option<PathBuf>,
     /// With --baseline: regressions smaller than this percentage are not
@@ -127,18 +127,40 @@ fn suite(a: &Args) -> anyhow::Result<()> {
         cfg.upstream_latency_ms = ms;
     }
     let baseline = a.baseline.as_deref().map(suite_report::read_summary).transpose()?;
-    let result = suite::run(&cfg, |step| eprintln!("bench: {step}"))?;
-    let changes = baseline.map(|b| compare::compare(&b, &result.metrics(), a.threshold));
-    suite_report::write(&a.out, &result, changes.as_deref().map(|c| (c, a.threshold)))?;
-    say!("{}", suite_report::markdown(&result))?;
-    if let Some(changes) = &changes {
-        say!("{}", compare::markdown(changes, a.threshold))?;
-        let critical = compare::critical(changes);
-        if !critical.is_empty() {
-            let names: Vec<&str> = critical.iter().map(|c| c.name.as_str()).collect();
-            anyhow::bail!("critical regressions against the baseline: {}", names.join(", "));
-        }
+    let run = || suite::run(&cfg, |step| eprintln!("bench: {step}"));
+    let mut result = run()?;
+    let Some(baseline) = baseline else {
+        suite_report::write(&a.out, &result, None)?;
+        say!("{}", suite_report::markdown(&result))?;
+        eprintln!("bench: report in {}", a.out.display());
+        return Ok(());
+    };
+    let mut changes = compare::compare(&baseline, &result.metrics(), a.threshold);
+    let mut failed: Vec<String> = names(compare::critical(&changes));
+    if !failed.is_empty() {
+        // Measured again before failing: see `compare::confirmed`.
+        eprintln!(
+            "bench: critical against the baseline ({}); running the suite again to confirm",
+            failed.join(", ")
+        );
+        let first = changes;
+        result = run()?;
+        changes = compare::compare(&baseline, &result.metrics(), a.threshold);
+        failed = names(compare::confirmed(&first, &changes));
     }
+    suite_report::write(&a.out, &result, Some((&changes, a.threshold)))?;
+    say!("{}", suite_report::markdown(&result))?;
+    say!("{}", compare::markdown(&changes, a.threshold))?;
     eprintln!("bench: report in {}", a.out.display());
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "critical regressions against the baseline, in two runs: {}",
+            failed.join(", ")
+        );
+    }
     Ok(())
+}
+
+fn names(changes: Vec<&qroute_bench::compare::Change>) -> Vec<String> {
+    changes.into_iter().map(|c| c.name.clone()).collect()
 }

@@ -103,6 +103,19 @@ pub fn critical(changes: &[Change]) -> Vec<&Change> {
         .collect()
 }
 
+/// The gated metrics critical in both of two runs against the same
+/// baseline: what fails the gate once a critical run has been measured
+/// again. A real 2× regression shows in both runs; one run on these shared
+/// cores can be slowed by half by a neighbour's burst (the health check's
+/// median went 0.20 → 0.61 ms in one run and 0.22 ms in the next).
+pub fn confirmed<'a>(first: &[Change], second: &'a [Change]) -> Vec<&'a Change> {
+    let first = critical(first);
+    critical(second)
+        .into_iter()
+        .filter(|c| first.iter().any(|f| f.name == c.name))
+        .collect()
+}
+
 /// The comparison as a Markdown table (regressions only, and a count of the rest).
 pub fn markdown(changes: &[Change], threshold_pct: f64) -> String {
     let regressed: Vec<&Change> = changes.iter().filter(|c| c.severity != Severity::Ok).collect();
@@ -154,6 +167,36 @@ mod tests {
         assert_eq!(c[0].severity, Severity::Critical);
         assert!((c[0].change_pct - 104.0).abs() < 1e-9);
         assert_eq!(critical(&c).len(), 1);
+    }
+
+    #[test]
+    fn only_a_regression_critical_in_both_runs_is_confirmed() {
+        let base = [
+            m("a", 1.0, false, true),
+            m("b", 1.0, false, true),
+            m("c", 1.0, false, true),
+        ];
+        let first = compare(
+            &base,
+            &[
+                m("a", 3.0, false, true),
+                m("b", 3.0, false, true),
+                m("c", 1.0, false, true),
+            ],
+            10.0,
+        );
+        // `a` stays slow, `b` was a burst, `c` turns critical only now.
+        let second = compare(
+            &base,
+            &[
+                m("a", 2.5, false, true),
+                m("b", 1.1, false, true),
+                m("c", 3.0, false, true),
+            ],
+            10.0,
+        );
+        let names: Vec<&str> = confirmed(&first, &second).iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["a"]);
     }
 
     #[test]
