@@ -32,7 +32,7 @@ CRATES = [
 # error, so a new one gets a place in the flow.
 MODULES = {
     "qroute-core": ["error", "calendar", "objects", "catalog", "dataset", "features", "frontier", "policy", "reward", "record", "store", "testing"],
-    "qroute-store": ["codec", "data_file", "index_tables", "newest", "recent", "sled_store", "pg", "config", "writer", "pruner"],
+    "qroute-store": ["codec", "data_file", "index_tables", "newest", "recent", "rewarded", "sled_store", "pg", "config", "writer", "pruner"],
     "qroute-learn": ["config", "grad", "adam", "learner", "torch", "answer_head", "prior", "offline", "registry_pg", "registry", "online", "watch"],
     "qroute-experiment": ["stats", "assign", "spec", "registry", "results"],
     "qroute-lab": ["plots", "bandits", "evaluate", "simulate", "ope", "export", "report", "experiment_report"],

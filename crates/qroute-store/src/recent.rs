@@ -13,7 +13,15 @@
 //! calls [`Recent::forget`] after the write. A reader takes a [`Ticket`]
 //! before it reads from disk and may only store what it read if no `forget`
 //! touched the slot in between, so a read that raced a write is never kept.
+//!
+//! `forget` takes no lock: it bumps the slot's generation, an atomic, and an
+//! entry is served only while its slot's generation is the one it was
+//! stored under. The group writer calls `forget` on the acknowledgement path
+//! and the trainer, at nice 19, holds the slots' lock; were `forget` to take
+//! it, a trainer preempted inside would stall the writer (and every request
+//! waiting on it) until the scheduler ran the trainer again.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use qroute_core::record::Experience;
@@ -22,13 +30,16 @@ use qroute_core::record::Experience;
 /// newest `capacity` decisions can all be held at once.
 pub(crate) struct Recent {
     slots: Mutex<Vec<Slot>>,
+    /// Each slot's generation, bumped by every [`Recent::forget`] of any
+    /// sequence number in it, so a [`Ticket`] or entry from before no longer
+    /// fits.
+    generations: Vec<AtomicU64>,
 }
 
 #[derive(Default)]
 struct Slot {
     seq: u64,
-    /// Bumped by every [`Recent::forget`] of any sequence number in this
-    /// slot, so a [`Ticket`] taken before it no longer fits.
+    /// The slot's generation when `experience` was stored.
     generation: u64,
     experience: Option<Arc<Experience>>,
 }
@@ -48,10 +59,12 @@ pub(crate) enum Lookup {
 impl Recent {
     /// A cache of `capacity` slots (at least one).
     pub(crate) fn new(capacity: usize) -> Recent {
+        let capacity = capacity.max(1);
         let mut slots = Vec::new();
-        slots.resize_with(capacity.max(1), Slot::default);
+        slots.resize_with(capacity, Slot::default);
         Recent {
             slots: Mutex::new(slots),
+            generations: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -59,52 +72,52 @@ impl Recent {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn slot_of(slots: &[Slot], seq: u64) -> usize {
-        (seq % slots.len() as u64) as usize
+    fn slot_of(&self, seq: u64) -> usize {
+        (seq % self.generations.len() as u64) as usize
+    }
+
+    fn generation(&self, slot: usize) -> u64 {
+        self.generations[slot].load(Ordering::SeqCst)
     }
 
     /// The cached experience `seq`, or a ticket to store it once read.
     pub(crate) fn get(&self, seq: u64) -> Lookup {
+        let i = self.slot_of(seq);
         let slots = self.lock();
-        let i = Self::slot_of(&slots, seq);
         let slot = &slots[i];
+        let generation = self.generation(i);
         match &slot.experience {
-            Some(e) if slot.seq == seq => Lookup::Hit(e.clone()),
-            _ => Lookup::Miss(Ticket {
-                slot: i,
-                generation: slot.generation,
-            }),
+            Some(e) if slot.seq == seq && slot.generation == generation => Lookup::Hit(e.clone()),
+            _ => Lookup::Miss(Ticket { slot: i, generation }),
         }
     }
 
     /// Keeps `experience` as `seq`, unless its slot was forgotten since the
-    /// ticket was taken (the read may predate a write).
+    /// ticket was taken (the read may predate a write). A `forget` that
+    /// lands just after this check still voids the entry: it is served only
+    /// under the generation it was stored with.
     pub(crate) fn put(&self, seq: u64, ticket: Ticket, experience: Arc<Experience>) {
         let mut slots = self.lock();
-        let slot = &mut slots[ticket.slot];
-        if slot.generation == ticket.generation {
-            slot.seq = seq;
-            slot.experience = Some(experience);
+        if self.generation(ticket.slot) == ticket.generation {
+            slots[ticket.slot] = Slot {
+                seq,
+                generation: ticket.generation,
+                experience: Some(experience),
+            };
         }
     }
 
-    /// Drops `seq` (it changed, or is being removed), and voids every ticket
-    /// of its slot.
+    /// Voids `seq`'s slot (it changed, or is being removed): its entry and
+    /// every ticket for it. Lock-free.
     pub(crate) fn forget(&self, seq: u64) {
-        let mut slots = self.lock();
-        let i = Self::slot_of(&slots, seq);
-        let slot = &mut slots[i];
-        slot.generation = slot.generation.wrapping_add(1);
-        if slot.seq == seq {
-            slot.experience = None;
-        }
+        self.generations[self.slot_of(seq)].fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Drops everything (retention removed decisions).
+    /// Voids every slot (retention removed decisions). Lock-free; the
+    /// entries' memory is released as newer ones take their slots.
     pub(crate) fn clear(&self) {
-        for slot in self.lock().iter_mut() {
-            slot.generation = slot.generation.wrapping_add(1);
-            slot.experience = None;
+        for g in &self.generations {
+            g.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
@@ -162,6 +175,27 @@ mod tests {
         assert_eq!(hit(&r, 2), None);
         fill(&r, 2, "fresh");
         assert_eq!(hit(&r, 2).as_deref(), Some("fresh"));
+    }
+
+    #[test]
+    fn forget_and_clear_take_no_lock() {
+        let r = Recent::new(4);
+        fill(&r, 1, "one");
+        let held = r.lock();
+        // On the holder's own thread: a forget that waited for the lock
+        // would never return.
+        r.forget(1);
+        r.clear();
+        drop(held);
+        assert_eq!(hit(&r, 1), None);
+        // A ticket from before the forget stores nothing.
+        let Lookup::Miss(ticket) = r.get(2) else { panic!() };
+        {
+            let _held = r.lock();
+            r.forget(2);
+        }
+        r.put(2, ticket, exp("stale"));
+        assert_eq!(hit(&r, 2), None);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use super::data_file::{self, DataFile};
 use super::index_tables::{Ends, IdTable};
 use super::newest::{self, Joinable, NewestDecisions};
 use super::recent::{Lookup, Recent};
+use super::rewarded::RewardedSet;
 use qroute_core::record::{
     validate_request_id, Answered, DecisionRecord, Experience, Feedback, FeedbackRecord, Outcome,
 };
@@ -161,7 +162,7 @@ pub struct SledStore {
     count: AtomicU64,
     /// The decisions with outcomes (the seqs of `outcomes`' keys), sorted,
     /// for O(1) random access in sampling.
-    rewarded_index: RwLock<Vec<u64>>,
+    rewarded: RewardedSet,
     /// Decoded experiences replay sampling drew lately, forgotten when a
     /// write changes them.
     recent: Option<Recent>,
@@ -786,7 +787,7 @@ impl SledStore {
             join_gate: RwLock::new(()),
             index: RwLock::new(index),
             count: AtomicU64::new(len),
-            rewarded_index: RwLock::new(Vec::new()),
+            rewarded: RewardedSet::new(first_kept),
             recent: (options.recent_experiences > 0).then(|| Recent::new(options.recent_experiences)),
             with_feedback: RwLock::new(with_feedback),
             newest: NewestDecisions::new(newest::CAPACITY),
@@ -829,16 +830,17 @@ impl SledStore {
             store.db.insert(FORMAT_KEY, &FORMAT.to_be_bytes()).map_err(sled_err)?;
             store.db.flush().map_err(sled_err)?;
         }
-        let mut rewarded = Vec::new();
-        for kv in store.outcomes.range(seq_key(first_kept)..) {
-            let (k, _) = kv.map_err(sled_err)?;
-            let seq = outcome_seq(&k)?;
-            // Outcomes are only recorded for committed decisions.
-            if seq < len && rewarded.last() != Some(&seq) {
-                rewarded.push(seq);
+        {
+            let mut rewarded = store.rewarded.lock();
+            for kv in store.outcomes.range(seq_key(first_kept)..) {
+                let (k, _) = kv.map_err(sled_err)?;
+                let seq = outcome_seq(&k)?;
+                // Outcomes are only recorded for committed decisions.
+                if seq < len {
+                    rewarded.insert(seq);
+                }
             }
         }
-        *store.rewarded_index.write().unwrap_or_else(lock_err) = rewarded;
         Ok(store)
     }
 
@@ -1300,19 +1302,10 @@ impl SledStore {
         for j in decisions.values() {
             self.changed(j.seq);
         }
-        {
-            // Every seq of this call, not only the new ones: sampling may have
-            // dropped one as stale (a crash leftover) just before its
-            // outcomes landed.
-            let mut index = self.rewarded_index.write().unwrap_or_else(lock_err);
-            for j in decisions.values() {
-                // Outcomes mostly arrive for recent decisions: inserting near
-                // the end of the sorted vector is cheap.
-                if let Err(pos) = index.binary_search(&j.seq) {
-                    index.insert(pos, j.seq);
-                }
-            }
-        }
+        // Every seq of this call, not only the new ones: sampling may have
+        // dropped one as stale (a crash leftover) just before its outcomes
+        // landed.
+        self.rewarded.add(decisions.values().map(|j| j.seq));
         Ok(())
     }
 }
@@ -1519,12 +1512,12 @@ impl ExperienceStore for SledStore {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             let picks: Vec<u64> = {
-                let index = self.rewarded_index.read().unwrap_or_else(lock_err);
+                let index = self.rewarded.lock();
                 if index.is_empty() {
                     break;
                 }
                 (out.len()..n)
-                    .map(|_| index[pick(index.len(), how, &mut &mut *rng)])
+                    .filter_map(|_| index.nth(pick(index.len(), how, &mut &mut *rng)))
                     .collect()
             };
             let mut stale = Vec::new();
@@ -1540,8 +1533,10 @@ impl ExperienceStore for SledStore {
                 }
             }
             if !stale.is_empty() {
-                let mut index = self.rewarded_index.write().unwrap_or_else(lock_err);
-                index.retain(|s| !stale.contains(s));
+                let mut index = self.rewarded.lock();
+                for seq in stale {
+                    index.remove(seq);
+                }
             }
         }
         Ok(out)
@@ -1615,7 +1610,7 @@ impl ExperienceStore for SledStore {
     /// Crash-safe in this order: (1) the new [`Truncation`] (whose
     /// `first_kept` says which decisions are gone) is committed to sled and
     /// flushed; (2) the decisions leave the in-memory index, so nothing finds
-    /// them any more; (3) their rows, then their `rewarded` and `index`
+    /// them any more; (3) they leave the rewarded set, their rows and `index`
     /// entries are deleted, then their files. A crash after (1) leaves index
     /// entries and files below `first_kept`, which open ignores for reading
     /// and uses to finish (3). The append lock is held for (1) and (2) only.
@@ -1688,15 +1683,16 @@ impl ExperienceStore for SledStore {
         let removed = {
             let _no_joins = self.join_gate.write().unwrap_or_else(lock_err);
             let removed = self.index.write().unwrap_or_else(lock_err).prune_to(new_first_kept);
-            let mut rewarded = self.rewarded_index.write().unwrap_or_else(lock_err);
-            let below = rewarded.partition_point(|&s| s < new_first_kept);
-            rewarded.drain(..below);
             if let Some(recent) = &self.recent {
                 recent.clear();
             }
             removed
         };
         drop(writer);
+        // Not under the append lock: the trainer holds the rewarded set's
+        // lock at nice 19 (see `rewarded.rs`). Sampling drops a removed seq
+        // it draws before this.
+        self.rewarded.lock().drop_below(new_first_kept);
         // (3) Rows, entries and files.
         self.purge(&removed, new_first_kept)?;
         Ok(Pruned {
@@ -1923,7 +1919,7 @@ mod tests {
                 .unwrap();
         }
         let s = reopen(&path).unwrap();
-        assert_eq!(*s.rewarded_index.read().unwrap(), vec![2, 4]);
+        assert_eq!(s.rewarded.lock().members(), vec![2, 4]);
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         for how in [Sampling::Uniform, Sampling::Recent { half_life: 0 }] {
             let got = s.sample(100, &how, &mut rng).unwrap();
@@ -1942,10 +1938,11 @@ mod tests {
     fn sampling_drops_rewarded_entries_without_outcomes() {
         let (_d, s) = store();
         s.append_decisions(&[rec(0), rec(1)]).unwrap();
-        s.rewarded_index.write().unwrap().extend([0, 1]);
+        s.rewarded.lock().insert(0);
+        s.rewarded.lock().insert(1);
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         assert!(s.sample(5, &Sampling::Uniform, &mut rng).unwrap().is_empty());
-        assert!(s.rewarded_index.read().unwrap().is_empty());
+        assert!(s.rewarded.lock().is_empty());
     }
 
     /// A store of format 4 kept outcomes and answers under request ids,
@@ -1989,7 +1986,7 @@ mod tests {
         assert_eq!(s.answered("req-3").unwrap(), Some(answer(3)));
         assert_eq!(s.answered("req-1").unwrap(), None);
         assert_eq!(count_keys(&s.outcomes), 3);
-        assert_eq!(*s.rewarded_index.read().unwrap(), vec![1, 3]);
+        assert_eq!(s.rewarded.lock().members(), vec![1, 3]);
         let mut got = s.get("req-3").unwrap().unwrap().outcomes;
         got.sort_by(|a, b| a.model.cmp(&b.model));
         assert_eq!(got, vec![outcomes[2].clone(), outcomes[1].clone()]);
@@ -2387,7 +2384,7 @@ mod tests {
         );
         assert_eq!(count_keys(&s.answers), 30);
         assert_eq!(count_keys(&s.feedback), 2);
-        assert_eq!(s.rewarded_index.read().unwrap().len(), 30);
+        assert_eq!(s.rewarded.lock().len(), 30);
         assert_eq!(parse_seq(&s.index_tree.first().unwrap().unwrap().0).unwrap(), 70);
         // Kept ones are whole.
         let e = s.get("req-70").unwrap().unwrap();
@@ -2560,7 +2557,7 @@ mod tests {
         assert_eq!(count_keys(&s.outcomes), 20);
         assert_eq!(count_keys(&s.answers), 20);
         assert_eq!(count_keys(&s.feedback), 0);
-        assert_eq!(s.rewarded_index.read().unwrap().len(), 20);
+        assert_eq!(s.rewarded.lock().len(), 20);
         assert_eq!(count_keys(&s.index_tree), 2);
         let seqs: Vec<u64> = s.iter_from(0).map(|e| seq_of(&e.unwrap())).collect();
         assert_eq!(seqs, (20..40).collect::<Vec<_>>());
