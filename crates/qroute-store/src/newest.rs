@@ -5,10 +5,11 @@
 //! A request's outcome and its answer record reach the writer moments after
 //! its decision (one upstream call later). Each join found the decision in
 //! the index, then read its record back from the data file (a positioned
-//! read, the frame check) and decoded its id and chosen models: about a
-//! tenth of the writer's CPU at 2,000 req/s. Here the writer keeps what a
-//! join needs of the decisions it appended last; older decisions are read
-//! from disk as before.
+//! read, the frame check) and decoded its id and chosen models: a fifth of
+//! what joining an outcome and an answer cost (`store_append/joins_1000`:
+//! 21.4 → ~17 ms per 1,000), about 4 µs of the writer's ~100 µs per request.
+//! Here the writer keeps what a join needs of the decisions it appended
+//! last; older decisions are read from disk as before.
 //!
 //! Exactness: a decision's id and chosen models never change once
 //! committed, and a sequence number is never reused, so an entry can only
