@@ -128,29 +128,30 @@ fn suite(a: &Args) -> anyhow::Result<()> {
     }
     let baseline = a.baseline.as_deref().map(suite_report::read_summary).transpose()?;
     let run = || suite::run(&cfg, |step| eprintln!("bench: {step}"));
-    let mut result = run()?;
-    let Some(baseline) = baseline else {
-        suite_report::write(&a.out, &result, None)?;
-        say!("{}", suite_report::markdown(&result))?;
-        eprintln!("bench: report in {}", a.out.display());
-        return Ok(());
+    let against = |result: &suite::SuiteResult| {
+        baseline
+            .as_deref()
+            .map(|b| compare::compare(b, &result.metrics(), a.threshold))
     };
-    let mut changes = compare::compare(&baseline, &result.metrics(), a.threshold);
-    let mut failed: Vec<String> = names(compare::critical(&changes));
-    if !failed.is_empty() {
+    let mut result = run()?;
+    let mut changes = against(&result);
+    let mut failed = names(changes.as_deref().map(compare::critical).unwrap_or_default());
+    if let (false, Some(first)) = (failed.is_empty(), changes.take()) {
         // Measured again before failing: see `compare::confirmed`.
         eprintln!(
             "bench: critical against the baseline ({}); running the suite again to confirm",
             failed.join(", ")
         );
-        let first = changes;
         result = run()?;
-        changes = compare::compare(&baseline, &result.metrics(), a.threshold);
-        failed = names(compare::confirmed(&first, &changes));
+        let second = against(&result).unwrap_or_default();
+        failed = names(compare::confirmed(&first, &second));
+        changes = Some(second);
     }
-    suite_report::write(&a.out, &result, Some((&changes, a.threshold)))?;
+    suite_report::write(&a.out, &result, changes.as_deref().map(|c| (c, a.threshold)))?;
     say!("{}", suite_report::markdown(&result))?;
-    say!("{}", compare::markdown(&changes, a.threshold))?;
+    if let Some(changes) = &changes {
+        say!("{}", compare::markdown(changes, a.threshold))?;
+    }
     eprintln!("bench: report in {}", a.out.display());
     if !failed.is_empty() {
         anyhow::bail!(

@@ -1044,18 +1044,14 @@ impl SledStore {
                 return Ok(found);
             }
         }
-        for seq in candidates {
-            if let Some(bytes) = self.read_decision(seq)? {
-                if codec::request_id_is(&bytes, request_id)? {
-                    return Ok(Some(Joinable {
-                        seq,
-                        request_id: request_id.into(),
-                        chosen: codec::decision_chosen(&bytes)?.into(),
-                    }));
-                }
-            }
+        match self.first_stored_with_id(candidates, request_id)? {
+            None => Ok(None),
+            Some((seq, bytes)) => Ok(Some(Joinable {
+                seq,
+                request_id: request_id.into(),
+                chosen: codec::decision_chosen(&bytes)?.into(),
+            })),
         }
-        Ok(None)
     }
 
     /// Seq and encoded record of the committed decision with this request id
@@ -1067,6 +1063,12 @@ impl SledStore {
             .unwrap_or_else(lock_err)
             .ids
             .candidates(request_id, hash, &mut candidates);
+        self.first_stored_with_id(candidates, request_id)
+    }
+
+    /// Seq and encoded record of the first of `candidates` (seqs whose id
+    /// hash matched) that is stored under `request_id`, read from disk.
+    fn first_stored_with_id(&self, candidates: Vec<u64>, request_id: &str) -> Result<Option<(u64, Vec<u8>)>> {
         for seq in candidates {
             if let Some(bytes) = self.read_decision(seq)? {
                 if codec::request_id_is(&bytes, request_id)? {
