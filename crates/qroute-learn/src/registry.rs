@@ -41,6 +41,8 @@ use crate::registry_pg::{PgRegistry, PgTrainerLock};
 const NEXT_VERSION: &str = "next-version";
 const ALLOCATE_LOCK: &str = "allocate.lock";
 const TRAINER_LOCK: &str = "trainer.lock";
+/// Where a pruned version's directory goes before it is removed.
+const PRUNED_PREFIX: &str = ".pruned-";
 
 /// Where a registered version came from, stored in its `policy.json`
 /// (`training.lineage`).
@@ -269,11 +271,11 @@ impl Registry {
         let not_registered = || Error::NotFound(format!("policy version {v} is not registered"));
         match &self.backend {
             Backend::Dir(dir) => {
+                // A prune renames the directory away before it removes its
+                // files, so a read that fails on a directory no longer there
+                // raced a prune: not registered, not a failure.
                 let dir = Registry::version_dir(dir, v);
-                if !dir.is_dir() {
-                    return Err(not_registered());
-                }
-                checkpoint::load(&dir)
+                checkpoint::load(&dir).map_err(|e| if dir.is_dir() { e } else { not_registered() })
             }
             Backend::Postgres(pg) => pg.load(v)?.ok_or_else(not_registered),
         }
@@ -418,11 +420,28 @@ impl Registry {
             Backend::Dir(dir) => dir,
             Backend::Postgres(pg) => return pg.prune(keep),
         };
+        // Each version is first renamed out of the listing (one atomic step,
+        // as `save` renames it in), then removed: a reader sees a version
+        // whole or not at all, never a directory half emptied. A `.pruned-`
+        // directory left by a crash is removed by the next prune.
         let versions = self.versions()?;
         let drop = versions.len().saturating_sub(keep.max(1));
         for v in &versions[..drop] {
             let dir = Registry::version_dir(root, *v);
-            fs::remove_dir_all(&dir).map_err(io(format!("removing {}", dir.display())))?;
+            let gone = root.join(format!(
+                "{PRUNED_PREFIX}v{v}-{}-{}",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            fs::rename(&dir, &gone).map_err(io(format!("renaming {}", dir.display())))?;
+        }
+        sync_dir(root);
+        for entry in fs::read_dir(root).map_err(io(format!("listing {}", root.display())))? {
+            let entry = entry.map_err(io(format!("listing {}", root.display())))?;
+            if entry.file_name().to_string_lossy().starts_with(PRUNED_PREFIX) {
+                let path = entry.path();
+                fs::remove_dir_all(&path).map_err(io(format!("removing {}", path.display())))?;
+            }
         }
         Ok(drop)
     }
@@ -577,6 +596,50 @@ mod tests {
             reg.entries().unwrap().iter().map(|e| e.version).collect::<Vec<_>>(),
             vec![3, 4]
         );
+    }
+
+    #[test]
+    fn readers_racing_a_prune_see_whole_versions_or_none() {
+        // The gateway lists and loads versions while its trainer saves and
+        // prunes. Removing a version's files in place once made a listing
+        // fail on a directory half emptied (a 500 from the admin API).
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for seed in 0..100 {
+                    let mut p = toy_policy(seed % 4);
+                    p.version = reg.allocate(1).unwrap();
+                    reg.save(&p, &lineage(None)).unwrap();
+                    reg.prune(2).unwrap();
+                }
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || reads == 0 {
+                reg.entries().expect("a listing never fails on a pruned version");
+                for v in reg.versions().unwrap() {
+                    match reg.load(v) {
+                        Ok(p) => assert_eq!(p.version, v),
+                        Err(Error::NotFound(_)) => {}
+                        Err(e) => panic!("loading v{v} while it was pruned: {e}"),
+                    }
+                }
+                reads += 1;
+            }
+        });
+        assert_eq!(reg.versions().unwrap(), vec![99, 100]);
+        // A prune that died between its rename and its removal leaves a
+        // directory out of the listing; the next prune removes it.
+        fs::create_dir(dir.path().join(format!("{PRUNED_PREFIX}v7-1-2"))).unwrap();
+        assert_eq!(reg.prune(2).unwrap(), 0);
+        let left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(PRUNED_PREFIX))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
