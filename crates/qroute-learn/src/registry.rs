@@ -433,14 +433,25 @@ impl Registry {
                 std::process::id(),
                 rand::random::<u32>()
             ));
-            fs::rename(&dir, &gone).map_err(io(format!("renaming {}", dir.display())))?;
+            // Another process pruning the same registry may have taken it.
+            match fs::rename(&dir, &gone) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(format!("renaming {}", dir.display()), e))
+                }
+                _ => {}
+            }
         }
         sync_dir(root);
         for entry in fs::read_dir(root).map_err(io(format!("listing {}", root.display())))? {
             let entry = entry.map_err(io(format!("listing {}", root.display())))?;
             if entry.file_name().to_string_lossy().starts_with(PRUNED_PREFIX) {
                 let path = entry.path();
-                fs::remove_dir_all(&path).map_err(io(format!("removing {}", path.display())))?;
+                match fs::remove_dir_all(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(Error::io(format!("removing {}", path.display()), e))
+                    }
+                    _ => {}
+                }
             }
         }
         Ok(drop)

@@ -527,6 +527,23 @@ fn lock_err<T>(e: std::sync::PoisonError<T>) -> T {
     e.into_inner()
 }
 
+/// Opens sled's database, waiting up to a second for its file lock: a
+/// store closed just before (a restart in the same process, a test) may
+/// still be held by sled's background threads for a moment.
+fn open_sled(path: &Path, cache_bytes: u64) -> std::result::Result<sled::Db, sled::Error> {
+    let mut tries = 0;
+    loop {
+        match sled::Config::new().path(path).cache_capacity(cache_bytes).open() {
+            // sled reports a held lock as an `Other` I/O error with this text.
+            Err(sled::Error::Io(e)) if tries < 100 && e.to_string().contains("could not acquire lock") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Whether `path` holds a store (or at least a sled database): a directory
 /// with sled's `conf` and `db` files. Looks only; creates nothing.
 fn is_store_dir(path: &Path) -> bool {
@@ -576,27 +593,12 @@ impl SledStore {
         if !options.create && !is_store_dir(&path) {
             return Err(no_store(&path));
         }
-        let mut tries = 0;
-        let db = loop {
-            match sled::Config::new()
-                .path(&path)
-                .cache_capacity(options.cache_bytes)
-                .open()
-            {
-                Ok(db) => break db,
-                // sled reports a held lock as an `Other` I/O error with this text.
-                Err(sled::Error::Io(e)) if tries < 100 && e.to_string().contains("could not acquire lock") => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(e) => {
-                    return Err(Error::Store(format!(
-                        "opening experience store {}: {e} (is another process using it?)",
-                        path.display()
-                    )))
-                }
-            }
-        };
+        let db = open_sled(&path, options.cache_bytes).map_err(|e| {
+            Error::Store(format!(
+                "opening experience store {}: {e} (is another process using it?)",
+                path.display()
+            ))
+        })?;
         // The first segment with framed records; an older store's is its
         // length, known once its index is loaded.
         let mut framed_from = None;
@@ -1900,7 +1902,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
         {
-            let db = sled::open(&path).unwrap();
+            let db = open_sled(&path, DEFAULT_CACHE_BYTES).unwrap();
             db.insert(FORMAT_KEY, &1u64.to_be_bytes()).unwrap();
             db.flush().unwrap();
         }
@@ -2539,7 +2541,7 @@ mod tests {
             s.record_feedback("req-3", feedback(0.5), 60_000).unwrap();
         }
         {
-            let db = sled::open(&path).unwrap();
+            let db = open_sled(&path, DEFAULT_CACHE_BYTES).unwrap();
             let t = Truncation {
                 removed: 20,
                 first_kept: 20,
@@ -2598,7 +2600,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("store");
             {
-                let db = sled::open(&path).unwrap();
+                let db = open_sled(&path, DEFAULT_CACHE_BYTES).unwrap();
                 db.insert(FORMAT_KEY, &format.to_be_bytes()).unwrap();
                 let index = db.open_tree("index").unwrap();
                 let mut data = Vec::new();
