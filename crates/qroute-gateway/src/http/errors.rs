@@ -154,18 +154,23 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     }
 }
 
-/// Parses a request body, naming where it went wrong.
+/// Parses a request body, naming where it went wrong. The body must be one
+/// JSON value: anything but whitespace after it is refused, as
+/// `serde_json::from_slice` would.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let not_json = |e: serde_json::Error| Error::InvalidInput(format!("request body is not valid JSON: {e}"));
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match inner.classify() {
-            Category::Syntax | Category::Eof => Error::InvalidInput(format!("request body is not valid JSON: {inner}")),
+            Category::Syntax | Category::Eof => not_json(inner),
             Category::Data | Category::Io if path == "." => Error::InvalidInput(format!("request body: {inner}")),
             Category::Data | Category::Io => Error::InvalidInput(format!("request body: field `{path}`: {inner}")),
         }
-    })
+    })?;
+    de.end().map_err(not_json)?;
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -189,6 +194,20 @@ mod tests {
         let (status, body) = body_of(Error::InvalidInput("field `model`: unknown".into())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body["error"]["message"].as_str().unwrap().contains("`model`"));
+    }
+
+    #[test]
+    fn a_body_is_one_json_value() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Body {
+            #[allow(dead_code)]
+            n: u32,
+        }
+        assert!(parse_json::<Body>(b" {\"n\": 1}\n ").is_ok());
+        let err = parse_json::<Body>(b"{\"n\": 1} {\"n\": 2}").unwrap_err().to_string();
+        assert!(err.contains("not valid JSON") && err.contains("trailing"), "{err}");
+        let err = parse_json::<Body>(b"{\"n\": -1}").unwrap_err().to_string();
+        assert!(err.contains("field `n`"), "{err}");
     }
 
     #[test]
