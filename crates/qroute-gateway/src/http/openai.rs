@@ -210,28 +210,39 @@ struct ChatCompletion<'a> {
     qroute: QrouteFields<'a>,
 }
 
+fn choice<'a>(
+    index: usize,
+    text: &'a str,
+    tool_calls: &'a [ToolCall],
+    finish_reason: &'a str,
+    logprobs: &'a Option<Value>,
+) -> CompletionChoice<'a> {
+    CompletionChoice {
+        index,
+        message: message(text, tool_calls),
+        finish_reason,
+        logprobs: logprobs.as_ref(),
+    }
+}
+
 fn completion(r: &Routed) -> ChatCompletion<'_> {
     let c = &r.completion;
-    let first = CompletionChoice {
-        index: 0,
-        message: message(&c.text, &c.tool_calls),
-        finish_reason: &c.finish_reason,
-        logprobs: c.logprobs.as_ref(),
-    };
-    let more = c.more_choices.iter().zip(1..).map(|(m, i)| CompletionChoice {
-        index: i,
-        message: message(&m.text, &m.tool_calls),
-        finish_reason: &m.finish_reason,
-        logprobs: m.logprobs.as_ref(),
-    });
-    let choices = std::iter::once(first).chain(more).collect();
+    // The first choice lives in the completion's own fields, the rest in
+    // `more_choices`.
+    let choices = std::iter::once(choice(0, &c.text, &c.tool_calls, &c.finish_reason, &c.logprobs))
+        .chain(
+            (1..)
+                .zip(&c.more_choices)
+                .map(|(i, m)| choice(i, &m.text, &m.tool_calls, &m.finish_reason, &m.logprobs)),
+        )
+        .collect();
     ChatCompletion {
         id: format!("chatcmpl-{}", r.request_id),
         object: "chat.completion",
         created: created(),
         model: &r.model,
         choices,
-        usage: usage(r.completion.input_tokens, r.completion.output_tokens),
+        usage: usage(c.input_tokens, c.output_tokens),
         qroute: qroute_fields(r),
     }
 }
