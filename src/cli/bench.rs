@@ -128,25 +128,22 @@ fn suite(a: &Args) -> anyhow::Result<()> {
     }
     let baseline = a.baseline.as_deref().map(suite_report::read_summary).transpose()?;
     let run = || suite::run(&cfg, |step| eprintln!("bench: {step}"));
-    let against = |result: &suite::SuiteResult| {
-        baseline
-            .as_deref()
-            .map(|b| compare::compare(b, &result.metrics(), a.threshold))
+    let first = run()?;
+    let (result, changes, failed) = match &baseline {
+        None => (first, None, Vec::new()),
+        Some(baseline) => {
+            let verdict = compare::gate(baseline, a.threshold, first, suite::SuiteResult::metrics, |suspects| {
+                // Measured again before failing: see `compare::confirmed`.
+                let names: Vec<&str> = suspects.iter().map(|c| c.name.as_str()).collect();
+                eprintln!(
+                    "bench: critical against the baseline ({}); running the suite again to confirm",
+                    names.join(", ")
+                );
+                run()
+            })?;
+            (verdict.run, Some(verdict.changes), verdict.failed)
+        }
     };
-    let mut result = run()?;
-    let mut changes = against(&result);
-    let mut failed = names(changes.as_deref().map(compare::critical).unwrap_or_default());
-    if let (false, Some(first)) = (failed.is_empty(), changes.take()) {
-        // Measured again before failing: see `compare::confirmed`.
-        eprintln!(
-            "bench: critical against the baseline ({}); running the suite again to confirm",
-            failed.join(", ")
-        );
-        result = run()?;
-        let second = against(&result).unwrap_or_default();
-        failed = names(compare::confirmed(&first, &second));
-        changes = Some(second);
-    }
     suite_report::write(&a.out, &result, changes.as_deref().map(|c| (c, a.threshold)))?;
     say!("{}", suite_report::markdown(&result))?;
     if let Some(changes) = &changes {
@@ -160,8 +157,4 @@ fn suite(a: &Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn names(changes: Vec<&qroute_bench::compare::Change>) -> Vec<String> {
-    changes.into_iter().map(|c| c.name.clone()).collect()
 }

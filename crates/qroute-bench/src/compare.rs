@@ -116,6 +116,46 @@ pub fn confirmed<'a>(first: &[Change], second: &'a [Change]) -> Vec<&'a Change> 
         .collect()
 }
 
+/// What a gated run reports and fails on.
+#[derive(Debug)]
+pub struct Verdict<R> {
+    /// The run to report: the second one when the first was measured again.
+    pub run: R,
+    /// That run against the baseline.
+    pub changes: Vec<Change>,
+    /// The gated metrics critical in both runs: non-empty fails the gate.
+    pub failed: Vec<String>,
+}
+
+/// Compares `first` with the baseline; if a gated metric regressed
+/// critically, runs again (`rerun`, told which) and fails only on what
+/// [`confirmed`] keeps.
+pub fn gate<R, E>(
+    baseline: &[Metric],
+    threshold_pct: f64,
+    first: R,
+    metrics: impl Fn(&R) -> Vec<Metric>,
+    rerun: impl FnOnce(&[&Change]) -> Result<R, E>,
+) -> Result<Verdict<R>, E> {
+    let changes = compare(baseline, &metrics(&first), threshold_pct);
+    let suspects = critical(&changes);
+    if suspects.is_empty() {
+        return Ok(Verdict {
+            run: first,
+            changes,
+            failed: Vec::new(),
+        });
+    }
+    let run = rerun(&suspects)?;
+    let second = compare(baseline, &metrics(&run), threshold_pct);
+    let failed = confirmed(&changes, &second).iter().map(|c| c.name.clone()).collect();
+    Ok(Verdict {
+        run,
+        changes: second,
+        failed,
+    })
+}
+
 /// The comparison as a Markdown table (regressions only, and a count of the rest).
 pub fn markdown(changes: &[Change], threshold_pct: f64) -> String {
     let regressed: Vec<&Change> = changes.iter().filter(|c| c.severity != Severity::Ok).collect();
@@ -197,6 +237,30 @@ mod tests {
         );
         let names: Vec<&str> = confirmed(&first, &second).iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["a"]);
+    }
+
+    #[test]
+    fn the_gate_reruns_only_on_a_critical_regression_and_reports_the_run_it_judged() {
+        let base = vec![m("a", 1.0, false, true), m("b", 1.0, false, true)];
+        let metrics = |r: &Vec<Metric>| r.clone();
+        // Nothing critical: no rerun, and the comparison is still reported.
+        let fine = vec![m("a", 1.2, false, true), m("b", 1.0, false, true)];
+        let v = gate(&base, 10.0, fine, metrics, |_| -> Result<_, ()> { panic!("rerun") }).unwrap();
+        assert_eq!(v.changes.len(), 2);
+        assert_eq!(v.changes[0].severity, Severity::Low);
+        assert!(v.failed.is_empty());
+        // `a` and `b` critical once; only `a` again.
+        let slow = vec![m("a", 3.0, false, true), m("b", 3.0, false, true)];
+        let mut told = Vec::new();
+        let v = gate(&base, 10.0, slow, metrics, |suspects| {
+            told = suspects.iter().map(|c| c.name.clone()).collect();
+            Ok::<_, ()>(vec![m("a", 2.5, false, true), m("b", 1.0, false, true)])
+        })
+        .unwrap();
+        assert_eq!(told, ["a", "b"]);
+        assert_eq!(v.failed, ["a"]);
+        assert_eq!(v.run[0].value, 2.5, "the second run is the one reported");
+        assert_eq!(v.changes.iter().find(|c| c.name == "b").unwrap().severity, Severity::Ok);
     }
 
     #[test]
